@@ -1,0 +1,1 @@
+"""unipose_ray: Ray-distributed multi-teacher distillation for unified 2D pose."""

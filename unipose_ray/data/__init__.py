@@ -1,0 +1,1 @@
+"""Data: readers, generated data, unified records, the top-down crop pipeline."""

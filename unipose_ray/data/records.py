@@ -1,0 +1,181 @@
+"""Unified instance records: one person instance, in unified 21-keypoint slots, as Arrow.
+
+Every reader (COCO, MPII, generated data) produces :class:`InstanceRecord` objects; a record
+set is stored as a Parquet file that later stages (the crop pipeline, Ray Data, the
+teacher-logit cache) read directly.
+
+``visible`` and ``annotated`` are different things: a COCO sample's pelvis is *not annotated*
+(COCO has no pelvis), while a COCO ankle can be annotated yet invisible (``v=1`` occluded is
+still visible to the loss, ``v=0`` is not labelled). The training weight of a joint is
+``visible * annotated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from unipose_ray.skeleton import UNIFIED
+
+K = UNIFIED.num_keypoints
+
+SCHEMA = pa.schema(
+    [
+        pa.field("image_path", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("instance_id", pa.int64(), nullable=False),
+        pa.field("image_width", pa.int32(), nullable=False),
+        pa.field("image_height", pa.int32(), nullable=False),
+        pa.field("bbox", pa.list_(pa.float32(), 4), nullable=False),  # x, y, w, h (pixels)
+        pa.field("keypoints", pa.list_(pa.float32(), 2 * K), nullable=False),  # x0 y0 x1 ..
+        pa.field("visible", pa.list_(pa.float32(), K), nullable=False),
+        pa.field("annotated", pa.list_(pa.bool_(), K), nullable=False),
+        pa.field("head_size", pa.float32(), nullable=True),  # PCKh normaliser (pixels)
+        pa.field("area", pa.float32(), nullable=False),  # COCO segment area (OKS scale)
+    ],
+    metadata={"keypoint_names": ",".join(UNIFIED.names)},
+)
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One person instance in unified keypoint slots.
+
+    Attributes:
+        image_path: absolute path of the image file.
+        dataset: source dataset name (``coco``, ``mpii``, ...).
+        image_id: the image's id in its annotation file (MPII: index of the image).
+        instance_id: the annotation's id (MPII: index of the annotation).
+        image_width, image_height: image size in pixels.
+        bbox: ``(4,)`` box ``x, y, w, h`` in pixels.
+        keypoints: ``(21, 2)`` pixel coordinates (0 where not annotated).
+        visible: ``(21,)`` 1.0 where the joint is labelled and usable, else 0.0.
+        annotated: ``(21,)`` True where the source dataset annotates this joint at all.
+        head_size: PCKh head size in pixels, ``None`` where unknown.
+        area: instance area for OKS (COCO ``area``; box area otherwise).
+    """
+
+    image_path: str
+    dataset: str
+    image_id: int
+    instance_id: int
+    image_width: int
+    image_height: int
+    bbox: np.ndarray
+    keypoints: np.ndarray
+    visible: np.ndarray
+    annotated: np.ndarray
+    head_size: float | None
+    area: float
+
+    def __post_init__(self) -> None:
+        for name, shape in (("bbox", (4,)), ("keypoints", (K, 2)), ("visible", (K,))):
+            value = getattr(self, name)
+            if np.shape(value) != shape:
+                raise ValueError(f"record {self.instance_id}: {name} has shape "
+                                 f"{np.shape(value)}, expected {shape}")
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``(21,)`` float32 training weight per joint: visibility x annotated."""
+        return (np.asarray(self.visible) * np.asarray(self.annotated)).astype(np.float32)
+
+
+def records_to_table(records: Iterable[InstanceRecord]) -> pa.Table:
+    """Pack records into an Arrow table with :data:`SCHEMA`."""
+    records = list(records)
+    columns = {
+        "image_path": [r.image_path for r in records],
+        "dataset": [r.dataset for r in records],
+        "image_id": [int(r.image_id) for r in records],
+        "instance_id": [int(r.instance_id) for r in records],
+        "image_width": [int(r.image_width) for r in records],
+        "image_height": [int(r.image_height) for r in records],
+        "bbox": _fixed_list([r.bbox for r in records], 4, pa.float32()),
+        "keypoints": _fixed_list([r.keypoints for r in records], 2 * K, pa.float32()),
+        "visible": _fixed_list([r.visible for r in records], K, pa.float32()),
+        "annotated": _fixed_list([r.annotated for r in records], K, pa.bool_()),
+        "head_size": [None if r.head_size is None else float(r.head_size) for r in records],
+        "area": [float(r.area) for r in records],
+    }
+    return pa.table({n: columns[n] for n in SCHEMA.names}, schema=SCHEMA)
+
+
+def _fixed_list(values: Sequence[np.ndarray], width: int, dtype: pa.DataType) -> pa.Array:
+    flat = np.asarray(values, dtype=dtype.to_pandas_dtype()).reshape(len(values) * width)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=dtype), width)
+
+
+def table_to_records(table: pa.Table) -> list[InstanceRecord]:
+    """Unpack an Arrow table (or a Ray Data batch converted to one) into records."""
+    arrays = table_to_arrays(table)
+    head = table.column("head_size").to_pylist()
+    return [
+        InstanceRecord(
+            image_path=arrays["image_path"][i],
+            dataset=arrays["dataset"][i],
+            image_id=int(arrays["image_id"][i]),
+            instance_id=int(arrays["instance_id"][i]),
+            image_width=int(arrays["image_width"][i]),
+            image_height=int(arrays["image_height"][i]),
+            bbox=arrays["bbox"][i],
+            keypoints=arrays["keypoints"][i],
+            visible=arrays["visible"][i],
+            annotated=arrays["annotated"][i],
+            head_size=head[i],
+            area=float(arrays["area"][i]),
+        )
+        for i in range(table.num_rows)
+    ]
+
+
+def table_to_arrays(table: pa.Table) -> dict[str, np.ndarray | list]:
+    """Columns as numpy arrays of natural shape (``keypoints`` is ``(N, 21, 2)``)."""
+    n = table.num_rows
+
+    def fixed(name: str, *shape: int) -> np.ndarray:
+        column = table.column(name).combine_chunks()
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(n, *shape)
+
+    return {
+        "image_path": table.column("image_path").to_pylist(),
+        "dataset": table.column("dataset").to_pylist(),
+        "image_id": table.column("image_id").to_numpy(),
+        "instance_id": table.column("instance_id").to_numpy(),
+        "image_width": table.column("image_width").to_numpy(),
+        "image_height": table.column("image_height").to_numpy(),
+        "bbox": fixed("bbox", 4),
+        "keypoints": fixed("keypoints", K, 2),
+        "visible": fixed("visible", K),
+        "annotated": fixed("annotated", K).astype(bool),
+        "head_size": table.column("head_size").to_numpy(zero_copy_only=False).astype(np.float32),
+        "area": table.column("area").to_numpy(),
+    }
+
+
+def write_records(records: Iterable[InstanceRecord] | pa.Table, path: str | Path) -> Path:
+    """Write a record set to a Parquet file (parent folders are created)."""
+    table = records if isinstance(records, pa.Table) else records_to_table(records)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def read_records(path: str | Path) -> pa.Table:
+    """Read a record set written by :func:`write_records`, checking its schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"record file {path} does not exist; build it with "
+                                "`python jobs/make_dataset.py` or the dataset readers")
+    table = pq.read_table(path)
+    if not table.schema.equals(SCHEMA, check_metadata=False):
+        raise ValueError(f"{path} is not a unipose_ray record file: schema\n{table.schema}\n"
+                         f"differs from the expected\n{SCHEMA}")
+    return table
