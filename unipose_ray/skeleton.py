@@ -217,9 +217,12 @@ NAME_MAPS: dict[str, dict[str, str]] = {
     # AI Challenger's "neck" is the top of the neck (it sits just under the chin), which
     # is MPII's upper_neck; AIC has no face, thorax or pelvis.
     "aic": {**{n: n for n in AIC.names if n != "neck"}, "neck": "upper_neck"},
+    # Files that annotate the whole unified skeleton (generated data's evaluation files).
+    "unified": {n: n for n in UNIFIED.names},
 }
 
-KEYPOINT_SETS: dict[str, KeypointSet] = {"coco": COCO, "mpii": MPII, "aic": AIC}
+KEYPOINT_SETS: dict[str, KeypointSet] = {"coco": COCO, "mpii": MPII, "aic": AIC,
+                                         "unified": UNIFIED}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,156 @@
+"""From record sets to batches: the top-down dataset and a single-process batch loader.
+
+``TopdownDataset.sample(i, epoch)`` draws sample ``i``'s crop parameters from its seed and
+builds it; ``replay(i, params)`` rebuilds it from stored parameters; ``teacher_view`` crops
+the same box at a teacher's input size together with the per-axis relation between the two
+crops. ``BatchLoader`` shuffles per epoch and collates to numpy batches (Ray Data takes over
+in distributed runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from unipose_ray.data.records import InstanceRecord, table_to_records
+from unipose_ray.data.transforms import (
+    AugmentConfig,
+    CodecConfig,
+    CropParams,
+    Sample,
+    crop_image,
+    crop_relation,
+    invert_affine,
+    make_sample,
+    sample_params,
+    sample_seed,
+)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How records become samples.
+
+    Attributes:
+        codec: the student's input size and SimCC settings.
+        augment: random augmentation (use ``AugmentConfig.none()`` for validation).
+        seed: run seed; each sample's seed derives from it, the epoch and the instance.
+    """
+
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+
+
+def load_image(path: str) -> np.ndarray:
+    """Read an image as BGR uint8, with an error that names the file."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image {path}: it is missing or not an image; "
+                                "check the image folder given for this dataset")
+    return image
+
+
+@dataclass(frozen=True)
+class TeacherView:
+    """A teacher-sized crop of a sample's box.
+
+    Attributes:
+        image: ``(3, h_t, w_t)`` uint8 RGB.
+        params: the teacher crop's parameters.
+        a, b: ``(2,)`` per-axis relation ``teacher_px = a * student_px + b``.
+    """
+
+    image: np.ndarray
+    params: CropParams
+    a: np.ndarray
+    b: np.ndarray
+
+
+class TopdownDataset:
+    """Random-access top-down samples over a record set."""
+
+    def __init__(self, records: Sequence[InstanceRecord] | pa.Table, config: PipelineConfig):
+        self.records = table_to_records(records) if isinstance(records, pa.Table) else list(records)
+        self.config = config
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def params(self, index: int, epoch: int = 0) -> CropParams:
+        """The crop parameters sample ``index`` gets in ``epoch`` (pure function of seeds)."""
+        record = self.records[index]
+        seed = sample_seed(self.config.seed, epoch, record)
+        return sample_params(record, seed, self.config.codec, self.config.augment)
+
+    def sample(self, index: int, epoch: int = 0) -> Sample:
+        return self.replay(index, self.params(index, epoch))
+
+    def replay(self, index: int, params: CropParams) -> Sample:
+        """Rebuild a sample from stored parameters (bit-identical to the original)."""
+        record = self.records[index]
+        return make_sample(record, load_image(record.image_path), params, self.config.codec)
+
+    def teacher_view(self, index: int, params: CropParams, input_size: tuple[int, int],
+                     image: np.ndarray | None = None) -> TeacherView:
+        """Crop sample ``index``'s box (as ``params`` places it) at a teacher's input size."""
+        teacher = params.at_input_size(input_size)
+        if image is None:
+            image = load_image(self.records[index].image_path)
+        a, b = crop_relation(params, teacher)
+        crop = crop_image(image, teacher)
+        return TeacherView(np.ascontiguousarray(crop.transpose(2, 0, 1)), teacher, a, b)
+
+
+def collate(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
+    """Stack samples into a batch of arrays (``images`` is ``(B, 3, H, W)`` uint8)."""
+    return {
+        "images": np.stack([s.image for s in samples]),
+        "keypoints": np.stack([s.keypoints for s in samples]),
+        "weights": np.stack([s.weights for s in samples]),
+        "target_x": np.stack([s.target_x for s in samples]),
+        "target_y": np.stack([s.target_y for s in samples]),
+        "warp": np.stack([s.warp for s in samples]).astype(np.float32),
+        "inverse_warp": invert_affine(np.stack([s.warp for s in samples])).astype(np.float32),
+    }
+
+
+class BatchLoader:
+    """Single-process batches: shuffled per epoch, deterministic for a given seed.
+
+    Args:
+        dataset: the samples.
+        batch_size: samples per batch.
+        shuffle: reshuffle each epoch (seeded by the dataset's seed and the epoch).
+        drop_last: drop the final partial batch.
+    """
+
+    def __init__(self, dataset: TopdownDataset, batch_size: int, shuffle: bool = True,
+                 drop_last: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.dataset, self.batch_size = dataset, batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+
+    def __len__(self) -> int:
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def order(self, epoch: int) -> np.ndarray:
+        n = len(self.dataset)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.dataset.config.seed, epoch]).permutation(n)
+
+    def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        """Yield the batches of one epoch; each carries ``indices`` into the dataset."""
+        order = self.order(epoch)
+        for start in range(len(self)):
+            indices = order[start * self.batch_size:(start + 1) * self.batch_size]
+            batch = collate([self.dataset.sample(int(i), epoch) for i in indices])
+            batch["indices"] = indices
+            yield batch

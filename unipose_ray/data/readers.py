@@ -1,0 +1,252 @@
+"""COCO and MPII annotation readers -> unified :class:`InstanceRecord` lists.
+
+Both follow MMPose's own dataset classes (``CocoDataset``, ``MpiiDataset``) in what they
+keep and how they build boxes, so a record set matches what MMPose would train on. Any
+problem with a file is reported with the file's path and what is wrong in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from unipose_ray.data.records import InstanceRecord
+from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
+
+MPII_PIXEL_STD = 200.0
+PCKH_HEAD_FACTOR = 0.6  # MPII's SC_BIAS: head size = 0.6 x head-box diagonal
+
+
+class AnnotationError(ValueError):
+    """An annotation file is missing, malformed, or points at missing images."""
+
+
+def _require_file(path: Path, what: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist (check the path you passed)")
+    return path.resolve()
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {path} does not exist or is not a folder")
+    return path.resolve()
+
+
+def _load_json(path: Path) -> object:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path} is not valid JSON: {e}") from e
+
+
+def _image_size(path: Path, ann_file: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{ann_file} refers to image {path}, which does not exist; check the image folder "
+            "you passed matches this annotation file") from None
+    except OSError as e:
+        raise AnnotationError(f"image {path} (from {ann_file}) cannot be read: {e}") from e
+
+
+def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco"
+              ) -> list[InstanceRecord]:
+    """Read a COCO-format person-keypoints file (via pycocotools).
+
+    Args:
+        ann_file: e.g. ``person_keypoints_val2017.json``.
+        img_dir: the folder the ``file_name`` entries are relative to.
+        dataset: which registered keypoint set the file annotates (``coco``; ``aic`` or
+            ``unified`` for files in COCO format with other joints).
+
+    Skips crowd instances, instances without labelled keypoints and empty boxes, as MMPose's
+    ``CocoDataset`` does in top-down mode; boxes are clipped to the image the same way.
+    """
+    from pycocotools.coco import COCO  # noqa: PLC0415  (prints while loading; kept local)
+
+    ann_file = _require_file(ann_file, "COCO annotation file")
+    img_dir = _require_dir(img_dir, "COCO image folder")
+    raw = _load_json(ann_file)
+    _check_coco_layout(raw, ann_file)
+    mapping = mapping_for(dataset)
+    k = mapping.source.num_keypoints
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = raw
+        coco.createIndex()
+
+    records, sizes = [], {}
+    ann_ids = [a for img_id in coco.getImgIds() for a in coco.getAnnIds(imgIds=img_id)]
+    for ann_id in ann_ids:  # image by image, as MMPose orders its data list
+        ann = coco.anns[ann_id]
+        if ann.get("iscrowd", 0) or "keypoints" not in ann or "bbox" not in ann:
+            continue
+        keypoints = np.asarray(ann["keypoints"], dtype=np.float32)
+        if keypoints.size != 3 * k:
+            raise AnnotationError(
+                f"{ann_file}: annotation {ann_id} has {keypoints.size // 3} keypoints, but "
+                f"the '{dataset}' keypoint set has {k}; pass the matching dataset name")
+        keypoints = keypoints.reshape(k, 3)
+        if ann.get("num_keypoints", np.count_nonzero(keypoints[:, 2])) == 0:
+            continue
+        if keypoints[:, :2].max() <= 0:
+            continue
+        img = coco.imgs.get(ann["image_id"])
+        if img is None:
+            raise AnnotationError(f"{ann_file}: annotation {ann_id} refers to image id "
+                                  f"{ann['image_id']}, which is not in 'images'")
+        bbox = _clip_box(ann["bbox"], img["width"], img["height"])
+        if bbox is None:
+            continue
+        path = img_dir / img["file_name"]
+        if path not in sizes:
+            sizes[path] = _image_size(path, ann_file)
+        records.append(InstanceRecord(
+            image_path=str(path),
+            dataset=dataset,
+            image_id=int(ann["image_id"]),
+            instance_id=int(ann_id),
+            image_width=int(img["width"]),
+            image_height=int(img["height"]),
+            bbox=bbox,
+            keypoints=mapping.keypoints_to_unified(keypoints[:, :2]),
+            visible=mapping.keypoints_to_unified(np.minimum(1.0, keypoints[:, 2])),
+            annotated=mapping.annotated.copy(),
+            head_size=None,
+            area=float(ann.get("area", bbox[2] * bbox[3] * 0.53)),
+        ))
+    return records
+
+
+def _check_coco_layout(raw: object, ann_file: Path) -> None:
+    if not isinstance(raw, dict):
+        raise AnnotationError(f"{ann_file}: a COCO file is a JSON object, found {type(raw).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in raw:
+            raise AnnotationError(f"{ann_file}: missing the '{key}' list of a COCO keypoint file")
+    for img in raw["images"]:
+        missing = {"id", "file_name", "width", "height"} - set(img)
+        if missing:
+            raise AnnotationError(f"{ann_file}: image entry {img.get('id', '?')} lacks "
+                                  f"{sorted(missing)}")
+
+
+def _clip_box(bbox: list[float], width: int, height: int) -> np.ndarray | None:
+    """Clip ``x, y, w, h`` to the image as MMPose does; ``None`` for an empty box."""
+    x, y, w, h = (float(v) for v in bbox)
+    x1, y1 = np.clip(x, 0, width - 1), np.clip(y, 0, height - 1)
+    x2, y2 = np.clip(x + w, 0, width - 1), np.clip(y + h, 0, height - 1)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    return np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32)
+
+
+def read_mpii(ann_file: str | Path, img_dir: str | Path,
+              headbox_file: str | Path | None = None) -> list[InstanceRecord]:
+    """Read MPII in MMPose's JSON format (``image, center, scale, joints, joints_vis``).
+
+    Head sizes for PCKh come from a per-annotation ``head_box`` field (``[x1, y1, x2, y2]``)
+    or from the official ``mpii_gt_val.mat`` (``headboxes_src``, aligned with the file's
+    order); the head size is ``0.6 x`` the head-box diagonal, as MPII's evaluation.
+
+    Boxes are built as MMPose's ``MpiiDataset``: ``scale x 200`` square, centre moved down by
+    ``15 / 200 x scale`` and shifted by -1 (MATLAB 1-based); joints are kept as written.
+    """
+    ann_file = _require_file(ann_file, "MPII annotation file")
+    img_dir = _require_dir(img_dir, "MPII image folder")
+    anns = _load_json(ann_file)
+    if not isinstance(anns, list):
+        raise AnnotationError(f"{ann_file}: MMPose's MPII format is a JSON list of "
+                              f"annotations, found {type(anns).__name__}")
+    head_boxes = _read_headboxes(headbox_file, len(anns), ann_file) if headbox_file else None
+    mapping = mapping_for("mpii")
+    k = mapping.source.num_keypoints
+    records, image_ids, sizes = [], {}, {}
+    for index, ann in enumerate(anns):
+        missing = {"image", "center", "scale", "joints", "joints_vis"} - set(ann)
+        if missing:
+            raise AnnotationError(f"{ann_file}: annotation {index} lacks {sorted(missing)}")
+        joints = np.asarray(ann["joints"], dtype=np.float32)
+        joints_vis = np.asarray(ann["joints_vis"], dtype=np.float32)
+        if joints.shape != (k, 2) or joints_vis.shape != (k,):
+            raise AnnotationError(
+                f"{ann_file}: annotation {index} has joints {joints.shape} and joints_vis "
+                f"{joints_vis.shape}; MPII needs ({k}, 2) and ({k},)")
+        path = img_dir / ann["image"]
+        if path not in sizes:
+            sizes[path] = _image_size(path, ann_file)
+        width, height = sizes[path]
+        image_ids.setdefault(ann["image"], _mpii_image_id(ann["image"], len(image_ids)))
+        box_size = float(ann["scale"]) * MPII_PIXEL_STD
+        center = np.asarray(ann["center"], dtype=np.float64)
+        if center[0] != -1:
+            center[1] += 15.0 / MPII_PIXEL_STD * box_size
+        center -= 1
+        bbox = np.array([*(center - box_size / 2), box_size, box_size], dtype=np.float32)
+        head = head_boxes[index] if head_boxes is not None else ann.get("head_box")
+        records.append(InstanceRecord(
+            image_path=str(path),
+            dataset="mpii",
+            image_id=image_ids[ann["image"]],
+            instance_id=index,
+            image_width=int(width),
+            image_height=int(height),
+            bbox=bbox,
+            keypoints=mapping.keypoints_to_unified(joints),
+            visible=mapping.keypoints_to_unified(joints_vis),
+            annotated=mapping.annotated.copy(),
+            head_size=None if head is None else _head_size(head, ann_file, index),
+            area=float(max(box_size * box_size * 0.53, 1.0)),
+        ))
+    return records
+
+
+def _mpii_image_id(name: str, ordinal: int) -> int:
+    """MMPose's id is the numeric file stem (``005808361.jpg``); else the first-seen order."""
+    stem = Path(name).stem
+    return int(stem) if stem.isdigit() else ordinal
+
+
+def _head_size(head_box: object, ann_file: Path, index: int) -> float:
+    box = np.asarray(head_box, dtype=np.float64).reshape(-1)
+    if box.shape != (4,):
+        raise AnnotationError(f"{ann_file}: annotation {index} head_box must be "
+                              f"[x1, y1, x2, y2], found {head_box}")
+    return float(np.linalg.norm(box[2:] - box[:2]) * PCKH_HEAD_FACTOR)
+
+
+def _read_headboxes(path: str | Path, count: int, ann_file: Path) -> np.ndarray:
+    """``headboxes_src`` of the official ``mpii_gt_val.mat`` as ``(N, 4)`` boxes."""
+    from scipy.io import loadmat  # noqa: PLC0415
+
+    path = _require_file(path, "MPII head-box file")
+    mat = loadmat(path)
+    if "headboxes_src" not in mat:
+        raise AnnotationError(f"{path} has no 'headboxes_src' (expected the layout of MPII's "
+                              "mpii_gt_val.mat)")
+    boxes = np.transpose(mat["headboxes_src"], (2, 0, 1)).reshape(-1, 4)
+    if len(boxes) != count:
+        raise AnnotationError(f"{path} holds {len(boxes)} head boxes but {ann_file} has "
+                              f"{count} annotations; they must be the same split, in order")
+    return boxes
+
+
+def read_dataset(dataset: str, ann_file: str | Path, img_dir: str | Path,
+                 headbox_file: str | Path | None = None) -> list[InstanceRecord]:
+    """Read ``ann_file`` with the reader of ``dataset`` (``mpii``, or a COCO-format set)."""
+    if dataset == "mpii":
+        return read_mpii(ann_file, img_dir, headbox_file)
+    if dataset not in KEYPOINT_SETS:
+        raise KeyError(f"unknown dataset '{dataset}'; known: {sorted(KEYPOINT_SETS)}")
+    return read_coco(ann_file, img_dir, dataset)

@@ -1,0 +1,397 @@
+"""Top-down crops and SimCC targets, with every random choice replayable.
+
+A training sample is a deterministic function of ``(record, CropParams)``; the parameters are
+drawn from a per-sample seed (:func:`sample_seed`) by :func:`sample_params`. A sample carries
+its parameters, so the exact crop can be rebuilt later (the teacher-logit cache relies on it),
+and the same box can be cropped at a teacher's input size with the exact affine relation
+between the two crops (:func:`crop_relation`).
+
+The augmentations follow RTMPose's stage-1 pipeline: random flip, half-body, box
+shift/scale/rotation (truncated normal, as MMPose's ``RandomBBoxTransform``), HSV colour
+jitter (``YOLOXHSVRandomAug``), blur and one coarse-dropout hole.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from unipose_ray.data.records import InstanceRecord
+from unipose_ray.skeleton import UNIFIED
+
+BOX_PADDING = 1.25  # MMPose's GetBBoxCenterScale
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and ranges of the random augmentations (RTMPose stage 1 by default).
+
+    Attributes:
+        flip_prob: probability of a horizontal flip.
+        half_body_prob: probability of cropping the upper or lower body only.
+        shift_factor, shift_prob: box centre shift, in box sizes, and its probability.
+        scale_range: box scale factor range (truncated normal over it).
+        rotate_factor, rotate_prob: rotation in degrees (truncated normal) and probability.
+        hsv_delta: maximum hue / saturation / value offsets (YOLOX HSV jitter).
+        blur_prob: probability of a 3-7 px box blur.
+        dropout_prob: probability of one coarse-dropout hole of 20-40% of the crop side.
+    """
+
+    flip_prob: float = 0.5
+    half_body_prob: float = 0.3
+    shift_factor: float = 0.16
+    shift_prob: float = 0.3
+    scale_range: tuple[float, float] = (0.6, 1.4)
+    rotate_factor: float = 80.0
+    rotate_prob: float = 0.6
+    hsv_delta: tuple[int, int, int] = (5, 30, 30)
+    blur_prob: float = 0.1
+    dropout_prob: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("flip_prob", "half_body_prob", "shift_prob", "rotate_prob",
+                     "blur_prob", "dropout_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"augment.{name} must be a probability in [0, 1], got {value}")
+        low, high = self.scale_range
+        if not 0 < low <= high:
+            raise ValueError(f"augment.scale_range must satisfy 0 < low <= high, got "
+                             f"{self.scale_range}")
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        """No augmentation: the plain padded box (validation, teacher inference)."""
+        return cls(flip_prob=0, half_body_prob=0, shift_prob=0, scale_range=(1, 1),
+                   rotate_prob=0, hsv_delta=(0, 0, 0), blur_prob=0, dropout_prob=0)
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Input size and SimCC target settings of one model.
+
+    Attributes:
+        input_size: model input ``(w, h)``.
+        sigma: Gaussian sigma of the x and y targets, in SimCC bins.
+        split_ratio: SimCC bins per input pixel.
+    """
+
+    input_size: tuple[int, int] = (192, 256)
+    sigma: tuple[float, float] = (4.9, 5.66)
+    split_ratio: float = 2.0
+
+    @property
+    def num_bins(self) -> tuple[int, int]:
+        w, h = self.input_size
+        return int(round(w * self.split_ratio)), int(round(h * self.split_ratio))
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """Everything that decides one sample's crop: replaying these rebuilds it exactly.
+
+    Attributes:
+        center: ``(x, y)`` box centre in image pixels.
+        scale: ``(w, h)`` box size in image pixels, aspect-fixed to ``input_size``.
+        rotation: degrees, counter-clockwise in the image.
+        flip: horizontal mirror (joint labels are swapped with the flip pairs).
+        input_size: ``(w, h)`` of the crop.
+        hsv: hue / saturation / value offsets.
+        blur: box-blur kernel size, 0 for none.
+        dropout: ``(x, y, w, h)`` hole in crop pixels, all zero for none.
+    """
+
+    center: tuple[float, float]
+    scale: tuple[float, float]
+    rotation: float = 0.0
+    flip: bool = False
+    input_size: tuple[int, int] = (192, 256)
+    hsv: tuple[int, int, int] = (0, 0, 0)
+    blur: int = 0
+    dropout: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CropParams:
+        return cls(**{k: tuple(v) if isinstance(v, list | np.ndarray) else v
+                      for k, v in values.items()})
+
+    def at_input_size(self, input_size: tuple[int, int]) -> CropParams:
+        """The same box seen by a model of another input size (a teacher).
+
+        The box keeps its centre, rotation and flip and grows along one axis to the new
+        aspect ratio, so it contains everything the original crop shows. Photometric
+        parameters carry over; the dropout hole moves with the relation between the crops.
+        """
+        scale = fix_aspect_ratio(np.asarray(self.scale), input_size)
+        other = replace(self, scale=tuple(scale.tolist()), input_size=tuple(input_size),
+                        dropout=(0, 0, 0, 0))
+        if not any(self.dropout):
+            return other
+        a, b = crop_relation(self, other)
+        x, y, w, h = self.dropout
+        hole = np.round([x * a[0] + b[0], y * a[1] + b[1], w * a[0], h * a[1]]).astype(int)
+        return replace(other, dropout=tuple(hole.tolist()))
+
+
+@dataclass
+class Sample:
+    """One top-down training sample (unified keypoints, numpy).
+
+    Attributes:
+        image: ``(3, H, W)`` uint8 RGB crop.
+        keypoints: ``(21, 2)`` keypoints in crop pixels.
+        weights: ``(21,)`` float32 = visible x annotated x inside-the-target-window.
+        target_x, target_y: ``(21, Wx)`` / ``(21, Wy)`` float32 SimCC Gaussian targets.
+        params: the :class:`CropParams` that rebuild this crop.
+        warp: ``(2, 3)`` image -> crop affine.
+    """
+
+    image: np.ndarray
+    keypoints: np.ndarray
+    weights: np.ndarray
+    target_x: np.ndarray
+    target_y: np.ndarray
+    params: CropParams
+    warp: np.ndarray = field(repr=False)
+
+
+def sample_seed(base_seed: int, epoch: int, record: InstanceRecord) -> int:
+    """A seed that depends only on the run seed, the epoch and the instance's identity.
+
+    Independent of shuffling, sharding and worker count, so any process draws the same
+    augmentation for the same sample.
+    """
+    key = f"{record.dataset}/{record.image_id}/{record.instance_id}".encode()
+    entropy = [base_seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF, zlib.crc32(key)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
+
+
+def box_center_scale(bbox: np.ndarray, padding: float = BOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y, w, h)`` box -> centre ``(2,)`` and padded size ``(2,)``."""
+    x, y, w, h = np.asarray(bbox, dtype=np.float64)
+    return np.array([x + w / 2, y + h / 2]), np.array([w, h]) * padding
+
+
+def fix_aspect_ratio(scale: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """Grow the shorter side of a ``(w, h)`` box to the aspect ratio of ``input_size``."""
+    w, h = float(scale[0]), float(scale[1])
+    aspect = input_size[0] / input_size[1]
+    return np.array([h * aspect, h]) if w < h * aspect else np.array([w, w / aspect])
+
+
+def _truncnorm(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Standard normal truncated to [-1, 1] (as MMPose's ``RandomBBoxTransform``)."""
+    out = rng.standard_normal(size)
+    bad = np.abs(out) > 1
+    while bad.any():
+        out[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(out) > 1
+    return out
+
+
+def _half_body_box(record: InstanceRecord, prefer_upper: bool, input_size: tuple[int, int]
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """MMPose's ``RandomHalfBody`` selection (9/2/3 visible joints, upper preferred 0.7)."""
+    valid = record.weights > 0
+    if valid.sum() < 9:
+        return None
+    upper = np.flatnonzero(valid & UNIFIED.upper_body_mask)
+    lower = np.flatnonzero(valid & ~UNIFIED.upper_body_mask)
+    if len(upper) < 2 and len(lower) < 3:
+        return None
+    if len(lower) < 3:
+        chosen = upper
+    elif len(upper) < 2:
+        chosen = lower
+    else:
+        chosen = upper if prefer_upper else lower
+    points = record.keypoints[chosen]
+    low, high = points.min(axis=0), points.max(axis=0)
+    scale = fix_aspect_ratio(high - low, input_size) * 1.5
+    return points.mean(axis=0), scale
+
+
+def sample_params(record: InstanceRecord, seed: int, codec: CodecConfig,
+                  augment: AugmentConfig) -> CropParams:
+    """Draw one sample's :class:`CropParams` from its seed (always the same draws)."""
+    rng = np.random.default_rng(seed)
+    # A fixed number of draws per stage keeps later stages independent of earlier branches.
+    u = rng.random(8)
+    center, scale = box_center_scale(record.bbox)
+    flip = bool(u[0] < augment.flip_prob)
+    prefer_upper = bool(u[6] < 0.7)
+    half = (_half_body_box(record, prefer_upper, codec.input_size)
+            if u[1] < augment.half_body_prob else None)
+    if half is not None:
+        center, scale = half
+    shift, factor, angle = _truncnorm(rng, 2), _truncnorm(rng, 1)[0], _truncnorm(rng, 1)[0]
+    if u[2] < augment.shift_prob:
+        center = center + shift * augment.shift_factor * scale
+    low, high = augment.scale_range
+    scale = scale * ((high + low) / 2 + factor * (high - low) / 2)
+    rotation = float(angle * augment.rotate_factor) if u[3] < augment.rotate_prob else 0.0
+    hsv = (rng.uniform(-1, 1, 3) * augment.hsv_delta * rng.integers(0, 2, 3)).astype(int)
+    blur = int(rng.choice([3, 5, 7])) if u[4] < augment.blur_prob else 0
+    w, h = codec.input_size
+    hole_size = rng.uniform(0.2, 0.4, 2) * (w, h)
+    hole_xy = rng.uniform(0, 1, 2) * ((w, h) - hole_size)
+    dropout = (0, 0, 0, 0)
+    if u[5] < augment.dropout_prob:
+        dropout = tuple(int(v) for v in np.round(np.concatenate([hole_xy, hole_size])))
+    return CropParams(
+        center=tuple(center.tolist()),
+        scale=tuple(fix_aspect_ratio(scale, codec.input_size).tolist()),
+        rotation=rotation,
+        flip=flip,
+        input_size=tuple(codec.input_size),
+        hsv=tuple(int(v) for v in hsv),
+        blur=blur,
+        dropout=dropout,
+    )
+
+
+def warp_matrix(params: CropParams) -> np.ndarray:
+    """``(2, 3)`` affine from image pixels to crop pixels.
+
+    ``crop = F S R (p - c) + crop_centre`` with ``F`` the mirror when flipped, ``R`` the
+    rotation and ``S`` the per-axis pixels-per-image-pixel of the box. The crop centre is
+    ``((w - 1) / 2, (h - 1) / 2)``, the centre of the pixel grid, so a flipped crop is the
+    exact column mirror of the unflipped one.
+    """
+    w, h = params.input_size
+    sx, sy = w / params.scale[0], h / params.scale[1]
+    theta = np.deg2rad(params.rotation)
+    cos, sin = np.cos(theta), np.sin(theta)
+    # Image y points down, so a counter-clockwise turn on screen is [[c, s], [-s, c]].
+    linear = np.diag([sx, sy]) @ np.array([[cos, sin], [-sin, cos]])
+    if params.flip:  # mirror the crop itself, so flip and rotation commute
+        linear = np.diag([-1.0, 1.0]) @ linear
+    offset = _grid_centre(params.input_size) - linear @ np.asarray(params.center)
+    return np.concatenate([linear, offset[:, None]], axis=1)
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of ``(..., 2, 3)`` affines."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    linear_inv = np.linalg.inv(matrix[..., :2])
+    offset = -(linear_inv @ matrix[..., 2:])
+    return np.concatenate([linear_inv, offset], axis=-1)
+
+
+def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a ``(2, 3)`` affine to ``(..., 2)`` points."""
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def crop_relation(student: CropParams, teacher: CropParams) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis ``teacher_px = a * student_px + b`` between two crops of the same box.
+
+    Both crops share centre, rotation and flip, so the relation is axis-aligned; this is
+    what maps a teacher's SimCC bins onto the student's without stretching.
+
+    Returns:
+        ``a (2,)`` and ``b (2,)`` for the x and y axes.
+    """
+    if (student.center, student.rotation, student.flip) != (
+        teacher.center, teacher.rotation, teacher.flip):
+        raise ValueError("crop_relation needs two crops of the same box "
+                         "(build the teacher's with CropParams.at_input_size)")
+    relation = warp_matrix(teacher)[:, :2] @ np.linalg.inv(warp_matrix(student)[:, :2])
+    a = np.diag(relation).copy()
+    return a, _grid_centre(teacher.input_size) - a * _grid_centre(student.input_size)
+
+
+def _grid_centre(size: tuple[int, int]) -> np.ndarray:
+    return (np.asarray(size, dtype=np.float64) - 1) / 2
+
+
+def crop_image(image: np.ndarray, params: CropParams) -> np.ndarray:
+    """Warp, colour-jitter, blur and drop out: ``(H_img, W_img, 3)`` BGR -> ``(h, w, 3)`` RGB."""
+    crop = cv2.warpAffine(image, warp_matrix(params), tuple(params.input_size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    if any(params.hsv):
+        crop = _hsv_jitter(crop, params.hsv)
+    if params.blur:
+        crop = cv2.blur(crop, (params.blur, params.blur))
+    x, y, w, h = params.dropout
+    if w and h:
+        crop[y:y + h, x:x + w] = 0
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+
+
+def _hsv_jitter(bgr: np.ndarray, hsv: tuple[int, int, int]) -> np.ndarray:
+    """YOLOX HSV jitter via lookup tables (hue wraps at 180, OpenCV's range)."""
+    h, s, v = cv2.split(cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV))
+    x = np.arange(256, dtype=np.int16)
+    lut_h = ((x + hsv[0]) % 180).astype(np.uint8)
+    lut_s = np.clip(x + hsv[1], 0, 255).astype(np.uint8)
+    lut_v = np.clip(x + hsv[2], 0, 255).astype(np.uint8)
+    merged = cv2.merge((cv2.LUT(h, lut_h), cv2.LUT(s, lut_s), cv2.LUT(v, lut_v)))
+    return cv2.cvtColor(merged, cv2.COLOR_HSV2BGR)
+
+
+def transform_keypoints(record: InstanceRecord, params: CropParams
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keypoints, visibility and annotated flags in crop pixels and crop joint order.
+
+    Returns:
+        ``keypoints (21, 2)``, ``visible (21,)``, ``annotated (21,)``; after a flip, slot
+        ``left_x`` holds what was ``right_x`` (the person's left is now on the other side).
+    """
+    keypoints = apply_affine(record.keypoints.astype(np.float64), warp_matrix(params))
+    visible, annotated = np.asarray(record.visible), np.asarray(record.annotated)
+    if params.flip:
+        perm = UNIFIED.flip_permutation
+        keypoints, visible, annotated = keypoints[perm], visible[perm], annotated[perm]
+    return keypoints.astype(np.float32), visible.astype(np.float32), annotated.astype(bool)
+
+
+def simcc_targets(keypoints: np.ndarray, weights: np.ndarray, codec: CodecConfig
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SimCC Gaussian targets exactly as MMPose's ``SimCCLabel`` (gaussian, unnormalised).
+
+    Args:
+        keypoints: ``(K, 2)`` in crop pixels.
+        weights: ``(K,)`` weights before the in-window check.
+
+    Returns:
+        ``target_x (K, Wx)``, ``target_y (K, Wy)``, ``weights (K,)`` with joints whose
+        3-sigma window misses the crop set to 0.
+    """
+    n_x, n_y = codec.num_bins
+    mu = np.around(keypoints * codec.split_ratio).astype(np.int64)
+    sigma = np.asarray(codec.sigma, dtype=np.float32)
+    radius = sigma * 3
+    inside = ((mu - radius < (n_x, n_y)) & (mu + radius + 1 >= 0)).all(axis=1)
+    weights = np.where(inside, weights, 0).astype(np.float32)
+    labelled = (weights > 0)[:, None]
+    target_x = np.exp(-((np.arange(n_x, dtype=np.float32) - mu[:, :1]) ** 2) / (2 * sigma[0] ** 2))
+    target_y = np.exp(-((np.arange(n_y, dtype=np.float32) - mu[:, 1:]) ** 2) / (2 * sigma[1] ** 2))
+    return ((target_x * labelled).astype(np.float32), (target_y * labelled).astype(np.float32),
+            weights)
+
+
+def make_sample(record: InstanceRecord, image: np.ndarray, params: CropParams,
+                codec: CodecConfig) -> Sample:
+    """Build the sample that ``params`` describes (pure: no randomness here)."""
+    if tuple(params.input_size) != tuple(codec.input_size):
+        raise ValueError(f"crop size {params.input_size} differs from the codec's "
+                         f"{codec.input_size}")
+    crop = crop_image(image, params)
+    keypoints, visible, annotated = transform_keypoints(record, params)
+    target_x, target_y, weights = simcc_targets(keypoints, visible * annotated, codec)
+    return Sample(
+        image=np.ascontiguousarray(crop.transpose(2, 0, 1)),
+        keypoints=keypoints,
+        weights=weights,
+        target_x=target_x,
+        target_y=target_y,
+        params=params,
+        warp=warp_matrix(params),
+    )
