@@ -63,7 +63,8 @@ def test_mpii_reader_matches_mmpose(mpii_files):
                          data_prefix=dict(img=""))
     for i, record in enumerate(records):
         info = mm.get_data_info(i)
-        np.testing.assert_array_equal(mapping.keypoints_from_unified(record.keypoints),
+        # MMPose keeps MPII's 1-based joints; records are 0-based like the crop grid.
+        np.testing.assert_array_equal(mapping.keypoints_from_unified(record.keypoints) + 1,
                                       info["keypoints"][0])
         np.testing.assert_array_equal(mapping.keypoints_from_unified(record.visible),
                                       info["keypoints_visible"][0])

@@ -161,7 +161,9 @@ def read_mpii(ann_file: str | Path, img_dir: str | Path,
     order); the head size is ``0.6 x`` the head-box diagonal, as MPII's evaluation.
 
     Boxes are built as MMPose's ``MpiiDataset``: ``scale x 200`` square, centre moved down by
-    ``15 / 200 x scale`` and shifted by -1 (MATLAB 1-based); joints are kept as written.
+    ``15 / 200 x scale`` and shifted by -1 (MATLAB 1-based). Joints are shifted by -1 too,
+    so crops and targets are exact; MMPose keeps them 1-based and adds 1 to predictions at
+    evaluation instead, which gives the same PCKh.
     """
     ann_file = _require_file(ann_file, "MPII annotation file")
     img_dir = _require_dir(img_dir, "MPII image folder")
@@ -203,7 +205,7 @@ def read_mpii(ann_file: str | Path, img_dir: str | Path,
             image_width=int(width),
             image_height=int(height),
             bbox=bbox,
-            keypoints=mapping.keypoints_to_unified(joints),
+            keypoints=mapping.keypoints_to_unified(joints - 1),
             visible=mapping.keypoints_to_unified(joints_vis),
             annotated=mapping.annotated.copy(),
             head_size=None if head is None else _head_size(head, ann_file, index),
