@@ -1,0 +1,301 @@
+"""Losses against MMPose's own loss classes, and the teacher-grid geometry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unipose_ray import losses as L
+from unipose_ray.skeleton import mapping_for
+
+
+@pytest.fixture(scope="module")
+def mmpose_losses():
+    from unipose_ray.mmpose_compat import import_mmpose
+
+    import_mmpose()
+    from mmpose.models.losses import KDLoss, KLDiscretLoss
+
+    return KLDiscretLoss, KDLoss
+
+
+def _logits(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g)
+
+
+def _weights(b, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(b, k, generator=g)
+    w[torch.rand(b, k, generator=g) < 0.3] = 0.0  # unannotated joints
+    return w
+
+
+# --- L_gt ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label_softmax", [True, False])
+def test_simcc_kl_loss_equals_mmpose_kldiscretloss(mmpose_losses, label_softmax):
+    kl_cls, _ = mmpose_losses
+    b, k, wx, wy = 4, 21, 384, 512
+    px = _logits(b, k, wx, seed=1).requires_grad_()
+    py = _logits(b, k, wy, seed=2).requires_grad_()
+    tx, ty = _logits(b, k, wx, seed=3).abs(), _logits(b, k, wy, seed=4).abs()
+    if not label_softmax:  # labels are then used as distributions
+        tx, ty = tx / tx.sum(-1, keepdim=True), ty / ty.sum(-1, keepdim=True)
+    w = _weights(b, k)
+    assert (w == 0).any()
+
+    ref = kl_cls(beta=10.0, label_softmax=label_softmax, use_target_weight=True)(
+        (px, py), (tx, ty), w
+    )
+    ours = L.simcc_kl_loss(px, py, tx, ty, w, beta=10.0, label_softmax=label_softmax)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+
+    g_ref = torch.autograd.grad(ref, (px, py))
+    g_ours = torch.autograd.grad(ours, (px, py))
+    for a, r in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, r)
+
+
+def test_simcc_kl_loss_ignores_zero_weight_joints():
+    b, k = 2, 5
+    px, py = _logits(b, k, 40, seed=1), _logits(b, k, 50, seed=2)
+    tx, ty = _logits(b, k, 40, seed=3).abs(), _logits(b, k, 50, seed=4).abs()
+    w = torch.ones(b, k)
+    w[0, 3] = 0
+    base = L.simcc_kl_loss(px, py, tx, ty, w)
+    px2 = px.clone()
+    px2[0, 3] += 5 * torch.randn(40)
+    torch.testing.assert_close(L.simcc_kl_loss(px2, py, tx, ty, w), base)
+    px2[1, 3] += 5 * torch.randn(40)  # an annotated joint does count
+    assert not torch.allclose(L.simcc_kl_loss(px2, py, tx, ty, w), base)
+
+
+# --- L_kd ----------------------------------------------------------------------------------
+
+
+def _kd_inputs(b=6, k=17, wx=384, wy=512, seed=0):
+    return (
+        _logits(b, k, wx, seed=seed + 1),
+        _logits(b, k, wy, seed=seed + 2),
+        _logits(b, k, wx, seed=seed + 3),
+        _logits(b, k, wy, seed=seed + 4),
+    )
+
+
+def test_simcc_kd_loss_equals_mmpose_kdloss(mmpose_losses):
+    _, kd_cls = mmpose_losses
+    sx, sy, tx, ty = _kd_inputs()
+    sx.requires_grad_()
+    # DWPose's config: KDLoss(name='loss_logit', use_this=True, weight=1.0); beta = the
+    # student head's KLDiscretLoss beta (10). target_weight is ignored by KDLoss.
+    kd = kd_cls(name="loss_logit", use_this=True, weight=1.0)
+    ref = kd((sx, sy), (tx, ty), 10.0, torch.ones(6, 17))
+    ours = L.simcc_kd_loss(sx, sy, tx, ty, beta=10.0)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(torch.autograd.grad(ours, sx)[0], torch.autograd.grad(ref, sx)[0])
+    # and another temperature
+    torch.testing.assert_close(
+        L.simcc_kd_loss(sx, sy, tx, ty, beta=1.0), kd((sx, sy), (tx, ty), 1.0, None)
+    )
+
+
+def test_kd_sample_mask_distils_only_selected_samples(mmpose_losses):
+    _, kd_cls = mmpose_losses
+    sx, sy, tx, ty = _kd_inputs()
+    mask = torch.tensor([True, False, True, True, False, False])
+    ours = L.simcc_kd_loss(sx, sy, tx, ty, sample_mask=mask)
+    # Reference: KDLoss where unselected samples already agree with the teacher (KL 0).
+    sx_ref, sy_ref = sx.clone(), sy.clone()
+    sx_ref[~mask], sy_ref[~mask] = tx[~mask], ty[~mask]
+    ref = kd_cls("loss_logit", True)((sx_ref, sy_ref), (tx, ty), 10.0, None)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(ours, L.simcc_kd_loss(sx, sy, tx, ty))
+    torch.testing.assert_close(
+        L.simcc_kd_loss(sx, sy, tx, ty, sample_mask=torch.ones(6, dtype=torch.bool)),
+        L.simcc_kd_loss(sx, sy, tx, ty),
+    )
+
+
+def test_kd_joint_weights_mask_joints(mmpose_losses):
+    _, kd_cls = mmpose_losses
+    sx, sy, tx, ty = _kd_inputs()
+    joints = (_weights(6, 17, seed=5) > 0).float()
+    ours = L.simcc_kd_loss(sx, sy, tx, ty, joint_weights=joints)
+    off = joints == 0
+    sx_ref, sy_ref = sx.clone(), sy.clone()
+    sx_ref[off], sy_ref[off] = tx[off], ty[off]
+    ref = kd_cls("loss_logit", True)((sx_ref, sy_ref), (tx, ty), 10.0, None)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(ours, L.simcc_kd_loss(sx, sy, tx, ty))
+
+
+def test_kd_decay_matches_dwpose_schedule():
+    # DWPose multiplies by 1 - epoch/max_epochs with mmengine's 0-based epoch (the
+    # RuntimeInfoHook publishes runner.epoch, incremented after each epoch).
+    max_epochs = 420
+    for epoch_1 in (1, 2, 210, 420):
+        assert L.kd_decay(epoch_1, max_epochs) == pytest.approx(1 - (epoch_1 - 1) / max_epochs)
+    assert L.kd_decay(1, max_epochs) == 1.0
+    assert L.kd_decay(max_epochs, max_epochs) == pytest.approx(1 / max_epochs)
+    with pytest.raises(ValueError, match="1-based"):
+        L.kd_decay(0, max_epochs)
+
+
+# --- Teacher grid -> student grid ------------------------------------------------------------
+
+
+def test_map_teacher_logits_pure_shift_is_exact():
+    # 256x256 teacher crop vs 192x256 student crop of a tall box: same scale, teacher crop
+    # 32 px wider on each side -> teacher_px = student_px + (32, 0).
+    b, k = 3, 16
+    tx, ty = _logits(b, k, 512, seed=1), _logits(b, k, 512, seed=2)
+    a = torch.ones(b, 2)
+    off = torch.tensor([[32.0, 0.0]]).repeat(b, 1)
+    mx, my = L.map_teacher_logits(tx, ty, a, off, student_bins=(384, 512), split_ratio=2.0)
+    assert mx.shape == (b, k, 384) and my.shape == (b, k, 512)
+    torch.testing.assert_close(mx, tx[..., 64:448])
+    torch.testing.assert_close(my, ty)
+    # Stretching 512 -> 384 bins (the authors' resize) is not the same thing.
+    stretched = F.interpolate(tx, size=384, mode="linear", align_corners=False)
+    assert not torch.allclose(stretched, mx, atol=1e-2)
+
+
+def _gaussian_logits(centres, n, sigma=4.0):
+    grid = torch.arange(n, dtype=torch.float32)
+    return -((grid - centres[..., None]) ** 2) / (2 * sigma**2)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [((1.0, 1.0), (32.0, 0.0)), ((4 / 3, 4 / 3), (0.0, -42.7)), ((0.8, 1.25), (21.5, -13.0))],
+)
+def test_map_teacher_logits_keeps_the_peak_at_the_image_point(a, b):
+    bsz, k, ratio, beta = 2, 16, 2.0, 10.0
+    g = torch.Generator().manual_seed(0)
+    # student-pixel positions well inside both crops
+    p = torch.stack(
+        [40 + 110 * torch.rand(bsz, k, generator=g), 60 + 130 * torch.rand(bsz, k, generator=g)], -1
+    )
+    a_t = torch.tensor([a]).repeat(bsz, 1)
+    b_t = torch.tensor([b]).repeat(bsz, 1)
+    q = a_t[:, None, :] * p + b_t[:, None, :]  # the same points in teacher pixels
+    tx = _gaussian_logits(ratio * q[..., 0], 512) / beta
+    ty = _gaussian_logits(ratio * q[..., 1], 512) / beta
+    mx, my = L.map_teacher_logits(tx, ty, a_t, b_t, (384, 512), split_ratio=ratio)
+    for mapped, axis in ((mx, 0), (my, 1)):
+        prob = F.softmax(beta * mapped, dim=-1)
+        bins = torch.arange(prob.shape[-1], dtype=torch.float32)
+        expected = ratio * p[..., axis]
+        assert (prob.argmax(-1).float() - expected).abs().max() < 1.0  # the nearest bins
+        mean = (prob * bins).sum(-1)
+        torch.testing.assert_close(mean / ratio, p[..., axis], atol=0.05, rtol=0)
+
+
+def test_map_teacher_logits_drops_mass_outside_the_teacher_crop():
+    tx, ty = _logits(1, 2, 512, seed=1), _logits(1, 2, 512, seed=2)
+    # teacher crop starts 20 px right of the student's left edge: student x < 20 px is
+    # outside it
+    mx, _ = L.map_teacher_logits(tx, ty, torch.ones(1, 2), torch.tensor([[-20.0, 0.0]]), (384, 512))
+    prob = F.softmax(10.0 * mx, dim=-1)
+    assert prob[..., :40].max() < 1e-30
+    torch.testing.assert_close(prob.sum(-1), torch.ones(1, 2))
+    torch.testing.assert_close(mx[..., 40:], tx[..., : 384 - 40])
+
+
+# --- The loss mix --------------------------------------------------------------------------
+
+
+def _batch(b=4, k=21, seed=0):
+    sx = _logits(b, k, 384, seed=seed).requires_grad_()
+    sy = _logits(b, k, 512, seed=seed + 1).requires_grad_()
+    targets = L.SimCCTargets(
+        x=_logits(b, k, 384, seed=seed + 2).abs(),
+        y=_logits(b, k, 512, seed=seed + 3).abs(),
+        weights=_weights(b, k, seed=seed + 4),
+    )
+    mpii_idx = tuple(mapping_for("mpii").to_unified.tolist())
+    teachers_out = {
+        "coco": (_logits(b, 17, 384, seed=seed + 5), _logits(b, 17, 512, seed=seed + 6)),
+        "mpii": (_logits(b, 16, 384, seed=seed + 7), _logits(b, 16, 512, seed=seed + 8)),
+    }
+    return (sx, sy), targets, teachers_out, mpii_idx
+
+
+def test_distillation_loss_forms_the_weighted_sum_and_names_each_term():
+    (sx, sy), targets, t_out, mpii_idx = _batch()
+    teachers = [
+        L.TeacherTerm("coco", 0.25, tuple(range(17))),
+        L.TeacherTerm("mpii", 0.45, mpii_idx),
+    ]
+    total, terms = L.distillation_loss(
+        (sx, sy), targets, t_out, gt_weight=0.3, teachers=teachers, kd_scale=0.5
+    )
+    assert set(terms) == {"loss_gt", "loss_kd_coco", "loss_kd_mpii", "loss"}
+    idx = torch.tensor(mpii_idx)
+    expect_gt = L.simcc_kl_loss(sx, sy, targets.x, targets.y, targets.weights)
+    expect_coco = L.simcc_kd_loss(sx[:, :17], sy[:, :17], *t_out["coco"])
+    expect_mpii = L.simcc_kd_loss(sx[:, idx], sy[:, idx], *t_out["mpii"])
+    torch.testing.assert_close(terms["loss_gt"], expect_gt)
+    torch.testing.assert_close(terms["loss_kd_coco"], expect_coco)
+    torch.testing.assert_close(terms["loss_kd_mpii"], expect_mpii)
+    # the decay (kd_scale) reaches every KD term, not the MPII one only
+    torch.testing.assert_close(
+        total, 0.3 * expect_gt + 0.5 * (0.25 * expect_coco + 0.45 * expect_mpii)
+    )
+    assert terms["loss"] is total
+
+
+def test_mpii_term_reaches_only_the_mapped_student_channels():
+    (sx, sy), targets, t_out, mpii_idx = _batch()
+    teachers = [L.TeacherTerm("mpii", 1.0, mpii_idx)]
+    total, _ = L.distillation_loss((sx, sy), targets, t_out, gt_weight=0.0, teachers=teachers)
+    grad = torch.autograd.grad(total, sx)[0].abs().sum(dim=(0, 2))
+    touched = set(torch.nonzero(grad).flatten().tolist())
+    assert touched == set(mpii_idx)
+    assert {0, 1, 2, 3, 4}.isdisjoint(touched)  # MPII has no face joints
+
+
+def test_distillation_options_own_samples_and_joint_masks():
+    (sx, sy), targets, t_out, mpii_idx = _batch()
+    own = torch.tensor([False, True, True, False])
+    term = L.TeacherTerm("mpii", 1.0, mpii_idx, own_samples_only=True, mask_joints=True)
+    _, terms = L.distillation_loss(
+        (sx, sy), targets, t_out, 1.0, [term], sample_masks={"mpii": own}
+    )
+    idx = torch.tensor(mpii_idx)
+    expect = L.simcc_kd_loss(
+        sx[:, idx], sy[:, idx], *t_out["mpii"], sample_mask=own,
+        joint_weights=targets.weights[:, idx],
+    )  # fmt: skip
+    torch.testing.assert_close(terms["loss_kd_mpii"], expect)
+    _, plain = L.distillation_loss(
+        (sx, sy), targets, t_out, 1.0, [L.TeacherTerm("mpii", 1.0, mpii_idx)]
+    )
+    assert not torch.allclose(plain["loss_kd_mpii"], terms["loss_kd_mpii"])
+    with pytest.raises(KeyError, match="sample_masks"):
+        L.distillation_loss((sx, sy), targets, t_out, 1.0, [term])
+
+
+def test_loss_weights_are_validated():
+    (sx, sy), targets, t_out, mpii_idx = _batch()
+    with pytest.raises(ValueError, match=">= 0"):
+        L.TeacherTerm("coco", -0.1, tuple(range(17)))
+    with pytest.raises(ValueError, match="gt_weight"):
+        L.distillation_loss((sx, sy), targets, t_out, -1.0, [])
+    with pytest.raises(ValueError, match="all loss weights are zero"):
+        L.distillation_loss(
+            (sx, sy), targets, t_out, 0.0, [L.TeacherTerm("coco", 0.0, tuple(range(17)))]
+        )
+    with pytest.raises(ValueError, match="unique"):
+        L.distillation_loss(
+            (sx, sy), targets, t_out, 1.0,
+            [L.TeacherTerm("coco", 1.0, tuple(range(17)))] * 2,
+        )  # fmt: skip
+    with pytest.raises(KeyError, match="no outputs for teacher 'aic'"):
+        L.distillation_loss((sx, sy), targets, t_out, 1.0, [L.TeacherTerm("aic", 1.0, (0,))])
+    out17, targets17, t_out17, _ = _batch(k=17)
+    with pytest.raises(ValueError, match="exceed the student's 17 channels"):
+        L.distillation_loss(out17, targets17, t_out17, 1.0, [L.TeacherTerm("mpii", 1.0, mpii_idx)])
