@@ -1,0 +1,170 @@
+"""Evaluate a model on COCO and MPII validation sets: the paper's cross-dataset table.
+
+A model predicting any registered keypoint set (the unified 21, COCO's 17, MPII's 16) is
+run on ground-truth boxes without augmentation; its joints are placed in unified slots
+(joints it does not have get score 0 and count as misses), then scored with COCO AP on the
+COCO file, PCKh on MPII, and unified-21 AP where a 21-joint file exists. Metric names are
+the product's flat names: ``coco_AP``, ``mpii_PCKh``, ``mpii_PCKh@0.1``, ``unified_AP``
+and ``score`` = mean of COCO AP (in %) and PCKh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from unipose_ray.data.pipeline import BatchLoader, PipelineConfig, TopdownDataset
+from unipose_ray.data.records import InstanceRecord, read_records, table_to_records
+from unipose_ray.data.transforms import AugmentConfig, CodecConfig
+from unipose_ray.evaluation.coco_metric import (
+    KeypointPrediction,
+    coco_keypoint_metrics,
+    unified_keypoint_metrics,
+)
+from unipose_ray.evaluation.decode import decode_simcc, to_image_coords
+from unipose_ray.evaluation.pckh import evaluate_pckh
+from unipose_ray.skeleton import mapping_for
+
+HEADLINE = ("coco_AP", "mpii_PCKh", "mpii_PCKh@0.1", "unified_AP", "score")
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One validation set.
+
+    Attributes:
+        name: ``coco`` or ``mpii`` (decides the metric).
+        records_path: its Parquet record set.
+        ann_file: COCO: the GT keypoints file AP is computed against.
+        unified_ann_file: optional 21-joint GT file of the same images (unified AP).
+        max_samples: evaluate the first N instances only (0: all).
+    """
+
+    name: str
+    records_path: str
+    ann_file: str | None = None
+    unified_ann_file: str | None = None
+    max_samples: int = 0
+
+    def records(self) -> list[InstanceRecord]:
+        records = table_to_records(read_records(self.records_path))
+        return records[: self.max_samples] if self.max_samples else records
+
+
+@dataclass
+class Predictions:
+    """Unified-slot predictions for a record list, in image pixels.
+
+    Attributes:
+        keypoints: ``(N, 21, 2)``; scores: ``(N, 21)`` (0 for joints the model lacks).
+        areas: ``(N,)`` crop-box areas (MMPose's OKS-NMS area).
+    """
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    areas: np.ndarray
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, records: Sequence[InstanceRecord], dataset: str,
+            codec: CodecConfig, batch_size: int = 32, device: str | torch.device = "cpu"
+            ) -> Predictions:
+    """Run ``model`` (predicting keypoint set ``dataset``) on GT-box crops of ``records``."""
+    data = TopdownDataset(records, PipelineConfig(codec=codec, augment=AugmentConfig.none()))
+    mapping = mapping_for(dataset)
+    was_training = model.training
+    model.eval()
+    keypoints, scores = [], []
+    for batch in BatchLoader(data, batch_size, shuffle=False).epoch(0):
+        images = torch.from_numpy(batch["images"]).to(device)
+        simcc_x, simcc_y = model(images)
+        crop_kp, score = decode_simcc(simcc_x.float().cpu(), simcc_y.float().cpu(),
+                                      codec.split_ratio)
+        keypoints.append(to_image_coords(crop_kp, batch["inverse_warp"]))
+        scores.append(score)
+    model.train(was_training)
+    keypoints, scores = np.concatenate(keypoints), np.concatenate(scores)
+    areas = np.array([np.prod(data.params(i).scale) for i in range(len(data))])
+    return Predictions(mapping.keypoints_to_unified(keypoints),
+                       mapping.keypoints_to_unified(scores, fill=0.0), areas)
+
+
+def _instances(records: Sequence[InstanceRecord], pred: Predictions) -> list[KeypointPrediction]:
+    return [
+        KeypointPrediction(image_id=r.image_id, instance_id=r.instance_id,
+                           keypoints=pred.keypoints[i], keypoint_scores=pred.scores[i],
+                           bbox=np.asarray(r.bbox), area=float(pred.areas[i]))
+        for i, r in enumerate(records)
+    ]
+
+
+def _unified_ids(records: Sequence[InstanceRecord], name: str) -> list[InstanceRecord]:
+    """MPII's unified file numbers instances by list index + 1 (COCOeval skips id 0)."""
+    if name != "mpii":
+        return list(records)
+    from dataclasses import replace  # noqa: PLC0415
+
+    return [replace(r, instance_id=r.instance_id + 1) for r in records]
+
+
+def evaluate_model(model: torch.nn.Module, dataset: str, codec: CodecConfig,
+                   eval_sets: Sequence[EvalSet], batch_size: int = 32,
+                   device: str | torch.device = "cpu") -> dict[str, float]:
+    """All metrics of one model on the given validation sets (flat names)."""
+    metrics: dict[str, float] = {}
+    unified = []
+    for eval_set in eval_sets:
+        records = eval_set.records()
+        pred = predict(model, records, dataset, codec, batch_size, device)
+        instances = _instances(records, pred)
+        if eval_set.name == "mpii":
+            mpii = mapping_for("mpii")
+            gt = np.stack([r.keypoints for r in records])
+            visible = np.stack([r.visible for r in records])
+            head = np.array([r.head_size for r in records], dtype=np.float64)
+            if np.isnan(head).any() or (head <= 0).any():
+                raise ValueError(f"{eval_set.records_path}: PCKh needs head sizes for every "
+                                 "instance (head_box fields or the mpii_gt_val.mat file)")
+            metrics.update(evaluate_pckh(
+                mpii.keypoints_from_unified(pred.keypoints), mpii.keypoints_from_unified(gt),
+                mpii.keypoints_from_unified(visible), head, pred_offset=0.0))
+        elif eval_set.ann_file:
+            metrics.update(coco_keypoint_metrics(eval_set.ann_file, instances))
+        if eval_set.unified_ann_file:
+            ids = _unified_ids(records, eval_set.name)
+            u = unified_keypoint_metrics(eval_set.unified_ann_file, _instances(ids, pred))
+            metrics[f"unified_AP/{eval_set.name}"] = u["unified_AP"]
+            unified.append(u["unified_AP"])
+    if unified:
+        metrics["unified_AP"] = float(np.mean(unified))
+    metrics["score"] = cross_dataset_score(metrics)
+    return metrics
+
+
+def cross_dataset_score(metrics: dict[str, float]) -> float:
+    """Mean of COCO AP (as %) and MPII PCKh@0.5: the paper's cross-dataset figure."""
+    parts = []
+    if "coco_AP" in metrics:
+        parts.append(100.0 * metrics["coco_AP"])
+    if "mpii_PCKh" in metrics:
+        parts.append(metrics["mpii_PCKh"])
+    return float(np.mean(parts)) if parts else math.nan
+
+
+def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str] = HEADLINE) -> str:
+    """A plain-text table: one row per model, one column per metric."""
+    width = max([len("model"), *map(len, rows)]) + 2
+    lines = ["model".ljust(width) + "".join(c.rjust(15) for c in columns)]
+    for name, metrics in rows.items():
+        cells = []
+        for column in columns:
+            value = metrics.get(column, math.nan)
+            if column.startswith(("coco_AP", "unified_AP")) and not math.isnan(value):
+                value *= 100  # AP shown in %, like PCKh
+            cells.append(f"{value:15.2f}")
+        lines.append(name.ljust(width) + "".join(cells))
+    return "\n".join(lines)
