@@ -237,6 +237,30 @@ def build_rtmpose(
     return PoseModel(estimator, spec)
 
 
+def write_mmpose_config(model: PoseModel, size: str, path: str | os.PathLike,
+                        dataset_meta: Mapping | None = None) -> Path:
+    """Write an MMPose config file (``.py``) describing ``model``'s architecture.
+
+    Together with :func:`save_checkpoint` this makes a self-trained model loadable exactly
+    like a released one: ``build_from_config(path, checkpoint)`` or MMPose's ``init_model``.
+    """
+    from mmengine.config import Config  # noqa: PLC0415
+
+    spec = model.spec
+    cfg = dict(
+        default_scope="mmpose",
+        model=rtmpose_model_cfg(size, spec.num_keypoints, spec.input_size, spec.sigma),
+        codec=dict(type="SimCCLabel", input_size=spec.input_size, sigma=spec.sigma,
+                   simcc_split_ratio=spec.simcc_split_ratio, normalize=False, use_dark=False),
+    )
+    if dataset_meta is not None:
+        cfg["dataset_meta"] = _plain(dict(dataset_meta))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Config(cfg).dump(str(path))
+    return path
+
+
 def _build_estimator(model_cfg: Mapping) -> nn.Module:
     import_mmpose()
     from mmengine.registry import DefaultScope  # noqa: PLC0415

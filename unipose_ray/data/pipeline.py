@@ -90,10 +90,12 @@ class TopdownDataset:
     def sample(self, index: int, epoch: int = 0) -> Sample:
         return self.replay(index, self.params(index, epoch))
 
-    def replay(self, index: int, params: CropParams) -> Sample:
+    def replay(self, index: int, params: CropParams, image: np.ndarray | None = None) -> Sample:
         """Rebuild a sample from stored parameters (bit-identical to the original)."""
         record = self.records[index]
-        return make_sample(record, load_image(record.image_path), params, self.config.codec)
+        if image is None:
+            image = load_image(record.image_path)
+        return make_sample(record, image, params, self.config.codec)
 
     def teacher_view(self, index: int, params: CropParams, input_size: tuple[int, int],
                      image: np.ndarray | None = None) -> TeacherView:
