@@ -252,7 +252,7 @@ class DatasetMapping:
         return self.to_unified
 
     def keypoints_to_unified(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
-        """Scatter ``(..., K_src, *)`` dataset values onto ``(..., K_uni, *)`` unified slots."""
+        """Scatter ``(..., K_src)`` or ``(..., K_src, 2)`` values onto unified slots."""
         values = np.asarray(values)
         axis = _joint_axis(values, self.source.num_keypoints)
         shape = list(values.shape)
@@ -264,21 +264,19 @@ class DatasetMapping:
         return out
 
     def keypoints_from_unified(self, values: np.ndarray) -> np.ndarray:
-        """Gather ``(..., K_uni, *)`` unified values into ``(..., K_src, *)`` dataset order."""
+        """Gather ``(..., K_uni)`` or ``(..., K_uni, 2)`` unified values into dataset order."""
         values = np.asarray(values)
         axis = _joint_axis(values, self.target.num_keypoints)
         return np.take(values, self.to_unified, axis=axis)
 
 
 def _joint_axis(values: np.ndarray, k: int) -> int:
-    """The joint axis: the last axis of length ``k`` that is not a trailing (x, y) pair."""
-    candidates = [i for i, n in enumerate(values.shape) if n == k]
-    if not candidates:
-        raise ValueError(f"no axis of length {k} in an array of shape {values.shape}")
-    for axis in (values.ndim - 2, values.ndim - 1):
-        if axis in candidates:
-            return axis
-    return candidates[-1]
+    """The joint axis by layout: ``(..., K, 2)`` coordinates use -2, anything else -1."""
+    axis = -2 if values.ndim >= 2 and values.shape[-1] == 2 and values.shape[-2] == k else -1
+    if values.shape[axis] != k:
+        raise ValueError(f"expected joints (length {k}) on the last axis, or before a "
+                         f"trailing (x, y) axis; got an array of shape {values.shape}")
+    return axis
 
 
 def build_mapping(

@@ -10,9 +10,10 @@ and ``score`` = mean of COCO AP (in %) and PCKh.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -41,7 +42,8 @@ class EvalSet:
         records_path: its Parquet record set.
         ann_file: COCO: the GT keypoints file AP is computed against.
         unified_ann_file: optional 21-joint GT file of the same images (unified AP).
-        max_samples: evaluate the first N instances only (0: all).
+        max_samples: evaluate the first N instances only (0: all), completed to whole
+            images; AP is then computed against the GT of those images alone.
     """
 
     name: str
@@ -52,7 +54,28 @@ class EvalSet:
 
     def records(self) -> list[InstanceRecord]:
         records = table_to_records(read_records(self.records_path))
-        return records[: self.max_samples] if self.max_samples else records
+        if not records:
+            raise ValueError(f"{self.records_path} holds no instances to evaluate")
+        if not self.max_samples or self.max_samples >= len(records):
+            return records
+        # Whole images only: a perfect model must still find every person of an image.
+        images = {r.image_id for r in records[: self.max_samples]}
+        return [r for r in records if r.image_id in images]
+
+    def ground_truth(self, ann_file: str, records: Sequence[InstanceRecord]) -> str | dict:
+        """``ann_file``, restricted to the images of ``records`` when only some are evaluated.
+
+        COCOeval counts every GT person of every image in the file, so without this an
+        evaluation of the first N instances would count the rest as missed.
+        """
+        if not self.max_samples:
+            return ann_file
+        with open(ann_file) as f:
+            gt = json.load(f)
+        images = {r.image_id for r in records}
+        gt["images"] = [im for im in gt["images"] if im["id"] in images]
+        gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in images]
+        return gt
 
 
 @dataclass
@@ -89,8 +112,12 @@ def predict(model: torch.nn.Module, records: Sequence[InstanceRecord], dataset: 
     model.train(was_training)
     keypoints, scores = np.concatenate(keypoints), np.concatenate(scores)
     areas = np.array([np.prod(data.params(i).scale) for i in range(len(data))])
-    return Predictions(mapping.keypoints_to_unified(keypoints),
-                       mapping.keypoints_to_unified(scores, fill=0.0), areas)
+    # Explicit joint axis: the mapping's axis guess is ambiguous when N equals K.
+    unified_kp = np.zeros((len(keypoints), mapping.target.num_keypoints, 2), keypoints.dtype)
+    unified_kp[:, mapping.to_unified] = keypoints
+    unified_scores = np.zeros((len(scores), mapping.target.num_keypoints), scores.dtype)
+    unified_scores[:, mapping.to_unified] = scores
+    return Predictions(unified_kp, unified_scores, areas)
 
 
 def _instances(records: Sequence[InstanceRecord], pred: Predictions) -> list[KeypointPrediction]:
@@ -106,8 +133,6 @@ def _unified_ids(records: Sequence[InstanceRecord], name: str) -> list[InstanceR
     """MPII's unified file numbers instances by list index + 1 (COCOeval skips id 0)."""
     if name != "mpii":
         return list(records)
-    from dataclasses import replace  # noqa: PLC0415
-
     return [replace(r, instance_id=r.instance_id + 1) for r in records]
 
 
@@ -129,14 +154,16 @@ def evaluate_model(model: torch.nn.Module, dataset: str, codec: CodecConfig,
             if np.isnan(head).any() or (head <= 0).any():
                 raise ValueError(f"{eval_set.records_path}: PCKh needs head sizes for every "
                                  "instance (head_box fields or the mpii_gt_val.mat file)")
-            metrics.update(evaluate_pckh(
-                mpii.keypoints_from_unified(pred.keypoints), mpii.keypoints_from_unified(gt),
-                mpii.keypoints_from_unified(visible), head, pred_offset=0.0))
+            joints = mpii.to_unified  # indexed explicitly: N may equal 21
+            metrics.update(evaluate_pckh(pred.keypoints[:, joints], gt[:, joints],
+                                         visible[:, joints], head, pred_offset=0.0))
         elif eval_set.ann_file:
-            metrics.update(coco_keypoint_metrics(eval_set.ann_file, instances))
+            gt_file = eval_set.ground_truth(eval_set.ann_file, records)
+            metrics.update(coco_keypoint_metrics(gt_file, instances))
         if eval_set.unified_ann_file:
             ids = _unified_ids(records, eval_set.name)
-            u = unified_keypoint_metrics(eval_set.unified_ann_file, _instances(ids, pred))
+            gt_file = eval_set.ground_truth(eval_set.unified_ann_file, records)
+            u = unified_keypoint_metrics(gt_file, _instances(ids, pred))
             metrics[f"unified_AP/{eval_set.name}"] = u["unified_AP"]
             unified.append(u["unified_AP"])
     if unified:

@@ -1,0 +1,111 @@
+"""Benchmark student training throughput: online teacher actors vs in-process teachers.
+
+Runs the same distillation twice on Ray Train, side by side in one Ray session:
+
+- online: each teacher is a ``TeacherService`` actor; the worker sends batch i+1 to both
+  teachers before it trains on batch i (this product's design);
+- in-process: the worker runs both teachers itself before each step (the paper authors'
+  ``MultiTeacherDistiller``).
+
+Teachers are RTMPose models with random weights (speed does not depend on the weights),
+written as MMPose config + checkpoint files and loaded through the normal path. Prints
+samples/s after a warm-up and the ratio.
+
+    python jobs/benchmark_distill.py                       # demo sizes (96x128 student)
+    python jobs/benchmark_distill.py --paper-sizes --steps 20   # 192x256 s student, m teachers
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from unipose_ray.config import DistillConfig, TeacherConfig, load_config
+from unipose_ray.data.transforms import CodecConfig
+from unipose_ray.models import build_rtmpose, save_checkpoint, write_mmpose_config
+from unipose_ray.skeleton import KEYPOINT_SETS
+from unipose_ray.teachers.service import StudentGrid, TeacherPool
+from unipose_ray.train.loop import TrainJob, run_training
+from unipose_ray.workflow import check_teachers, prepare_data
+
+
+def write_random_teacher(teacher: TeacherConfig, out: Path) -> TeacherConfig:
+    """An RTMPose teacher with random weights, as MMPose config + checkpoint files."""
+    codec = teacher.train_codec
+    model = build_rtmpose(teacher.train_size, KEYPOINT_SETS[teacher.dataset].num_keypoints,
+                          codec.input_size, codec.sigma)
+    config = write_mmpose_config(model, teacher.train_size, out / f"{teacher.name}.py")
+    checkpoint = save_checkpoint(model, out / f"{teacher.name}.pth")
+    return replace(teacher, config=str(config), checkpoint=str(checkpoint))
+
+
+def paper_sizes(config: DistillConfig) -> DistillConfig:
+    """RTMPose-s student at 192x256, RTMPose-m teachers at 192x256 (COCO) / 256x256 (MPII)."""
+    student = CodecConfig((192, 256), (4.9, 5.66))
+    sizes = {"coco": student, "mpii": CodecConfig((256, 256), (5.66, 5.66))}
+    teachers = tuple(replace(t, train_size="m", train_codec=sizes[t.dataset]) for t in config.teachers)
+    return replace(config, student=replace(config.student, size="s", codec=student), teachers=teachers)
+
+
+def measure(job: TrainJob, online: bool) -> float:
+    config = job.config
+    pools = None
+    if online:
+        grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
+        pools = {t.name: TeacherPool(t, grid) for t in config.teachers}
+        for pool in pools.values():
+            pool.wait_ready()
+    name = f"bench_{'online' if online else 'inprocess'}"
+    job = replace(job, teachers_online=online,
+                  config=replace(config, run=replace(config.run, name=name)))
+    try:
+        result = run_training(job, pools)
+    finally:
+        for pool in (pools or {}).values():
+            pool.shutdown()
+    if result.error:
+        raise RuntimeError(f"benchmark run {name} failed") from result.error
+    return float(result.metrics["train/throughput"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40, help="training steps per variant")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--paper-sizes", action="store_true",
+                        help="RTMPose-s student 192x256 and RTMPose-m teachers (slow on CPU)")
+    args = parser.parse_args(argv)
+
+    import ray
+
+    config = load_config("demo", [f"optim.batch_size={args.batch_size}", "optim.epochs=1000",
+                                  "baseline=false", "generate.coco_val=2", "generate.mpii_val=2",
+                                  "generate.coco_train=150", "generate.mpii_train=150"])
+    if args.paper_sizes:
+        config = paper_sizes(config)
+    ray.init(num_cpus=max(8, 2 * (os.cpu_count() or 1)), include_dashboard=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        config, data = prepare_data(config, out)
+        teachers = tuple(write_random_teacher(t, out / "teachers") for t in config.teachers)
+        config = replace(config, teachers=teachers,
+                         run=replace(config.run, storage_path=str(out / "ray_results")))
+        job = TrainJob(config=config, train_records=data.train_records(["coco", "mpii"], out),
+                       eval_sets=(), teacher_specs=check_teachers(config), output_dir=str(out),
+                       max_steps=args.steps)
+        rates = {"online teacher actors": measure(job, online=True),
+                 "in-process teachers": measure(job, online=False)}
+    student = config.student
+    print(f"\nstudent RTMPose-{student.size} {student.codec.input_size}, teachers "
+          + ", ".join(f"{t.name}: RTMPose-{t.train_size} {t.train_codec.input_size}" for t in teachers)
+          + f", batch {args.batch_size}, {args.steps} steps ({os.cpu_count()} cores)")
+    for name, rate in rates.items():
+        print(f"  {name:<24}{rate:8.1f} samples/s")
+    print(f"  online / in-process       {rates['online teacher actors'] / rates['in-process teachers']:8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""``jobs/evaluate.py``: any MMPose-format checkpoint -> the cross-dataset table and JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from unipose_ray.data.readers import read_coco, read_mpii
+from unipose_ray.data.records import write_records
+from unipose_ray.data.synthetic import SyntheticConfig, SyntheticDataset, generate_dataset
+from unipose_ray.data.transforms import CodecConfig
+from unipose_ray.evaluation.cross_dataset import HEADLINE, EvalSet, evaluate_model
+from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models import (
+    build_from_config,
+    build_rtmpose,
+    save_checkpoint,
+    write_mmpose_config,
+)
+from unipose_ray.skeleton import UNIFIED
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_job():
+    path = REPO_ROOT / "jobs" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("evaluate_job", path)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)  # nothing runs at import time
+    return job
+
+
+def _coco_config() -> str:
+    import_mmpose()
+    import mmpose
+
+    return os.path.join(os.path.dirname(mmpose.__file__), ".mim/configs/body_2d_keypoint/"
+                        "rtmpose/coco/rtmpose-t_8xb256-420e_coco-256x192.py")
+
+
+@pytest.fixture(scope="module")
+def job():
+    return _load_job()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> SyntheticDataset:
+    """Two images per dataset: a handful of people (the random model runs on the CPU)."""
+    return generate_dataset(tmp_path_factory.mktemp("evaluate_job"), SyntheticConfig(
+        seed=2, coco_train=0, mpii_train=0, coco_val=2, mpii_val=2, max_people=2))
+
+
+def _data_args(data: SyntheticDataset) -> list[str]:
+    return ["--coco-ann", str(data.coco_val_ann), "--coco-img-dir", str(data.coco_val_images),
+            "--coco-unified-ann", str(data.coco_val_unified),
+            "--mpii-ann", str(data.mpii_val_ann), "--mpii-img-dir", str(data.mpii_val_images),
+            "--mpii-unified-ann", str(data.mpii_val_unified)]
+
+
+def _direct_metrics(model, dataset: str, data: SyntheticDataset, tmp_path: Path) -> dict:
+    """The package call the job should amount to, on record files written here."""
+    coco = write_records(read_coco(data.coco_val_ann, data.coco_val_images), tmp_path / "c.parquet")
+    mpii = write_records(read_mpii(data.mpii_val_ann, data.mpii_val_images), tmp_path / "m.parquet")
+    eval_sets = [EvalSet("coco", str(coco), str(data.coco_val_ann), str(data.coco_val_unified)),
+                 EvalSet("mpii", str(mpii), None, str(data.mpii_val_unified))]
+    spec = model.spec
+    codec = CodecConfig(spec.input_size, spec.sigma, spec.simcc_split_ratio)
+    return evaluate_model(model, dataset, codec, eval_sets, batch_size=8)
+
+
+def _spy_on_evaluate_model(job, monkeypatch) -> list[tuple]:
+    """Record what the job hands ``evaluate_model`` (a random model's metrics are mostly 0,
+    so equal values alone would not show a wrong keypoint set or codec)."""
+    calls = []
+
+    def spy(model, dataset, codec, eval_sets, **kwargs):
+        calls.append((model.spec, dataset, codec, eval_sets))
+        return evaluate_model(model, dataset, codec, eval_sets, **kwargs)
+
+    monkeypatch.setattr(job, "evaluate_model", spy)
+    return calls
+
+
+def _assert_json_equals(path: Path, metrics: dict) -> None:
+    written = json.loads(path.read_text())
+    assert set(HEADLINE) <= set(written)
+    assert set(written) == set(metrics)
+    for name, value in metrics.items():
+        if math.isnan(value):
+            assert written[name] is None, name
+        else:
+            assert written[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_unified_student_checkpoint(job, data, tmp_path, monkeypatch, capsys):
+    model = build_rtmpose("t", UNIFIED.num_keypoints, input_size=(256, 256))
+    config = write_mmpose_config(model, "t", tmp_path / "student.py")
+    checkpoint = save_checkpoint(model, tmp_path / "student.pth")
+    output = tmp_path / "out" / "table.json"
+    calls = _spy_on_evaluate_model(job, monkeypatch)
+
+    returned = job.main(["--config", str(config), "--checkpoint", str(checkpoint),
+                         *_data_args(data), "--batch-size", "8", "--output", str(output)])
+
+    [(spec, dataset, codec, eval_sets)] = calls
+    assert spec == model.spec and dataset == "unified"
+    assert codec == CodecConfig((256, 256), (5.66, 5.66), 2.0)
+    assert [(s.name, s.ann_file, s.unified_ann_file) for s in eval_sets] == [
+        ("coco", str(data.coco_val_ann), str(data.coco_val_unified)),
+        ("mpii", str(data.mpii_val_ann), str(data.mpii_val_unified))]
+    expected = _direct_metrics(model, "unified", data, tmp_path)
+    _assert_json_equals(output, expected)
+    assert returned.keys() == expected.keys()
+    assert {"unified_AP/coco", "unified_AP/mpii", "mpii_PCKh/head_top"} <= set(expected)
+    out = capsys.readouterr().out
+    assert "unified keypoints (21)" in out
+    assert out.count("student ") == 1 and all(name in out for name in HEADLINE)
+
+
+def test_coco_teacher_from_the_released_config(job, data, tmp_path, monkeypatch, capsys):
+    """A 17-keypoint model is evaluated as a COCO model (missing joints count as misses)."""
+    config = _coco_config()
+    model = build_from_config(config)
+    checkpoint = save_checkpoint(model, tmp_path / "coco_t.pth")
+    output = tmp_path / "coco_t.json"
+    calls = _spy_on_evaluate_model(job, monkeypatch)
+
+    job.main(["--config", config, "--checkpoint", str(checkpoint), *_data_args(data),
+              "--output", str(output)])
+
+    [(spec, dataset, codec, _)] = calls
+    assert spec.num_keypoints == 17 and dataset == "coco"
+    assert codec == CodecConfig((192, 256), (4.9, 5.66), 2.0)
+    assert "coco keypoints (17)" in capsys.readouterr().out
+    _assert_json_equals(output, _direct_metrics(model, "coco", data, tmp_path))
+
+
+def test_missing_annotation_file_is_named_before_the_model_is_built(job, data, tmp_path,
+                                                                    monkeypatch, capsys):
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("the model was built before the inputs were checked")
+
+    monkeypatch.setattr(job, "build_from_config", must_not_build)
+    model = build_rtmpose("t", UNIFIED.num_keypoints)
+    config = write_mmpose_config(model, "t", tmp_path / "m.py")
+    checkpoint = save_checkpoint(model, tmp_path / "m.pth")
+    missing = tmp_path / "nowhere" / "person_keypoints_val.json"
+
+    with pytest.raises(SystemExit) as exit_info:
+        job.main(["--config", str(config), "--checkpoint", str(checkpoint),
+                  "--coco-ann", str(missing), "--coco-img-dir", str(data.coco_val_images)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "at least one validation set"),
+        (["--coco-ann", "{coco_ann}"], "--coco-ann and --coco-img-dir go together"),
+        (["--mpii-ann", "{mpii_ann}", "--mpii-img-dir", "{mpii_dir}",
+          "--mpii-headbox-file", "{missing}"], "headbox_file"),
+    ],
+)
+def test_bad_dataset_arguments_fail_before_the_model(job, data, tmp_path, monkeypatch, capsys,
+                                                     args, message):
+    monkeypatch.setattr(job, "build_from_config", lambda *a, **k: pytest.fail("model built"))
+    config, checkpoint = tmp_path / "m.py", tmp_path / "m.pth"
+    config.write_text("")
+    checkpoint.write_bytes(b"")
+    values = {"coco_ann": data.coco_val_ann, "mpii_ann": data.mpii_val_ann,
+              "mpii_dir": data.mpii_val_images, "missing": tmp_path / "mpii_gt_val.mat"}
+    argv = ["--config", str(config), "--checkpoint", str(checkpoint),
+            *(a.format(**values) for a in args)]
+    with pytest.raises(SystemExit):
+        job.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_named(job, data, tmp_path, capsys):
+    missing = tmp_path / "best.pth"
+    with pytest.raises(SystemExit):
+        job.main(["--config", _coco_config(), "--checkpoint", str(missing),
+                  "--coco-ann", str(data.coco_val_ann), "--coco-img-dir",
+                  str(data.coco_val_images)])
+    assert str(missing) in capsys.readouterr().err

@@ -1,0 +1,244 @@
+"""The typed config of a distillation (or single-teacher) run, one frozen dataclass a concern.
+
+YAML presets (``unipose_ray/presets/*.yaml``) only fill these; each function receives the
+sub-config it needs. Validation happens here, before any heavy work, with messages a user
+can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from unipose_ray.config_io import ConfigError, apply_overrides, build, load_yaml
+from unipose_ray.data.sources import DataConfig
+from unipose_ray.data.transforms import AugmentConfig, CodecConfig
+from unipose_ray.skeleton import KEYPOINT_SETS
+
+STUDENT_SIZES = ("t", "s", "m")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """The RTMPose student.
+
+    Attributes:
+        size: ``t``, ``s`` or ``m``.
+        dataset: keypoint set it predicts (``unified`` for the student; ``coco`` / ``mpii``
+            when this run trains a single-dataset teacher).
+        codec: input size and SimCC target settings.
+    """
+
+    size: str = "s"
+    dataset: str = "unified"
+    codec: CodecConfig = field(default_factory=CodecConfig)
+
+    def __post_init__(self) -> None:
+        if self.size not in STUDENT_SIZES:
+            raise ConfigError(f"student.size must be one of {STUDENT_SIZES}, got '{self.size}'")
+        if self.dataset not in KEYPOINT_SETS:
+            raise ConfigError(f"student.dataset must be one of {sorted(KEYPOINT_SETS)}, got "
+                              f"'{self.dataset}'")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """One teacher: an MMPose config + checkpoint, its KD weight and its service resources.
+
+    Attributes:
+        name: short name used in metric names (``train/loss_kd_<name>``).
+        dataset: the keypoint set it predicts (must be registered in ``skeleton``).
+        config: MMPose config file (``.py``), e.g. ``rtmpose-m_8xb64-210e_mpii-256x256.py``.
+        checkpoint: its checkpoint (``.pth``); ``None`` in the demo means "train it first".
+        weight: KD weight (``w2`` for COCO, ``w3`` for MPII in the paper).
+        train_size: RTMPose size when this teacher is trained here (no checkpoint given).
+        train_codec: its input size / SimCC settings then (default: the student's).
+        replicas: number of ``TeacherService`` actors; batches are spread across them.
+        num_gpus: GPUs per replica (fractions allowed); 0 runs on CPU.
+        num_cpus: CPUs per replica.
+        trust_checkpoint: allow unpickling arbitrary objects from the checkpoint (only for
+            files you trust; the default loads tensors and a few numpy types only).
+    """
+
+    name: str
+    dataset: str
+    config: str | None = None
+    checkpoint: str | None = None
+    weight: float = 0.0
+    train_size: str = "m"
+    train_codec: CodecConfig | None = None
+    replicas: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    trust_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dataset not in KEYPOINT_SETS:
+            raise ConfigError(
+                f"teacher '{self.name}': keypoint set '{self.dataset}' is not covered by the "
+                f"unified skeleton; known sets: {sorted(KEYPOINT_SETS)} (add a name table in "
+                "unipose_ray/skeleton.py to support another)")
+        if self.weight < 0:
+            raise ConfigError(f"teacher '{self.name}': weight must be >= 0, got {self.weight}")
+        if self.replicas < 1:
+            raise ConfigError(f"teacher '{self.name}': replicas must be >= 1")
+        if self.num_gpus < 0 or self.num_cpus < 0:
+            raise ConfigError(f"teacher '{self.name}': num_gpus / num_cpus must be >= 0")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The loss mix ``w_gt * L_gt + sum_t w_t * L_kd_t`` (teacher weights live on teachers).
+
+    Attributes:
+        w_gt: weight of the ground-truth term (``w1``).
+        beta: SimCC softmax sharpness, as MMPose's ``KLDiscretLoss``/``KDLoss`` (10).
+        kd_own_dataset_only: distil a teacher only on samples of its own dataset.
+        kd_mask_unlabelled: skip KD on joints that are invisible or unannotated.
+        kd_decay: DWPose's linear weight decay over training, on every KD term.
+    """
+
+    w_gt: float = 0.45
+    beta: float = 10.0
+    kd_own_dataset_only: bool = False
+    kd_mask_unlabelled: bool = False
+    kd_decay: bool = False
+
+    def __post_init__(self) -> None:
+        if self.w_gt < 0:
+            raise ConfigError(f"loss.w_gt must be >= 0, got {self.w_gt}")
+        if self.beta <= 0:
+            raise ConfigError(f"loss.beta must be > 0, got {self.beta}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW + linear warm-up + cosine in the second half (FACTS.md section 3).
+
+    Attributes:
+        epochs: passes over the training records.
+        batch_size: samples per worker per step.
+        lr: peak learning rate (scaled by nothing: set it for your global batch).
+        weight_decay: AdamW weight decay (not applied to norms and biases).
+        warmup_steps: linear warm-up length in steps.
+        cosine_from: fraction of training after which cosine annealing starts.
+        min_lr_ratio: final lr as a fraction of ``lr``.
+        ema: keep an exponential moving average of the weights (evaluated and saved).
+        ema_momentum: EMA update rate per step.
+        amp: mixed precision (bf16) on GPU; ignored on CPU.
+        grad_clip: gradient-norm clip, 0 for none.
+    """
+
+    epochs: int = 420
+    batch_size: int = 64
+    lr: float = 4e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 1000
+    cosine_from: float = 0.5
+    min_lr_ratio: float = 0.05
+    ema: bool = True
+    ema_momentum: float = 2e-4
+    amp: bool = True
+    grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("optim.epochs and optim.batch_size must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0 <= self.cosine_from <= 1:
+            raise ConfigError(f"optim.cosine_from must be in [0, 1], got {self.cosine_from}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how the run executes.
+
+    Attributes:
+        name: run name; starting a run with the same name and storage resumes it.
+        storage_path: Ray Train storage (checkpoints); default ``<output_dir>/ray_results``.
+        num_workers: Ray Train workers (DDP).
+        use_gpu: one GPU per worker (NCCL); CPU workers use gloo.
+        cpus_per_worker: CPUs reserved per training worker.
+        data_actors: Ray Data actors running the crop/augment stage.
+        seed: run seed (augmentation, shuffling, initialisation).
+        val_every_epochs: validate (and checkpoint) every N epochs.
+        checkpoint_every_steps: also checkpoint every N steps (0: only at validation).
+        max_failures: worker-group restarts before the run fails (Ray ``FailureConfig``).
+        val_samples: cap on validation instances per dataset (0: all).
+    """
+
+    name: str = "unipose"
+    storage_path: str | None = None
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    data_actors: int = 1
+    seed: int = 0
+    val_every_epochs: int = 10
+    checkpoint_every_steps: int = 0
+    max_failures: int = 0
+    val_samples: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError("run.num_workers must be >= 1")
+        if self.val_every_epochs < 1:
+            raise ConfigError("run.val_every_epochs must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow: ``tracking_uri`` ``None`` = ``MLFLOW_TRACKING_URI`` or the embedded SQLite store."""
+
+    tracking_uri: str | None = None
+    experiment: str = "unipose_ray"
+    num_images: int = 6
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A whole run: data, student, teachers, loss, optimisation, execution, tracking.
+
+    Attributes:
+        generate: settings of :class:`~unipose_ray.data.synthetic.SyntheticConfig`; when
+            set, the data is generated into ``<output_dir>/data`` and ``data`` is filled
+            from it (the demo).
+        teacher_epochs: epochs for teachers trained here (0: ``optim.epochs``).
+        baseline: also train the joint student without KD, for the comparison table.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    generate: dict | None = None
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teachers: tuple[TeacherConfig, ...] = ()
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    teacher_epochs: int = 0
+    baseline: bool = False
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.teachers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"teacher names must be unique, got {names}")
+        total = self.loss.w_gt + sum(t.weight for t in self.teachers)
+        if total <= 0:
+            raise ConfigError("all loss weights are zero (loss.w_gt and every teacher weight); "
+                              "set loss.w_gt > 0 or give a teacher a positive weight")
+
+
+PRESETS = ("demo", "paper")
+
+
+def load_config(source: str, overrides: list[str] = ()) -> DistillConfig:
+    """A :class:`DistillConfig` from a preset name or a YAML file, plus ``a.b=value`` overrides."""
+    values = load_yaml(preset_path(source) if source in PRESETS else Path(source))
+    return build(DistillConfig, apply_overrides(values, list(overrides)))
+
+
+def preset_path(name: str) -> Path:
+    return Path(str(resources.files("unipose_ray") / "presets" / f"{name}.yaml"))

@@ -1,0 +1,127 @@
+"""Typed configs from YAML: nested frozen dataclasses built from plain dicts, with overrides.
+
+``build(DistillConfig, {...})`` turns a YAML mapping into the dataclass tree, checking every
+key (a typo is an error that lists the valid keys) and coercing lists to tuples; each
+dataclass then validates its own values in ``__post_init__``. ``apply_overrides`` applies
+``section.key=value`` strings from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit the typed config."""
+
+
+def build(cls: type[T], values: dict | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping (recursively)."""
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; valid keys: {names}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where or cls.__name__}: {e}") from e
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _coerce(options[0], value, where) if len(options) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else build(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{where}.{i}") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)}")
+        return tuple(_coerce(a, v, f"{where}.{i}") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(config: Any) -> Any:
+    """The plain-data form of a config (what YAML and MLflow receive)."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, tuple | list):
+        return [to_dict(v) for v in config]
+    if isinstance(config, Path):
+        return str(config)
+    return config
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level of a config must be a mapping")
+    return data
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML: ``3``, ``[1, 2]``, ``null``)."""
+    values = _deep_copy(values)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        key, raw = item.split("=", 1)
+        *parents, leaf = key.strip().split(".")
+        node = values
+        for part in parents:
+            node = _child(node, part, item)
+        if isinstance(node, list):
+            node[_list_index(node, leaf, item)] = yaml.safe_load(raw)
+        else:
+            node[leaf] = yaml.safe_load(raw)
+    return values
+
+
+def _child(node: Any, part: str, item: str) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, item)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override '{item}': '{part}' is inside a value, not a section")
+    return node.setdefault(part, {})
+
+
+def _list_index(node: list, part: str, item: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"override '{item}': '{part}' is not an index of a list of "
+                          f"{len(node)} entries")
+    return int(part)
+
+
+def _deep_copy(values: Any) -> Any:
+    if isinstance(values, dict):
+        return {k: _deep_copy(v) for k, v in values.items()}
+    if isinstance(values, list):
+        return [_deep_copy(v) for v in values]
+    return values

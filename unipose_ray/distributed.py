@@ -1,0 +1,59 @@
+"""Rank, world size, device and rank-zero printing, with a world-size-1 fallback.
+
+Inside a Ray Train worker these read ``ray.train.get_context()``; anywhere else (a plain
+process, a test, ``ScalingConfig(num_workers=0)``-style use) they answer as a single process,
+so the training loop runs with or without Ray.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def _train_context():
+    try:
+        import ray.train  # noqa: PLC0415
+
+        return ray.train.get_context()
+    except Exception:  # not inside a Ray Train worker
+        return None
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_rank_zero() -> bool:
+    return rank() == 0
+
+
+def device() -> torch.device:
+    """The worker's device: its CUDA device under Ray Train with GPUs, else the CPU."""
+    if torch.cuda.is_available():
+        try:
+            import ray.train.torch  # noqa: PLC0415
+
+            return ray.train.torch.get_device()
+        except Exception:
+            return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def print0(*args, **kwargs) -> None:
+    """``print`` on rank 0 only, flushed (Ray forwards worker stdout line by line)."""
+    if is_rank_zero():
+        print(*args, **kwargs, flush=True)
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over workers (identity with one process)."""
+    if world_size() == 1:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / world_size()

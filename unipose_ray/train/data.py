@@ -1,0 +1,122 @@
+"""The distributed input pipeline: Ray Data runs the seeded crop/augment stage on CPUs.
+
+The training stream is ``ray.data.range(epochs x N)``: row ``r`` is sample
+``perm_e[r mod N]`` of epoch ``e = r div N``, where ``perm_e`` is the epoch's seeded
+shuffle. A :class:`CropStage` actor holds the record set and turns rows into student crops,
+SimCC targets and, for each teacher input size, the teacher's crop of the same box with
+the per-axis relation between the crops. Every crop is drawn from its sample seed, so any
+sample can be replayed later whichever worker, actor or order produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, load_image
+from unipose_ray.data.records import read_records
+from unipose_ray.data.transforms import invert_affine
+
+DATASET_CODES = {"coco": 0, "mpii": 1, "aic": 2, "unified": 3}
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What the training stream carries.
+
+    Attributes:
+        records_path: Parquet record set of all training instances.
+        pipeline: the student's codec, augmentation and seed.
+        teacher_sizes: distinct teacher input sizes ``(w, h)`` other than the student's.
+        epochs: epochs in the stream.
+    """
+
+    records_path: str
+    pipeline: PipelineConfig
+    teacher_sizes: tuple[tuple[int, int], ...] = ()
+    epochs: int = 1
+
+
+def size_key(size: tuple[int, int]) -> str:
+    """Column suffix for a teacher input size: ``256x256``."""
+    return f"{size[0]}x{size[1]}"
+
+
+def epoch_order(num_records: int, seed: int, epoch: int) -> np.ndarray:
+    """The seeded shuffle of one epoch (same on every process)."""
+    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(num_records)
+
+
+class CropStage:
+    """Ray Data callable class: ``{"id": (B,)}`` rows -> training arrays.
+
+    Output columns: ``image (B, 3, H, W) uint8``, ``target_x``, ``target_y``, ``weights``,
+    ``warp``, ``inverse_warp``, ``epoch``, ``index``, ``dataset`` (code, see
+    ``DATASET_CODES``) and per teacher size ``S``: ``teacher_image_S``, ``teacher_a_S``,
+    ``teacher_b_S``.
+    """
+
+    def __init__(self, spec: StreamSpec):
+        import cv2  # noqa: PLC0415
+
+        cv2.setNumThreads(1)  # one actor = one CPU; scale with more actors, not threads
+        self.spec = spec
+        self.dataset = TopdownDataset(read_records(spec.records_path), spec.pipeline)
+        self._orders: dict[int, np.ndarray] = {}
+
+    def _index(self, row: int) -> tuple[int, int]:
+        n = len(self.dataset)
+        epoch = row // n
+        if epoch not in self._orders:
+            self._orders = {epoch: epoch_order(n, self.spec.pipeline.seed, epoch)}
+        return epoch, int(self._orders[epoch][row % n])
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, list] = {}
+        for row in batch["id"]:
+            epoch, index = self._index(int(row))
+            record = self.dataset.records[index]
+            image = load_image(record.image_path)
+            params = self.dataset.params(index, epoch)
+            sample = self.dataset.replay(index, params, image=image)
+            columns = {
+                "image": sample.image, "target_x": sample.target_x,
+                "target_y": sample.target_y, "weights": sample.weights,
+                "warp": sample.warp.astype(np.float32),
+                "inverse_warp": invert_affine(sample.warp).astype(np.float32),
+                "epoch": epoch, "index": index,
+                "dataset": DATASET_CODES[record.dataset],
+            }
+            for size in self.spec.teacher_sizes:
+                view = self.dataset.teacher_view(index, params, size, image=image)
+                key = size_key(size)
+                columns[f"teacher_image_{key}"] = view.image
+                columns[f"teacher_a_{key}"] = view.a.astype(np.float32)
+                columns[f"teacher_b_{key}"] = view.b.astype(np.float32)
+            for name, value in columns.items():
+                out.setdefault(name, []).append(value)
+        return {name: np.stack(values) for name, values in out.items()}
+
+
+def num_records(records_path: str) -> int:
+    return read_records(records_path).num_rows
+
+
+def build_stream(spec: StreamSpec, num_actors: int, cpus_per_actor: float = 1.0,
+                 batch_size: int = 32, start_row: int = 0):
+    """The lazy Ray Dataset of training rows ``start_row .. epochs x N``."""
+    import ray.data  # noqa: PLC0415
+
+    total = spec.epochs * num_records(spec.records_path)
+    rows = ray.data.range(total - start_row)
+    if start_row:
+        rows = rows.map_batches(lambda b: {"id": b["id"] + start_row}, batch_format="numpy")
+    return rows.map_batches(
+        CropStage,
+        fn_constructor_kwargs={"spec": spec},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        num_cpus=cpus_per_actor,
+    )

@@ -1,0 +1,206 @@
+"""The distillation workflow behind ``jobs/distill.py`` and ``jobs/train_teacher.py``.
+
+1. data: generate it (demo) or check the given paths, then write Parquet record sets;
+2. teachers: use the given MMPose config + checkpoint, or train single-dataset teachers;
+3. students: optionally the joint student without KD, then the distilled student;
+4. the cross-dataset table of every model, printed and written to ``results.json``.
+
+Every step reuses what an earlier run left in the output folder (generated data, record
+files, trained teachers, Ray Train checkpoints), so a killed job started again goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pyarrow as pa
+
+from unipose_ray.config import DistillConfig, TeacherConfig
+from unipose_ray.config_io import build
+from unipose_ray.data.records import read_records, write_records
+from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
+from unipose_ray.distributed import print0
+from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
+from unipose_ray.models import PoseModelSpec, build_from_config, build_teacher
+from unipose_ray.skeleton import KEYPOINT_SETS
+from unipose_ray.tracking import resolve_tracking_uri
+from unipose_ray.train.loop import TrainJob, run_training
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Record sets of a run.
+
+    Attributes:
+        train: per dataset (``coco``, ``mpii``) the training record file.
+        eval_sets: the validation sets.
+    """
+
+    train: dict[str, str]
+    eval_sets: tuple[EvalSet, ...]
+
+    def train_records(self, datasets: list[str], out: Path) -> str:
+        """One record file with the training instances of ``datasets``."""
+        missing = [d for d in datasets if d not in self.train]
+        if missing:
+            raise ValueError(f"no training split for {missing}; configure data.{missing[0]}_train")
+        if len(datasets) == 1:
+            return self.train[datasets[0]]
+        path = out / f"train_{'_'.join(datasets)}.parquet"
+        tables = [read_records(self.train[d]) for d in datasets]
+        write_records(pa.concat_tables(tables), path)
+        return str(path)
+
+
+def generated_data_config(config: DistillConfig, output_dir: Path) -> DataConfig:
+    """Generate the demo dataset (once) and describe it as a :class:`DataConfig`."""
+    from unipose_ray.data.synthetic import SyntheticConfig, dataset_paths, generate_dataset  # noqa: PLC0415
+
+    synthetic = build(SyntheticConfig, config.generate, "generate")
+    root = output_dir / "data"
+    marker = root / "synthetic_config.json"
+    wanted = json.dumps(vars(synthetic), sort_keys=True, default=list)
+    if not marker.exists() or json.dumps(json.loads(marker.read_text()), sort_keys=True, default=list) != wanted:
+        print0(f"generating the demo dataset into {root}")
+        generate_dataset(root, synthetic)
+    paths = dataset_paths(root)
+
+    def files(dataset: str, split: str) -> DatasetFiles:
+        return DatasetFiles(
+            str(paths.annotation_file(dataset, split)), str(paths.images_dir(dataset, split)),
+            unified_ann_file=str(paths.unified_val_file(dataset)) if split == "val" else None)
+
+    return DataConfig(files("coco", "train"), files("coco", "val"),
+                      files("mpii", "train"), files("mpii", "val"))
+
+
+def prepare_data(config: DistillConfig, output_dir: Path) -> tuple[DistillConfig, PreparedData]:
+    """Check or generate the data, then write the record sets (reused when up to date)."""
+    if config.generate is not None:
+        config = replace(config, data=generated_data_config(config, output_dir))
+    config.data.check()
+    paths = prepare_records(config.data, output_dir / "records")
+    train = {name.removesuffix("_train"): str(p) for name, p in paths.items() if name.endswith("_train")}
+    eval_sets = []
+    for name in ("coco_val", "mpii_val"):
+        if name in paths:
+            files = getattr(config.data, name)
+            eval_sets.append(EvalSet(name.removesuffix("_val"), str(paths[name]), files.ann_file,
+                                     files.unified_ann_file, config.run.val_samples))
+    return config, PreparedData(train, tuple(eval_sets))
+
+
+def check_teachers(config: DistillConfig) -> dict[str, PoseModelSpec]:
+    """Build every teacher once on the CPU: bad files fail here, before any training."""
+    specs = {}
+    for teacher in config.teachers:
+        for what in ("config", "checkpoint"):
+            path = getattr(teacher, what)
+            if path is None or not Path(path).is_file():
+                raise FileNotFoundError(f"teacher '{teacher.name}': {what} {path} does not exist")
+        model = build_teacher(teacher.config, teacher.checkpoint,
+                              trust_checkpoint=teacher.trust_checkpoint)
+        expected = KEYPOINT_SETS[teacher.dataset].num_keypoints
+        if model.spec.num_keypoints != expected:
+            raise ValueError(f"teacher '{teacher.name}' predicts {model.spec.num_keypoints} "
+                             f"keypoints but dataset '{teacher.dataset}' has {expected}")
+        specs[teacher.name] = model.spec
+    return specs
+
+
+def train_model(config: DistillConfig, data: PreparedData, output_dir: Path, datasets: list[str],
+                teacher_specs: dict[str, PoseModelSpec] | None = None) -> Path:
+    """Train one model (teacher, baseline or distilled student); returns its folder."""
+    run_dir = output_dir / "models" / config.run.name
+    job = TrainJob(
+        config=config,
+        train_records=data.train_records(datasets, output_dir / "records"),
+        eval_sets=data.eval_sets,
+        teacher_specs=teacher_specs or {},
+        output_dir=str(run_dir),
+        tracking_uri=resolve_tracking_uri(config.tracking.tracking_uri, output_dir),
+    )
+    pools = None
+    if config.teachers:
+        from unipose_ray.teachers.service import StudentGrid, TeacherPool  # noqa: PLC0415
+
+        grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
+        pools = {t.name: TeacherPool(t, grid) for t in config.teachers}
+        for pool in pools.values():
+            pool.wait_ready()
+    try:
+        result = run_training(job, pools)
+    finally:
+        for pool in (pools or {}).values():
+            pool.shutdown()
+    if result.error:
+        raise RuntimeError(f"training run '{config.run.name}' failed") from result.error
+    return run_dir
+
+
+def teacher_run(config: DistillConfig, teacher: TeacherConfig) -> DistillConfig:
+    """The config that trains ``teacher`` on its own dataset (no KD)."""
+    codec = teacher.train_codec or config.student.codec
+    return replace(
+        config,
+        student=replace(config.student, size=teacher.train_size, dataset=teacher.dataset, codec=codec),
+        teachers=(),
+        loss=replace(config.loss, w_gt=1.0),
+        optim=replace(config.optim, epochs=config.teacher_epochs or config.optim.epochs),
+        run=replace(config.run, name=f"{config.run.name}_teacher_{teacher.name}"),
+    )
+
+
+def ensure_teachers(config: DistillConfig, data: PreparedData, output_dir: Path) -> DistillConfig:
+    """Train the teachers that came without a checkpoint (the paper's self-trained teachers)."""
+    teachers = []
+    for teacher in config.teachers:
+        if teacher.checkpoint is None:
+            run_dir = output_dir / "models" / f"{config.run.name}_teacher_{teacher.name}"
+            if not (run_dir / "best.pth").exists():
+                print0(f"training teacher '{teacher.name}' on {teacher.dataset}")
+                train_model(teacher_run(config, teacher), data, output_dir, [teacher.dataset])
+            teacher = replace(teacher, config=str(run_dir / "model_config.py"),
+                              checkpoint=str(run_dir / "best.pth"))
+        teachers.append(teacher)
+    return replace(config, teachers=tuple(teachers))
+
+
+def evaluate_checkpoint(run_dir: Path, dataset: str, data: PreparedData) -> dict[str, float]:
+    """Evaluate a trained model's ``best.pth`` on the validation sets."""
+    model = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
+    from unipose_ray.data.transforms import CodecConfig  # noqa: PLC0415
+
+    spec = model.spec
+    codec = CodecConfig(spec.input_size, spec.sigma, spec.simcc_split_ratio)
+    return evaluate_model(model, dataset, codec, data.eval_sets)
+
+
+def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict[str, float]]:
+    """The whole workflow; returns ``model name -> metrics`` (also in ``results.json``)."""
+    output_dir = Path(output_dir).resolve()
+    config, data = prepare_data(config, output_dir)
+    config = ensure_teachers(config, data, output_dir)
+    specs = check_teachers(config)
+    datasets = sorted(data.train)
+    results: dict[str, dict[str, float]] = {}
+    for teacher in config.teachers:
+        model = build_from_config(teacher.config, teacher.checkpoint,
+                                  trust_checkpoint=teacher.trust_checkpoint)
+        from unipose_ray.data.transforms import CodecConfig  # noqa: PLC0415
+
+        codec = CodecConfig(model.spec.input_size, model.spec.sigma, model.spec.simcc_split_ratio)
+        results[f"teacher_{teacher.name}"] = evaluate_model(model, teacher.dataset, codec,
+                                                            data.eval_sets)
+    if config.baseline:
+        joint = replace(config, teachers=(), run=replace(config.run, name=f"{config.run.name}_joint"))
+        run_dir = train_model(joint, data, output_dir, datasets)
+        results["student_joint_no_kd"] = evaluate_checkpoint(run_dir, config.student.dataset, data)
+    run_dir = train_model(config, data, output_dir, datasets, specs)
+    results["student_distilled"] = evaluate_checkpoint(run_dir, config.student.dataset, data)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    print0("\n" + format_table(results))
+    print0(f"\nresults written to {output_dir / 'results.json'}")
+    return results
