@@ -25,6 +25,7 @@ from pathlib import Path
 
 from unipose_ray.config import DistillConfig, TeacherConfig, load_config
 from unipose_ray.data.transforms import CodecConfig
+from unipose_ray.distributed import init_ray
 from unipose_ray.models import build_rtmpose, save_checkpoint, write_mmpose_config
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.teachers.service import StudentGrid, TeacherPool
@@ -79,14 +80,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="RTMPose-s student 192x256 and RTMPose-m teachers (slow on CPU)")
     args = parser.parse_args(argv)
 
-    import ray
-
     config = load_config("demo", [f"optim.batch_size={args.batch_size}", "optim.epochs=1000",
                                   "baseline=false", "generate.coco_val=2", "generate.mpii_val=2",
                                   "generate.coco_train=150", "generate.mpii_train=150"])
     if args.paper_sizes:
         config = paper_sizes(config)
-    ray.init(num_cpus=max(8, 2 * (os.cpu_count() or 1)), include_dashboard=False)
+    init_ray()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         config, data = prepare_data(config, out)

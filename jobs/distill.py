@@ -11,9 +11,9 @@ it, or ``--address``); otherwise starts Ray locally.
 from __future__ import annotations
 
 import argparse
-import os
 
 from unipose_ray.config import PRESETS, load_config
+from unipose_ray.distributed import init_ray
 from unipose_ray.workflow import run_distill
 
 
@@ -27,18 +27,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.epochs=5")
     return parser.parse_args(argv)
-
-
-def init_ray(address: str | None) -> None:
-    """Attach to a cluster if one is named, else start a local Ray sized for this machine."""
-    import ray
-
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address)
-    else:
-        # Logical CPUs above the core count let the student, the data actor and both
-        # teacher services share a laptop; the OS time-slices them.
-        ray.init(num_cpus=max(8, 2 * (os.cpu_count() or 1)), include_dashboard=False)
 
 
 def main(argv: list[str] | None = None) -> None:

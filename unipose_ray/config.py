@@ -207,6 +207,8 @@ class DistillConfig:
             from it (the demo).
         teacher_epochs: epochs for teachers trained here (0: ``optim.epochs``).
         baseline: also train the joint student without KD, for the comparison table.
+        parallel_runs: independent trainings (the teachers; the baseline and the distilled
+            student) run side by side, this many at a time.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -220,6 +222,7 @@ class DistillConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     teacher_epochs: int = 0
     baseline: bool = False
+    parallel_runs: int = 1
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.teachers]

@@ -57,3 +57,20 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / world_size()
+
+
+def init_ray(address: str | None = None) -> None:
+    """For job scripts: attach to a cluster if one is named, else start Ray locally.
+
+    ``ray job submit`` sets ``RAY_ADDRESS``; without it a local Ray starts with more logical
+    CPUs than cores, so the student, the crop actor and the teacher services of a run (or
+    two runs side by side) fit on a laptop and the OS time-slices them.
+    """
+    import os  # noqa: PLC0415
+
+    import ray  # noqa: PLC0415
+
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=max(8, 2 * (os.cpu_count() or 1)), include_dashboard=False)

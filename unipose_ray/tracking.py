@@ -236,12 +236,7 @@ class RunTracker:
         On resume, params already logged keep their first value (MLflow params are
         immutable); a changed value is reported as a warning, new keys are added.
         """
-        check_reachable(self.tracking_uri, self.connect_timeout_s)
-        db = _sqlite_path(self.tracking_uri)
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(self.tracking_uri)
-        experiment_id = self._experiment_id(experiment)
+        experiment_id = self.prepare(experiment)
         existing = self.client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{RUN_KEY_TAG}` = {_string_literal(run_name)}",
@@ -259,6 +254,19 @@ class RunTracker:
         self._log_params(dict(params or {}))
         self.set_tags(all_tags)
         return self
+
+    def prepare(self, experiment: str) -> str:
+        """Reach the store, create it (SQLite) and the experiment if needed; returns its id.
+
+        Call it once from the driver before runs start side by side: two processes creating
+        the same SQLite store at once race in its schema migration.
+        """
+        check_reachable(self.tracking_uri, self.connect_timeout_s)
+        db = _sqlite_path(self.tracking_uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(self.tracking_uri)
+        return self._experiment_id(experiment)
 
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)

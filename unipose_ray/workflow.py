@@ -12,6 +12,7 @@ files, trained teachers, Ray Train checkpoints), so a killed job started again g
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from unipose_ray.distributed import print0
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
 from unipose_ray.models import PoseModelSpec, build_from_config, build_teacher
 from unipose_ray.skeleton import KEYPOINT_SETS
-from unipose_ray.tracking import resolve_tracking_uri
+from unipose_ray.tracking import RunTracker, resolve_tracking_uri
 from unipose_ray.train.loop import TrainJob, run_training
 
 
@@ -153,18 +154,29 @@ def teacher_run(config: DistillConfig, teacher: TeacherConfig) -> DistillConfig:
     )
 
 
+def train_concurrently(runs: list[tuple[DistillConfig, list[str], dict]], data: PreparedData,
+                       output_dir: Path, parallel: int) -> list[Path]:
+    """Train independent models side by side (``parallel`` at a time) on the same cluster."""
+    if parallel <= 1 or len(runs) <= 1:
+        return [train_model(c, data, output_dir, d, s) for c, d, s in runs]
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = [pool.submit(train_model, c, data, output_dir, d, s) for c, d, s in runs]
+        return [f.result() for f in futures]
+
+
 def ensure_teachers(config: DistillConfig, data: PreparedData, output_dir: Path) -> DistillConfig:
     """Train the teachers that came without a checkpoint (the paper's self-trained teachers)."""
-    teachers = []
+    teachers, runs = [], []
     for teacher in config.teachers:
         if teacher.checkpoint is None:
             run_dir = output_dir / "models" / f"{config.run.name}_teacher_{teacher.name}"
             if not (run_dir / "best.pth").exists():
                 print0(f"training teacher '{teacher.name}' on {teacher.dataset}")
-                train_model(teacher_run(config, teacher), data, output_dir, [teacher.dataset])
+                runs.append((teacher_run(config, teacher), [teacher.dataset], {}))
             teacher = replace(teacher, config=str(run_dir / "model_config.py"),
                               checkpoint=str(run_dir / "best.pth"))
         teachers.append(teacher)
+    train_concurrently(runs, data, output_dir, config.parallel_runs)
     return replace(config, teachers=tuple(teachers))
 
 
@@ -182,6 +194,8 @@ def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict
     """The whole workflow; returns ``model name -> metrics`` (also in ``results.json``)."""
     output_dir = Path(output_dir).resolve()
     config, data = prepare_data(config, output_dir)
+    RunTracker(resolve_tracking_uri(config.tracking.tracking_uri, output_dir)).prepare(
+        config.tracking.experiment)  # fails early on an unreachable server, too
     config = ensure_teachers(config, data, output_dir)
     specs = check_teachers(config)
     datasets = sorted(data.train)
@@ -194,13 +208,34 @@ def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict
         codec = CodecConfig(model.spec.input_size, model.spec.sigma, model.spec.simcc_split_ratio)
         results[f"teacher_{teacher.name}"] = evaluate_model(model, teacher.dataset, codec,
                                                             data.eval_sets)
+    runs = [(config, datasets, specs)]
     if config.baseline:
         joint = replace(config, teachers=(), run=replace(config.run, name=f"{config.run.name}_joint"))
-        run_dir = train_model(joint, data, output_dir, datasets)
-        results["student_joint_no_kd"] = evaluate_checkpoint(run_dir, config.student.dataset, data)
-    run_dir = train_model(config, data, output_dir, datasets, specs)
-    results["student_distilled"] = evaluate_checkpoint(run_dir, config.student.dataset, data)
+        runs.insert(0, (joint, datasets, {}))
+    run_dirs = train_concurrently(runs, data, output_dir, config.parallel_runs)
+    if config.baseline:
+        results["student_joint_no_kd"] = evaluate_checkpoint(run_dirs[0], config.student.dataset, data)
+    results["student_distilled"] = evaluate_checkpoint(run_dirs[-1], config.student.dataset, data)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     print0("\n" + format_table(results))
     print0(f"\nresults written to {output_dir / 'results.json'}")
     return results
+
+
+def run_train_teacher(config: DistillConfig, teacher_name: str, output_dir: str | Path
+                      ) -> dict[str, float]:
+    """Train one single-dataset teacher (no KD) and evaluate it; returns its metrics."""
+    output_dir = Path(output_dir).resolve()
+    teachers = {t.name: t for t in config.teachers}
+    if teacher_name not in teachers:
+        raise KeyError(f"no teacher '{teacher_name}' in the config; teachers: {sorted(teachers)}")
+    teacher = replace(teachers[teacher_name], checkpoint=None)
+    config, data = prepare_data(config, output_dir)
+    run = teacher_run(config, teacher)
+    RunTracker(resolve_tracking_uri(config.tracking.tracking_uri, output_dir)).prepare(
+        config.tracking.experiment)
+    run_dir = train_model(run, data, output_dir, [teacher.dataset])
+    metrics = evaluate_checkpoint(run_dir, teacher.dataset, data)
+    print0("\n" + format_table({f"teacher_{teacher_name}": metrics}))
+    print0(f"\nMMPose config and checkpoint: {run_dir / 'model_config.py'}, {run_dir / 'best.pth'}")
+    return metrics

@@ -167,6 +167,7 @@ def one_ahead(batches: Iterable[dict], request: Callable[[dict], object],
 class TrainState:
     step: int = 0
     best_score: float = -math.inf
+    start_step: int = 0  # where this attempt began (> 0 after a resume)
 
 
 PREFETCH_BATCHES = 8  # crop-stage batches buffered per worker
@@ -340,7 +341,8 @@ def _start_tracker(job: TrainJob) -> RunTracker | NullTracker:
 
 
 def _validate_and_report(job, student, ema, optimizer, state, tracker, epoch, extra) -> None:
-    metrics: dict[str, float] = {"train/step": state.step, "train/epoch": epoch, **extra}
+    metrics: dict[str, float] = {"train/step": state.step, "train/epoch": epoch,
+                                 "train/start_step": state.start_step, **extra}
     if dist.is_rank_zero() and job.eval_sets:
         model = ema.module if ema is not None else student
         config = job.config
@@ -397,7 +399,7 @@ def _restore(checkpoint, student, optimizer, ema) -> TrainState:
     if ema is not None and saved["ema"] is not None:
         ema.load_state_dict(saved["ema"])
     dist.print0(f"resumed from the checkpoint at step {saved['step']}")
-    return TrainState(step=saved["step"], best_score=saved["best_score"])
+    return TrainState(step=saved["step"], best_score=saved["best_score"], start_step=saved["step"])
 
 
 def _val_picture(model: PoseModel, job: TrainJob) -> np.ndarray:

