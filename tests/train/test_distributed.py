@@ -12,7 +12,6 @@ import time
 from dataclasses import replace
 
 import pytest
-import torch
 
 from unipose_ray.config import load_config
 from unipose_ray.models import (
@@ -24,6 +23,7 @@ from unipose_ray.models import (
 )
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.teachers.service import StudentGrid, TeacherPool
+from unipose_ray.train.data import num_records
 from unipose_ray.train.loop import TrainJob, check_resources, run_training
 from unipose_ray.workflow import check_teachers, prepare_data, train_model
 
@@ -128,10 +128,10 @@ def test_a_killed_teacher_actor_is_restarted_and_training_finishes(setup):
     killer.join(timeout=10)
     assert killed.is_set(), "the teacher was never killed: the test did not exercise a restart"
     assert result.error is None
-    assert result.metrics["train/step"] == job.steps_per_epoch * 3 or result.metrics["train/step"] > 0
+    steps = (num_records(job.train_records) // config.optim.batch_size) * config.optim.epochs
+    assert result.metrics["train/step"] == steps  # every step trained, none lost
     served_after_restart = ray.get(victim.ping.remote())  # the restarted actor answers
-    total_batches = result.metrics["train/step"]
-    assert served_after_restart < total_batches  # its counter started again from zero
+    assert 0 < served_after_restart < steps  # a fresh replica: its counter started from zero
     for pool in pools.values():
         pool.shutdown()
 
@@ -154,4 +154,3 @@ def test_a_checkpoint_that_does_not_fit_its_config_fails_before_training(setup, 
     missing = replace(config, teachers=(replace(config.teachers[0], checkpoint=str(tmp_path / "none.pth")),))
     with pytest.raises(FileNotFoundError, match="teacher 'coco': checkpoint .*none.pth does not exist"):
         check_teachers(missing)
-    assert torch.cuda.device_count() == 0 or True
