@@ -30,6 +30,7 @@ def _ray(*args, env, timeout=300) -> subprocess.CompletedProcess:
 def head_node(tmp_path_factory):
     temp = tmp_path_factory.mktemp("ray")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+           "RAY_AUTH_MODE": "disabled",  # a loopback test cluster; no token to distribute
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     started = _ray("start", "--head", "--node-ip-address=127.0.0.1", "--num-cpus=8",

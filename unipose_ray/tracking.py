@@ -381,6 +381,9 @@ class NullTracker:
     def start(self, experiment: str, run_name: str, params=None, tags=None) -> NullTracker:
         return self
 
+    def prepare(self, experiment: str) -> str:
+        return ""
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
