@@ -28,9 +28,8 @@ from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.distributed import init_ray
 from unipose_ray.models import build_rtmpose, save_checkpoint, write_mmpose_config
 from unipose_ray.skeleton import KEYPOINT_SETS
-from unipose_ray.teachers.service import StudentGrid, TeacherPool
-from unipose_ray.train.loop import TrainJob, run_training
-from unipose_ray.workflow import check_teachers, prepare_data
+from unipose_ray.train.loop import TrainJob
+from unipose_ray.workflow import check_teachers, fit_with_teachers, prepare_data
 
 
 def write_random_teacher(teacher: TeacherConfig, out: Path) -> TeacherConfig:
@@ -52,24 +51,11 @@ def paper_sizes(config: DistillConfig) -> DistillConfig:
 
 
 def measure(job: TrainJob, online: bool) -> float:
-    config = job.config
-    pools = None
-    if online:
-        grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
-        pools = {t.name: TeacherPool(t, grid) for t in config.teachers}
-        for pool in pools.values():
-            pool.wait_ready()
     name = f"bench_{'online' if online else 'inprocess'}"
+    config = job.config
     job = replace(job, teachers_online=online,
                   config=replace(config, run=replace(config.run, name=name)))
-    try:
-        result = run_training(job, pools)
-    finally:
-        for pool in (pools or {}).values():
-            pool.shutdown()
-    if result.error:
-        raise RuntimeError(f"benchmark run {name} failed") from result.error
-    return float(result.metrics["train/throughput"])
+    return float(fit_with_teachers(job).metrics["train/throughput"])
 
 
 def main(argv: list[str] | None = None) -> None:

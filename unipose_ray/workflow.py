@@ -123,8 +123,15 @@ def train_model(config: DistillConfig, data: PreparedData, output_dir: Path, dat
         output_dir=str(run_dir),
         tracking_uri=resolve_tracking_uri(config.tracking.tracking_uri, output_dir),
     )
+    fit_with_teachers(job)
+    return run_dir
+
+
+def fit_with_teachers(job: TrainJob):
+    """Start the job's teacher services (when online), fit, stop them; returns the Result."""
+    config = job.config
     pools = None
-    if config.teachers:
+    if config.teachers and job.teachers_online:
         from unipose_ray.teachers.service import StudentGrid, TeacherPool  # noqa: PLC0415
 
         grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
@@ -138,7 +145,7 @@ def train_model(config: DistillConfig, data: PreparedData, output_dir: Path, dat
             pool.shutdown()
     if result.error:
         raise RuntimeError(f"training run '{config.run.name}' failed") from result.error
-    return run_dir
+    return result
 
 
 def teacher_run(config: DistillConfig, teacher: TeacherConfig) -> DistillConfig:
