@@ -7,6 +7,11 @@ so the training loop runs with or without Ray.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import sys
+
 import torch
 import torch.distributed as dist
 
@@ -45,9 +50,31 @@ def device() -> torch.device:
 
 
 def print0(*args, **kwargs) -> None:
-    """``print`` on rank 0 only, flushed (Ray forwards worker stdout line by line)."""
+    """``print`` on rank 0 only, flushed (Ray forwards worker stdout line by line).
+
+    Ray Train patches ``print`` in its workers to log through the root logger *and* echo
+    to a wrapped stdout, which shows every line twice; writing to the process's own stdout
+    (what Ray forwards to the driver) shows it once.
+    """
     if is_rank_zero():
-        print(*args, **kwargs, flush=True)
+        stream = sys.__stdout__ if _train_context() is not None else sys.stdout
+        print(*args, **kwargs, file=stream, flush=True)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Swallow what third-party code prints (pycocotools' progress chatter).
+
+    ``redirect_stdout`` alone misses it in a Ray Train worker, where ``print`` is patched to
+    log at INFO through the root logger, so INFO logging is paused for the block as well.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
@@ -64,7 +91,8 @@ def init_ray(address: str | None = None) -> None:
 
     ``ray job submit`` sets ``RAY_ADDRESS``; without it a local Ray starts with more logical
     CPUs than cores, so the student, the crop actor and the teacher services of a run (or
-    two runs side by side) fit on a laptop and the OS time-slices them.
+    two runs side by side) fit on a laptop and the OS time-slices them. The dashboard runs
+    too: Ray Train's placement-group cleaner asks its state API whether the controller lives.
     """
     import os  # noqa: PLC0415
 
@@ -73,4 +101,4 @@ def init_ray(address: str | None = None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address)
     else:
-        ray.init(num_cpus=max(8, 2 * (os.cpu_count() or 1)), include_dashboard=False)
+        ray.init(num_cpus=max(8, 2 * (os.cpu_count() or 1)))

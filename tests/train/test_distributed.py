@@ -154,3 +154,28 @@ def test_a_checkpoint_that_does_not_fit_its_config_fails_before_training(setup, 
     missing = replace(config, teachers=(replace(config.teachers[0], checkpoint=str(tmp_path / "none.pth")),))
     with pytest.raises(FileNotFoundError, match="teacher 'coco': checkpoint .*none.pth does not exist"):
         check_teachers(missing)
+
+
+def test_a_training_run_is_tracked_on_a_real_mlflow_server(setup, mlflow_server):
+    """Rank 0 logs to ``--tracking-uri http://...``: params, metrics and artifacts arrive."""
+    from mlflow.tracking import MlflowClient
+
+    uri, root = mlflow_server
+    config, data, out = setup
+    config = replace(config, teachers=(), loss=replace(config.loss, w_gt=1.0),
+                     optim=replace(config.optim, epochs=1),
+                     run=replace(config.run, name="served"),
+                     tracking=replace(config.tracking, tracking_uri=uri, experiment="served"))
+    train_model(config, data, out, ["coco", "mpii"])
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("served").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "served"
+    assert run.data.params["optim.epochs"] == "1"
+    assert {"train/loss", "train/loss_gt", "val/score", "val/coco_AP", "val/mpii_PCKh"} <= set(run.data.metrics)
+    steps = num_records(data.train_records(["coco", "mpii"], out)) // config.optim.batch_size
+    assert client.get_metric_history(run.info.run_id, "val/score")[-1].step == steps
+    # Proxied artifacts: uploaded through the server into its --artifacts-destination.
+    stored = {p.name for p in (root / "artifacts").rglob("*")}
+    assert "config.yaml" in stored and "best.pth" in stored
+    assert any(name.endswith(".png") for name in stored)

@@ -7,14 +7,13 @@ problem with a file is reported with the file's path and what is wrong in it.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from unipose_ray.distributed import quiet
 from unipose_ray.data.records import InstanceRecord
 from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
 
@@ -81,7 +80,7 @@ def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco"
     _check_coco_layout(raw, ann_file)
     mapping = mapping_for(dataset)
     k = mapping.source.num_keypoints
-    with contextlib.redirect_stdout(io.StringIO()):
+    with quiet():
         coco = COCO()
         coco.dataset = raw
         coco.createIndex()

@@ -20,8 +20,6 @@ Sigmas are float32, as MMPose's ``dataset_meta`` holds them.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 from xtcocotools.coco import COCO as CocoApi
 from xtcocotools.cocoeval import COCOeval
 
+from unipose_ray.distributed import quiet
 from unipose_ray.skeleton import COCO, KEYPOINT_SETS, UNIFIED, KeypointSet, mapping_for
 
 STABLE_SUFFIXES = {
@@ -81,7 +80,7 @@ def load_coco_gt(gt: str | Path | dict | CocoApi) -> CocoApi:
     """An xtcocotools ``COCO`` from a GT file path, a GT dict, or an existing ``COCO``."""
     if isinstance(gt, CocoApi):
         return gt
-    with contextlib.redirect_stdout(io.StringIO()):
+    with quiet():
         if isinstance(gt, dict):
             return CocoApi("<in-memory>", ann_data=gt)
         path = Path(gt)
@@ -270,7 +269,7 @@ def evaluate_coco(
         predictions, keypoint_set, keypoint_score_thr=keypoint_score_thr, nms_thr=nms_thr
     )
     sigmas = np.asarray(keypoint_set.sigmas, dtype=np.float32)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with quiet():
         coco_dt = coco_gt.loadRes(results)
         coco_eval = COCOeval(coco_gt, coco_dt, "keypoints", sigmas, use_area)
         coco_eval.params.useSegm = None

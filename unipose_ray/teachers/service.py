@@ -66,7 +66,7 @@ class TeacherService:
             ``(B, K_t, Wx)`` and ``(B, K_t, Wy)`` float32 logits on the student's bins.
         """
         self.calls += 1
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        x = torch.tensor(images, device=self.device)  # a copy: object-store arrays are read-only
         autocast = self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
             tx, ty = self.model(x)

@@ -108,6 +108,9 @@ def build_stream(spec: StreamSpec, num_actors: int, cpus_per_actor: float = 1.0,
     """The lazy Ray Dataset of training rows ``start_row .. epochs x N``."""
     import ray.data  # noqa: PLC0415
 
+    # The training loop prints per-step progress (with the time spent waiting for data);
+    # Ray Data's own bars, drawn from a remote actor, would interleave with those lines.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     total = spec.epochs * num_records(spec.records_path)
     rows = ray.data.range(total - start_row)
     if start_row:

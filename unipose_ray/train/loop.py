@@ -144,7 +144,7 @@ class TeacherClient:
             import ray  # noqa: PLC0415
 
             values = dict(zip(handle, ray.get(list(handle.values())), strict=True))
-        return {name: (torch.from_numpy(x), torch.from_numpy(y)) for name, (x, y) in values.items()}
+        return {name: (torch.tensor(x), torch.tensor(y)) for name, (x, y) in values.items()}
 
 
 def one_ahead(batches: Iterable[dict], request: Callable[[dict], object],
@@ -218,17 +218,22 @@ class Throughput:
         return (self.steps - WARMUP_STEPS) * self.samples_per_step / (time.perf_counter() - self.start)
 
 
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A copy on ``device``: Ray Data hands out read-only arrays, which torch cannot wrap."""
+    return torch.tensor(array, device=device)
+
+
 def _targets(batch: dict, config: DistillConfig, device: torch.device) -> SimCCTargets:
     """The batch's unified targets gathered to the student's own keypoint set."""
     idx = torch.as_tensor(mapping_for(config.student.dataset).to_unified)
     return SimCCTargets(
-        torch.from_numpy(batch["target_x"])[:, idx].to(device),
-        torch.from_numpy(batch["target_y"])[:, idx].to(device),
-        torch.from_numpy(batch["weights"])[:, idx].to(device))
+        _tensor(batch["target_x"], device)[:, idx],
+        _tensor(batch["target_y"], device)[:, idx],
+        _tensor(batch["weights"], device)[:, idx])
 
 
 def _sample_masks(batch: dict, config: DistillConfig, device: torch.device) -> dict:
-    codes = torch.from_numpy(batch["dataset"]).to(device)
+    codes = _tensor(batch["dataset"], device)
     return {t.name: codes == DATASET_CODES[t.dataset] for t in config.teachers}
 
 
@@ -285,7 +290,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
         epoch = state.step // job.steps_per_epoch
         lr = lr_at(state.step, job.total_steps, config.optim)
         set_lr(optimizer, lr)
-        images = torch.from_numpy(batch["image"]).to(device)
+        images = _tensor(batch["image"], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(images)
         kd_scale = kd_decay(epoch + 1, config.optim.epochs) if config.loss.kd_decay else 1.0
@@ -303,7 +308,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
             ema.update(student)
         state.step += 1
         throughput.tick()
-        window.append({f"train/{k}": float(v) for k, v in parts.items()} | {"train/lr": lr})
+        window.append({f"train/{k}": v.item() for k, v in parts.items()} | {"train/lr": lr})
 
         if state.step % 10 == 0 or state.step == job.total_steps:
             elapsed = time.perf_counter() - tic
