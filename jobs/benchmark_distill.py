@@ -11,7 +11,7 @@ Teachers are RTMPose models with random weights (speed does not depend on the we
 written as MMPose config + checkpoint files and loaded through the normal path. Prints
 samples/s after a warm-up and the ratio.
 
-    python jobs/benchmark_distill.py                       # demo sizes (96x128 student)
+    python jobs/benchmark_distill.py                       # demo sizes (64x96 student)
     python jobs/benchmark_distill.py --paper-sizes --steps 20   # 192x256 s student, m teachers
 """
 
@@ -32,9 +32,10 @@ from unipose_ray.train.loop import TrainJob
 from unipose_ray.workflow import check_teachers, fit_with_teachers, prepare_data
 
 
-def write_random_teacher(teacher: TeacherConfig, out: Path) -> TeacherConfig:
+def write_random_teacher(teacher: TeacherConfig, default_codec: CodecConfig, out: Path
+                         ) -> TeacherConfig:
     """An RTMPose teacher with random weights, as MMPose config + checkpoint files."""
-    codec = teacher.train_codec
+    codec = teacher.train_codec or default_codec
     model = build_rtmpose(teacher.train_size, KEYPOINT_SETS[teacher.dataset].num_keypoints,
                           codec.input_size, codec.sigma)
     config = write_mmpose_config(model, teacher.train_size, out / f"{teacher.name}.py")
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         config, data = prepare_data(config, out)
-        teachers = tuple(write_random_teacher(t, out / "teachers") for t in config.teachers)
+        teachers = tuple(write_random_teacher(t, config.student.codec, out / "teachers")
+                         for t in config.teachers)
         config = replace(config, teachers=teachers,
                          run=replace(config.run, storage_path=str(out / "ray_results")))
         job = TrainJob(config=config, train_records=data.train_records(["coco", "mpii"], out),

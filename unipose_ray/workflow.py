@@ -138,6 +138,8 @@ def fit_with_teachers(job: TrainJob):
         pools = {t.name: TeacherPool(t, grid) for t in config.teachers}
         for pool in pools.values():
             pool.wait_ready()
+        print0(f"[{config.run.name}] teacher services ready: "
+               + ", ".join(f"{t.name} x{t.replicas}" for t in config.teachers))
     try:
         result = run_training(job, pools)
     finally:
@@ -208,6 +210,7 @@ def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict
     datasets = sorted(data.train)
     results: dict[str, dict[str, float]] = {}
     for teacher in config.teachers:
+        print0(f"evaluating teacher '{teacher.name}'")
         model = build_from_config(teacher.config, teacher.checkpoint,
                                   trust_checkpoint=teacher.trust_checkpoint)
         from unipose_ray.data.transforms import CodecConfig  # noqa: PLC0415
@@ -220,6 +223,7 @@ def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict
         joint = replace(config, teachers=(), run=replace(config.run, name=f"{config.run.name}_joint"))
         runs.insert(0, (joint, datasets, {}))
     run_dirs = train_concurrently(runs, data, output_dir, config.parallel_runs)
+    print0("evaluating the students")
     if config.baseline:
         results["student_joint_no_kd"] = evaluate_checkpoint(run_dirs[0], config.student.dataset, data)
     results["student_distilled"] = evaluate_checkpoint(run_dirs[-1], config.student.dataset, data)

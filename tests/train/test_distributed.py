@@ -46,7 +46,7 @@ def ray_session():
 def random_teacher_files(config, out):
     teachers = []
     for t in config.teachers:
-        codec = t.train_codec
+        codec = t.train_codec or config.student.codec
         model = build_rtmpose("t", KEYPOINT_SETS[t.dataset].num_keypoints, codec.input_size,
                               codec.sigma)
         teachers.append(replace(t, config=str(write_mmpose_config(model, "t", out / f"{t.name}.py")),
@@ -71,7 +71,7 @@ def test_distillation_run_checkpoints_tracks_and_resumes(setup):
     run_dir = train_model(config, data, out, ["coco", "mpii"], specs)
 
     student = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
-    assert student.spec.num_keypoints == 21 and student.spec.input_size == (96, 128)
+    assert student.spec.num_keypoints == 21 and student.spec.input_size == config.student.codec.input_size
 
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     experiment = client.get_experiment_by_name(config.tracking.experiment)

@@ -485,10 +485,9 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None):
             name=config.run.name, storage_path=str(Path(storage).resolve()),
             failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
-        # No object-store bound of our own on the crop stage: while backpressure leaves no
-        # crop task in flight, Ray Data's scheduling loop polls without sleeping (measured:
-        # the SplitCoordinator at ~90% of a CPU for the whole run on 2 cores). Unbounded,
-        # the stream runs ahead under Ray Data's own memory limits and finishes early.
+        # No object-store bound of our own on the crop stage: the stream runs ahead under
+        # Ray Data's own memory limits (a tight bound kept its scheduling loop polling;
+        # see data.IdleBackoff).
         datasets={"train": stream},
     )
     return trainer.fit()
