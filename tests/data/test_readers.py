@@ -1,12 +1,13 @@
 import json
 import shutil
+import threading
 
 import numpy as np
 import pytest
 from scipy.io import savemat
 
 from unipose_ray.data.readers import AnnotationError, read_coco, read_mpii
-from unipose_ray.data.records import read_records, table_to_records, write_records
+from unipose_ray.data.records import read_records, records_to_table, table_to_records, write_records
 from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.skeleton import mapping_for
 
@@ -155,3 +156,30 @@ def test_bad_mpii_files_name_the_file_and_the_problem(mpii_files, tmp_path):
     (tmp_path / "corrupt.json").write_text(json.dumps([dict(raw[0], image="corrupt.jpg")]))
     with pytest.raises(AnnotationError, match="cannot be read"):
         read_mpii(tmp_path / "corrupt.json", tmp_path)
+
+
+def test_concurrent_writers_never_leave_a_half_written_record_file(coco_files, mpii_files, tmp_path):
+    table = records_to_table((read_coco(*coco_files) + read_mpii(*mpii_files)) * 50)
+    path = tmp_path / "train_coco_mpii.parquet"
+    write_records(table, path)
+    stop, errors = threading.Event(), []
+
+    def write_again():
+        while not stop.is_set():
+            write_records(table, path)
+
+    writers = [threading.Thread(target=write_again) for _ in range(2)]
+    for w in writers:
+        w.start()
+    try:
+        for _ in range(30):  # as the second student's run does while the first one writes
+            try:
+                assert read_records(path).num_rows == table.num_rows
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+    finally:
+        stop.set()
+        for w in writers:
+            w.join()
+    assert not errors, errors[0]
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no partial files left

@@ -12,6 +12,8 @@ still visible to the loss, ``v=0`` is not labelled). The training weight of a jo
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,11 +162,18 @@ def table_to_arrays(table: pa.Table) -> dict[str, np.ndarray | list]:
 
 
 def write_records(records: Iterable[InstanceRecord] | pa.Table, path: str | Path) -> Path:
-    """Write a record set to a Parquet file (parent folders are created)."""
+    """Write a record set to a Parquet file (parent folders are created).
+
+    Atomic: the file is written beside ``path`` and renamed, so a reader (another run of the
+    same job, e.g. the joint and the distilled student starting together) never sees half
+    a file.
+    """
     table = records if isinstance(records, pa.Table) else records_to_table(records)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    pq.write_table(table, partial)
+    os.replace(partial, path)
     return path
 
 
