@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unipose_ray.distributed import quiet
 from unipose_ray.data.records import InstanceRecord
+from unipose_ray.distributed import quiet
 from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
 
 MPII_PIXEL_STD = 200.0

@@ -10,9 +10,10 @@ and ``score`` = mean of COCO AP (in %) and PCKh.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -92,6 +93,18 @@ class Predictions:
     areas: np.ndarray
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model.eval()`` for the block, then the mode it had (BatchNorm of a student that is
+    still training must go back to batch statistics)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, records: Sequence[InstanceRecord], dataset: str,
             codec: CodecConfig, batch_size: int = 32, device: str | torch.device = "cpu"
@@ -99,17 +112,15 @@ def predict(model: torch.nn.Module, records: Sequence[InstanceRecord], dataset: 
     """Run ``model`` (predicting keypoint set ``dataset``) on GT-box crops of ``records``."""
     data = TopdownDataset(records, PipelineConfig(codec=codec, augment=AugmentConfig.none()))
     mapping = mapping_for(dataset)
-    was_training = model.training
-    model.eval()
     keypoints, scores = [], []
-    for batch in BatchLoader(data, batch_size, shuffle=False).epoch(0):
-        images = torch.from_numpy(batch["images"]).to(device)
-        simcc_x, simcc_y = model(images)
-        crop_kp, score = decode_simcc(simcc_x.float().cpu(), simcc_y.float().cpu(),
-                                      codec.split_ratio)
-        keypoints.append(to_image_coords(crop_kp, batch["inverse_warp"]))
-        scores.append(score)
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in BatchLoader(data, batch_size, shuffle=False).epoch(0):
+            images = torch.from_numpy(batch["images"]).to(device)
+            simcc_x, simcc_y = model(images)
+            crop_kp, score = decode_simcc(simcc_x.float().cpu(), simcc_y.float().cpu(),
+                                          codec.split_ratio)
+            keypoints.append(to_image_coords(crop_kp, batch["inverse_warp"]))
+            scores.append(score)
     keypoints, scores = np.concatenate(keypoints), np.concatenate(scores)
     areas = np.array([np.prod(data.params(i).scale) for i in range(len(data))])
     # Explicit joint axis: the mapping's axis guess is ambiguous when N equals K.

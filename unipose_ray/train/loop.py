@@ -25,7 +25,7 @@ import torch
 from unipose_ray import distributed as dist
 from unipose_ray.config import DistillConfig
 from unipose_ray.data.pipeline import PipelineConfig
-from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model
+from unipose_ray.evaluation.cross_dataset import EvalSet, eval_mode, evaluate_model
 from unipose_ray.losses import SimCCTargets, TeacherTerm, distillation_loss, kd_decay
 from unipose_ray.models import PoseModel, PoseModelSpec, build_rtmpose, save_checkpoint
 from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
@@ -419,11 +419,8 @@ def _val_picture(model: PoseModel, job: TrainJob) -> np.ndarray:
         records = eval_set.records()[:per_set]
         data = TopdownDataset(records, PipelineConfig(codec=codec, augment=AugmentConfig.none()))
         batch = next(BatchLoader(data, per_set, shuffle=False).epoch(0))
-        was_training = model.training
-        with torch.no_grad():
-            model.eval()
+        with torch.no_grad(), eval_mode(model):
             x, y = model(torch.from_numpy(batch["images"]).to(dist.device()))
-        model.train(was_training)  # left in eval mode, BatchNorm would stop learning
         keypoints, scores = decode_simcc(x.float().cpu(), y.float().cpu(), codec.split_ratio)
         for image, kp, sc in zip(batch["images"], keypoints, scores, strict=True):
             tiles.append(draw_skeleton(np.ascontiguousarray(image.transpose(1, 2, 0)),
