@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
                  "in-process teachers": measure(job, online=False)}
     student = config.student
     print(f"\nstudent RTMPose-{student.size} {student.codec.input_size}, teachers "
-          + ", ".join(f"{t.name}: RTMPose-{t.train_size} {t.train_codec.input_size}" for t in teachers)
+          + ", ".join(f"{name}: RTMPose {spec.input_size}" for name, spec in job.teacher_specs.items())
           + f", batch {args.batch_size}, {args.steps} steps ({os.cpu_count()} cores)")
     for name, rate in rates.items():
         print(f"  {name:<24}{rate:8.1f} samples/s")
