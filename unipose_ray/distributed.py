@@ -101,4 +101,23 @@ def init_ray(address: str | None = None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address)
     else:
-        ray.init(num_cpus=max(8, 2 * (os.cpu_count() or 1)))
+        start_local_ray(num_cpus=max(8, 2 * (os.cpu_count() or 1)))
+
+
+def start_local_ray(**kwargs) -> None:
+    """``ray.init`` of a local cluster whose workers run this very interpreter.
+
+    Started under ``uv run``, Ray launches every worker process through ``uv run`` in a
+    copy of the working directory (its ``RAY_ENABLE_UV_RUN_RUNTIME_ENV`` hook): seconds
+    per process and a page of packaging logs, to rebuild the environment this process
+    already has. A cluster elsewhere needs that hook (or an image); a local one does not.
+    Setting ``RAY_ENABLE_UV_RUN_RUNTIME_ENV`` yourself still wins.
+    """
+    import os  # noqa: PLC0415
+
+    import ray  # noqa: PLC0415
+    from ray._private import ray_constants  # noqa: PLC0415
+
+    if "RAY_ENABLE_UV_RUN_RUNTIME_ENV" not in os.environ:
+        ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False  # read by ray.init
+    ray.init(**kwargs)

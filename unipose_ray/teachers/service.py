@@ -72,7 +72,7 @@ class TeacherService:
             tx, ty = self.model(x)
         mx, my = map_teacher_logits(
             tx.float(), ty.float(),
-            torch.as_tensor(a, device=self.device), torch.as_tensor(b, device=self.device),
+            torch.tensor(a, device=self.device), torch.tensor(b, device=self.device),
             student_bins=self.grid.bins, split_ratio=self.grid.split_ratio,
             teacher_split_ratio=self.model.spec.simcc_split_ratio)
         return mx.cpu().numpy(), my.cpu().numpy()
