@@ -50,3 +50,20 @@ def test_missing_data_paths_name_the_field(tmp_path):
     data = DataConfig(coco_val=DatasetFiles(str(tmp_path / "nope.json"), str(tmp_path)))
     with pytest.raises(FileNotFoundError, match=r"data.coco_val.ann_file = .*nope.json does not exist"):
         data.check()
+
+
+def test_teachers_trained_from_the_pretrained_backbone_must_share_its_size():
+    assert load_config("demo").pretrain is not None  # the demo pretrains its backbone
+    with pytest.raises(ConfigError, match=r"start from the student's backbone \(RTMPose-t\), "
+                                          r"but \{'mpii': 'm'\} ask for another size"):
+        load_config("demo", ["teachers.1.train_size=m"])
+    # given teacher checkpoints are not trained here: any size is fine
+    config = load_config("paper", ["student.backbone_checkpoint=cspnext-s.pth"])
+    assert config.student.backbone_checkpoint == "cspnext-s.pth"
+
+
+def test_pretrain_settings_are_checked():
+    with pytest.raises(ConfigError, match="pretrain.dataset must be 'coco' or 'mpii'"):
+        load_config("demo", ["pretrain.dataset=unified"])
+    with pytest.raises(ConfigError, match="pretrain.epochs must be >= 1"):
+        load_config("demo", ["pretrain.epochs=0"])

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["generate.coco_train=16", "generate.mpii_train=16", "generate.coco_val=4",
         "generate.mpii_val=4", "optim.batch_size=8", "optim.epochs=1", "teacher_epochs=1",
-        "baseline=false", "run.val_every_epochs=1"]
+        "baseline=false", "run.val_every_epochs=1", "pretrain.epochs=1",
+        "pretrain.cpus_per_worker=1"]
 
 
 def _ray(*args, env, timeout=300) -> subprocess.CompletedProcess:
@@ -58,3 +59,4 @@ def test_distill_job_submitted_to_a_cluster_succeeds(head_node, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"teacher_coco", "teacher_mpii", "student_distilled"}
     assert "student_distilled" in logs  # the table was printed by the job
+    assert (out / "models" / "demo_pretrain" / "pretrained.pth").is_file()

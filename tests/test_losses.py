@@ -299,3 +299,36 @@ def test_loss_weights_are_validated():
     out17, targets17, t_out17, _ = _batch(k=17)
     with pytest.raises(ValueError, match="exceed the student's 17 channels"):
         L.distillation_loss(out17, targets17, t_out17, 1.0, [L.TeacherTerm("mpii", 1.0, mpii_idx)])
+
+
+# --- backbone pretraining: UDP heatmaps ----------------------------------------------------
+
+
+@pytest.mark.parametrize("sigma, input_size, heatmap_size", [
+    (2.0, (192, 256), (48, 64)),  # MMPose's cspnext-udp config
+    (2.0, (64, 96), (16, 24)),  # the demo's
+    (1.5, (64, 64), (16, 16)),  # a fractional 3-sigma window
+])
+def test_udp_heatmap_targets_equal_mmposes_udpheatmap_codec(sigma, input_size, heatmap_size):
+    """Same heatmaps and weights as ``UDPHeatmap.encode``, including joints whose window
+    falls partly or wholly outside the heatmap, and unlabelled joints."""
+    import numpy as np
+
+    from unipose_ray.mmpose_compat import import_mmpose
+
+    import_mmpose()
+    from mmpose.codecs import UDPHeatmap
+
+    g = torch.Generator().manual_seed(3)
+    n, k = 24, 17
+    keypoints = torch.rand(n, k, 2, generator=g) * (max(input_size) + 60) - 30
+    visible = (torch.rand(n, k, generator=g) > 0.2).float()
+    ours, our_weights = L.udp_heatmap_targets(keypoints, visible, input_size, heatmap_size, sigma)
+    codec = UDPHeatmap(input_size=input_size, heatmap_size=heatmap_size, sigma=sigma)
+    cut = 0
+    for i in range(n):
+        ref = codec.encode(keypoints[i : i + 1].numpy(), visible[i : i + 1].numpy())
+        torch.testing.assert_close(ours[i], torch.from_numpy(ref["heatmaps"]), rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(our_weights[i].numpy(), ref["keypoint_weights"][0])
+        cut += int(((visible[i] > 0) & (our_weights[i] == 0)).sum())
+    assert cut > 0  # some labelled joints lay wholly outside: the weight rule was exercised

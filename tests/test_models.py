@@ -189,6 +189,39 @@ def test_arbitrary_pickled_object_is_refused_unless_trusted(mmpose_coco_t, tmp_p
     )
 
 
+def test_backbone_from_an_mmengine_pose_checkpoint_leaves_the_head_fresh(mmpose_coco_t, tmp_path):
+    """RTMPose's init_cfg (prefix='backbone.'): the 17-joint COCO model's backbone seeds a
+    21-joint student; every backbone tensor is copied, the head keeps its own init."""
+    from mmengine.runner import save_checkpoint
+
+    path = tmp_path / "cspnext-t_udp-aic-coco.pth"
+    save_checkpoint(_runner_checkpoint(mmpose_coco_t, "module."), str(path))
+    student = M.build_rtmpose("t", 21, (64, 96), (1.63, 2.12))
+    head_before = {k: v.clone() for k, v in student.estimator.head.state_dict().items()}
+    M.load_backbone(student, path)
+
+    source = mmpose_coco_t.backbone.state_dict()
+    loaded = student.estimator.backbone.state_dict()
+    assert loaded.keys() == source.keys()
+    for name, tensor in source.items():
+        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0)
+    for name, tensor in student.estimator.head.state_dict().items():
+        torch.testing.assert_close(tensor, head_before[name], rtol=0, atol=0)
+
+
+def test_backbone_of_another_size_or_without_backbone_is_refused(tmp_path):
+    other = tmp_path / "rtmpose-s.pth"
+    M.save_checkpoint(M.build_rtmpose("s", 17), other)
+    with pytest.raises(M.CheckpointError, match=r"does not fit this RTMPose size") as err:
+        M.load_backbone(M.build_rtmpose("t", 21), other)
+    assert "stem.0.conv.weight" in str(err.value)  # the first mismatched tensor is named
+
+    head_only = tmp_path / "head.pth"
+    torch.save({"state_dict": M.build_rtmpose("t", 17).estimator.head.state_dict()}, head_only)
+    with pytest.raises(M.CheckpointError, match="no 'backbone.\\*' tensors"):
+        M.load_backbone(M.build_rtmpose("t", 21), head_only)
+
+
 # --- Teachers ------------------------------------------------------------------------------
 
 

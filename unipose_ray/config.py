@@ -28,13 +28,23 @@ class StudentConfig:
         dataset: keypoint set it predicts (``unified`` for the student; ``coco`` / ``mpii``
             when this run trains a single-dataset teacher).
         codec: input size and SimCC target settings.
+        backbone_checkpoint: start the backbone from this checkpoint's ``backbone.*``
+            tensors, as RTMPose configs do (MMPose's ``cspnext-<size>_udp-aic-coco_*.pth``);
+            ``None``: from scratch, or from the ``pretrain`` run when one is configured.
+            Teachers trained here start from it too.
+        head: ``simcc`` (RTMPose's RTMCCHead); ``heatmap`` only for the backbone
+            pretraining run (MMPose's CSPNeXt-UDP recipe, see :class:`PretrainConfig`).
     """
 
     size: str = "s"
     dataset: str = "unified"
     codec: CodecConfig = field(default_factory=CodecConfig)
+    backbone_checkpoint: str | None = None
+    head: str = "simcc"
 
     def __post_init__(self) -> None:
+        if self.head not in ("simcc", "heatmap"):
+            raise ConfigError(f"student.head must be 'simcc' or 'heatmap', got '{self.head}'")
         if self.size not in STUDENT_SIZES:
             raise ConfigError(f"student.size must be one of {STUDENT_SIZES}, got '{self.size}'")
         if self.dataset not in KEYPOINT_SETS:
@@ -85,6 +95,35 @@ class TeacherConfig:
             raise ConfigError(f"teacher '{self.name}': replicas must be >= 1")
         if self.num_gpus < 0 or self.num_cpus < 0:
             raise ConfigError(f"teacher '{self.name}': num_gpus / num_cpus must be >= 0")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """A backbone pretraining run ahead of every other training (the demo's).
+
+    Every released RTMPose, the MPII one included, starts from a CSPNeXt backbone that was
+    first trained for pose on AIC + COCO (``pt-aic-coco`` in the checkpoint names). Without
+    downloads the demo makes its stand-in the same way MMPose made those (its
+    ``cspnext-*_udp_*`` configs): the student's CSPNeXt with a ``HeatmapHead`` trained on
+    UDP heatmaps of one dataset. Its backbone then starts the teachers and both students
+    alike. (From scratch, RTMPose's SimCC head on tiny inputs leaves its loss plateau
+    after a seed-dependent few hundred steps; heatmaps train the backbone reliably.)
+
+    Attributes:
+        dataset: the training set it learns (``coco`` or ``mpii``), with that keypoint set.
+        epochs: passes over it.
+        cpus_per_worker: CPUs (torch threads) of its one worker: nothing else runs then.
+    """
+
+    dataset: str = "coco"
+    epochs: int = 8
+    cpus_per_worker: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in ("coco", "mpii"):
+            raise ConfigError(f"pretrain.dataset must be 'coco' or 'mpii', got '{self.dataset}'")
+        if self.epochs < 1:
+            raise ConfigError("pretrain.epochs must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -205,6 +244,8 @@ class DistillConfig:
         generate: settings of :class:`~unipose_ray.data.synthetic.SyntheticConfig`; when
             set, the data is generated into ``<output_dir>/data`` and ``data`` is filled
             from it (the demo).
+        pretrain: train a backbone first and start every model from it (see
+            :class:`PretrainConfig`); ignored when ``student.backbone_checkpoint`` is set.
         teacher_epochs: epochs for teachers trained here (0: ``optim.epochs``).
         baseline: also train the joint student without KD, for the comparison table.
         parallel_runs: independent trainings (the teachers; the baseline and the distilled
@@ -220,6 +261,7 @@ class DistillConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    pretrain: PretrainConfig | None = None
     teacher_epochs: int = 0
     baseline: bool = False
     parallel_runs: int = 1
@@ -228,6 +270,18 @@ class DistillConfig:
         names = [t.name for t in self.teachers]
         if len(set(names)) != len(names):
             raise ConfigError(f"teacher names must be unique, got {names}")
+        if self.student.head == "heatmap" and self.teachers:
+            raise ConfigError("student.head 'heatmap' is for backbone pretraining, without "
+                              "teachers (KD works on SimCC logits)")
+        if self.pretrain is not None or self.student.backbone_checkpoint:
+            sizes = {t.name: t.train_size for t in self.teachers
+                     if t.checkpoint is None and t.train_size != self.student.size}
+            if sizes:
+                raise ConfigError(
+                    f"teachers trained here start from the student's backbone (RTMPose-"
+                    f"{self.student.size}), but {sizes} ask for another size; set their "
+                    f"train_size to '{self.student.size}' or drop pretrain / "
+                    "student.backbone_checkpoint")
         total = self.loss.w_gt + sum(t.weight for t in self.teachers)
         if total <= 0:
             raise ConfigError("all loss weights are zero (loss.w_gt and every teacher weight); "

@@ -343,3 +343,51 @@ def _check_pair(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
             f"{name_a} and {name_b} must both be (B, K, W) of the same shape, got "
             f"{tuple(a.shape)} and {tuple(b.shape)}"
         )
+
+
+# --- Backbone pretraining: UDP heatmaps ----------------------------------------------------
+
+
+def udp_heatmap_targets(
+    keypoints: Tensor,
+    weights: Tensor,
+    input_size: tuple[int, int],
+    heatmap_size: tuple[int, int],
+    sigma: float,
+) -> tuple[Tensor, Tensor]:
+    """Gaussian heatmap targets, exactly as MMPose's ``UDPHeatmap`` codec encodes them.
+
+    That codec trained the CSPNeXt backbones RTMPose starts from. Keypoints are scaled by
+    ``(heatmap - 1) / (input - 1)`` (unbiased), each Gaussian is cut to a ``3 sigma``
+    window around the rounded point, and a joint whose window lies wholly outside the
+    heatmap gets weight 0.
+
+    Args:
+        keypoints: ``(B, K, 2)`` in input (crop) pixels.
+        weights: ``(B, K)``; joints with weight < 0.5 get no Gaussian and weight 0.
+        input_size, heatmap_size: ``(w, h)``.
+
+    Returns:
+        ``(B, K, H, W)`` heatmaps and ``(B, K)`` weights.
+    """
+    (w_in, h_in), (w, h) = input_size, heatmap_size
+    scale = keypoints.new_tensor([(w - 1) / (w_in - 1), (h - 1) / (h_in - 1)])
+    points = keypoints * scale
+    radius = 3 * sigma
+    centre = (points + 0.5).trunc()  # numpy's astype(int64) after + 0.5
+    low = (centre - radius).trunc()
+    high = (centre + radius + 1).trunc()  # exclusive
+    size = keypoints.new_tensor([w, h])
+    inside = ((low < size) & (high >= 0)).all(-1)
+    labelled = (weights >= 0.5) & inside
+    offset = (2 * radius + 1) // 2 - (centre - low)  # MMPose's window origin, in pixels
+
+    def axis(n: int, i: int) -> Tensor:
+        grid = torch.arange(n, device=keypoints.device, dtype=keypoints.dtype)
+        d = grid - points[..., i, None] - offset[..., i, None]
+        window = (grid >= low[..., i, None]) & (grid < high[..., i, None])
+        return torch.exp(-(d**2) / (2 * sigma**2)) * window
+
+    heatmaps = axis(h, 1)[..., :, None] * axis(w, 0)[..., None, :]
+    heatmaps = heatmaps * labelled[..., None, None]
+    return heatmaps, torch.where(labelled, weights, torch.zeros_like(weights))

@@ -164,10 +164,23 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+HEATMAP_STRIDE = 4  # MMPose's HeatmapHead: three 2x deconvolutions on the stride-32 features
+HEATMAP_SIGMA = 2.0  # the CSPNeXt-UDP configs' UDPHeatmap sigma, in heatmap pixels
+
+
+def heatmap_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    return tuple(s // HEATMAP_STRIDE for s in input_size)
+
+
 def rtmpose_model_cfg(
-    size: str, num_keypoints: int, input_size: tuple[int, int], sigma: tuple[float, float]
+    size: str, num_keypoints: int, input_size: tuple[int, int], sigma: tuple[float, float],
+    head: str = "simcc",
 ) -> dict:
-    """MMPose's model dict for RTMPose-``size`` (the config files' settings, BN not SyncBN)."""
+    """MMPose's model dict for RTMPose-``size`` (the config files' settings, BN not SyncBN).
+
+    ``head="heatmap"`` swaps RTMCCHead for the ``HeatmapHead`` + ``UDPHeatmap`` of MMPose's
+    ``cspnext-*_udp_*`` configs: how the backbones RTMPose starts from were pretrained.
+    """
     if size not in RTMPOSE_SIZES:
         raise ValueError(f"unknown RTMPose size '{size}'; choose one of {sorted(RTMPOSE_SIZES)}")
     deepen, widen, in_channels = RTMPOSE_SIZES[size]
@@ -179,7 +192,7 @@ def rtmpose_model_cfg(
         normalize=False,
         use_dark=False,
     )
-    return dict(
+    model = dict(
         type="TopdownPoseEstimator",
         data_preprocessor=dict(
             type="PoseDataPreprocessor", mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
@@ -207,6 +220,16 @@ def rtmpose_model_cfg(
         ),
         test_cfg=dict(flip_test=True),
     )  # fmt: skip
+    if head == "heatmap":
+        model["head"] = dict(
+            type="HeatmapHead", in_channels=in_channels, out_channels=num_keypoints,
+            loss=dict(type="KeypointMSELoss", use_target_weight=True),
+            decoder=dict(type="UDPHeatmap", input_size=tuple(input_size),
+                         heatmap_size=heatmap_size(input_size), sigma=HEATMAP_SIGMA),
+        )
+    elif head != "simcc":
+        raise ValueError(f"head must be 'simcc' or 'heatmap', got '{head}'")
+    return model
 
 
 def build_rtmpose(
@@ -214,6 +237,7 @@ def build_rtmpose(
     num_keypoints: int,
     input_size: tuple[int, int] = (192, 256),
     sigma: tuple[float, float] | None = None,
+    head: str = "simcc",
 ) -> PoseModel:
     """A freshly initialised RTMPose-``t``/``s``/``m`` (CSPNeXt + RTMCCHead, SimCC).
 
@@ -222,6 +246,8 @@ def build_rtmpose(
         num_keypoints: output channels K.
         input_size: ``(w, h)`` crop size, multiples of 32.
         sigma: SimCC label sigma ``(x, y)``; defaults to MMPose's value for known sizes.
+        head: ``"heatmap"`` for the backbone-pretraining variant (see
+            :func:`rtmpose_model_cfg`); its forward returns ``(B, K, h/4, w/4)`` heatmaps.
     """
     input_size = tuple(int(s) for s in input_size)
     if sigma is None:
@@ -232,7 +258,8 @@ def build_rtmpose(
             )
         sigma = DEFAULT_SIGMAS[input_size]
     spec = PoseModelSpec(num_keypoints, input_size, 2.0, tuple(float(s) for s in sigma))
-    estimator = _build_estimator(rtmpose_model_cfg(size, num_keypoints, input_size, spec.sigma))
+    estimator = _build_estimator(rtmpose_model_cfg(size, num_keypoints, input_size, spec.sigma,
+                                                   head))
     _init_weights_quietly(estimator)
     return PoseModel(estimator, spec)
 
@@ -498,6 +525,27 @@ def load_weights(model: PoseModel, path: str | os.PathLike, trust_checkpoint: bo
     if "dataset_meta" in meta:
         estimator.dataset_meta = meta["dataset_meta"]
     return meta
+
+
+def load_backbone(model: PoseModel, path: str | os.PathLike, trust_checkpoint: bool = False) -> None:
+    """Initialise ``model``'s backbone from the ``backbone.*`` tensors of a checkpoint.
+
+    What RTMPose configs do with ``init_cfg=dict(type='Pretrained', prefix='backbone.',
+    checkpoint=...)``: MMPose's released CSPNeXt backbones (``cspnext-s_udp-aic-coco_...``)
+    are whole pose models, so any MMPose checkpoint of the same backbone fits; the head
+    stays freshly initialised. Strict: every backbone tensor must be there, same shape.
+    """
+    state = extract_state_dict(read_checkpoint(path, trust_checkpoint))
+    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    if not backbone:
+        raise CheckpointError(f"{path} has no 'backbone.*' tensors: not an MMPose pose model or "
+                              "backbone checkpoint")
+    try:
+        check_state_dict(model.estimator.backbone.state_dict(), backbone)
+    except CheckpointError as err:
+        raise CheckpointError(f"backbone checkpoint {path} does not fit this RTMPose size "
+                              f"(a different t/s/m?): {err}") from None
+    model.estimator.backbone.load_state_dict(backbone, strict=True)
 
 
 def save_checkpoint(

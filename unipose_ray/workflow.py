@@ -1,9 +1,10 @@
 """The distillation workflow behind ``jobs/distill.py`` and ``jobs/train_teacher.py``.
 
 1. data: generate it (demo) or check the given paths, then write Parquet record sets;
-2. teachers: use the given MMPose config + checkpoint, or train single-dataset teachers;
-3. students: optionally the joint student without KD, then the distilled student;
-4. the cross-dataset table of every model, printed and written to ``results.json``.
+2. backbone: the given checkpoint, or a pretraining run (demo) that every model starts from;
+3. teachers: use the given MMPose config + checkpoint, or train single-dataset teachers;
+4. students: optionally the joint student without KD, then the distilled student;
+5. the cross-dataset table of every model, printed and written to ``results.json``.
 
 Every step reuses what an earlier run left in the output folder (generated data, record
 files, trained teachers, Ray Train checkpoints), so a killed job started again goes on.
@@ -12,6 +13,7 @@ files, trained teachers, Ray Train checkpoints), so a killed job started again g
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,10 +26,10 @@ from unipose_ray.data.records import read_records, write_records
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
 from unipose_ray.distributed import print0
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
-from unipose_ray.models import PoseModelSpec, build_from_config, build_teacher
+from unipose_ray.models import PoseModelSpec, build_from_config, build_teacher, load_backbone
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.tracking import RunTracker, resolve_tracking_uri
-from unipose_ray.train.loop import TrainJob, run_training
+from unipose_ray.train.loop import TrainJob, build_student, run_training
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,56 @@ def ensure_teachers(config: DistillConfig, data: PreparedData, output_dir: Path)
     return replace(config, teachers=tuple(teachers))
 
 
+def ensure_backbone(config: DistillConfig, data: PreparedData, output_dir: Path) -> DistillConfig:
+    """Check the configured backbone checkpoint, or run ``pretrain`` and use its backbone."""
+    student = config.student
+    if student.backbone_checkpoint is None and config.pretrain is not None:
+        student = replace(student, backbone_checkpoint=str(pretrain_backbone(config, data, output_dir)))
+    if student.backbone_checkpoint is not None:
+        path = Path(student.backbone_checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"student.backbone_checkpoint {path} does not exist")
+        load_backbone(build_student(config), path)  # a wrong file fails here, not in a worker
+    return replace(config, student=student)
+
+
+def pretrain_backbone(config: DistillConfig, data: PreparedData, output_dir: Path) -> Path:
+    """Train the ``pretrain`` run (heatmap head, no validation) once; returns its checkpoint.
+
+    The file is a whole MMPose pose model (``backbone.*`` + ``head.*``), like MMPose's
+    released ``cspnext-*_udp_*`` checkpoints.
+    """
+    pretrain = config.pretrain
+    run_dir = output_dir / "models" / f"{config.run.name}_pretrain"
+    final = run_dir / "pretrained.pth"
+    if final.exists():
+        return final
+    print0(f"pretraining the RTMPose-{config.student.size} backbone on {pretrain.dataset} "
+           "heatmaps")
+    run = replace(
+        config,
+        student=replace(config.student, dataset=pretrain.dataset, head="heatmap",
+                        backbone_checkpoint=None),
+        teachers=(),
+        loss=replace(config.loss, w_gt=1.0),
+        optim=replace(config.optim, epochs=pretrain.epochs, ema=False),
+        run=replace(config.run, name=run_dir.name, cpus_per_worker=pretrain.cpus_per_worker,
+                    val_every_epochs=pretrain.epochs),
+        pretrain=None,
+    )
+    job = TrainJob(
+        config=run,
+        train_records=data.train_records([pretrain.dataset], output_dir / "records"),
+        eval_sets=(),  # SimCC metrics do not apply; the loss curve is in MLflow
+        output_dir=str(run_dir),
+        tracking_uri=resolve_tracking_uri(config.tracking.tracking_uri, output_dir),
+    )
+    result = fit_with_teachers(job)
+    with result.checkpoint.as_directory() as path:
+        shutil.copyfile(Path(path) / "student.pth", final)
+    return final
+
+
 def evaluate_checkpoint(run_dir: Path, dataset: str, data: PreparedData) -> dict[str, float]:
     """Evaluate a trained model's ``best.pth`` on the validation sets."""
     model = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
@@ -205,6 +257,7 @@ def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict
     config, data = prepare_data(config, output_dir)
     RunTracker(resolve_tracking_uri(config.tracking.tracking_uri, output_dir)).prepare(
         config.tracking.experiment)  # fails early on an unreachable server, too
+    config = ensure_backbone(config, data, output_dir)
     config = ensure_teachers(config, data, output_dir)
     specs = check_teachers(config)
     datasets = sorted(data.train)
@@ -242,9 +295,9 @@ def run_train_teacher(config: DistillConfig, teacher_name: str, output_dir: str 
         raise KeyError(f"no teacher '{teacher_name}' in the config; teachers: {sorted(teachers)}")
     teacher = replace(teachers[teacher_name], checkpoint=None)
     config, data = prepare_data(config, output_dir)
-    run = teacher_run(config, teacher)
     RunTracker(resolve_tracking_uri(config.tracking.tracking_uri, output_dir)).prepare(
         config.tracking.experiment)
+    run = teacher_run(ensure_backbone(config, data, output_dir), teacher)
     run_dir = train_model(run, data, output_dir, [teacher.dataset])
     metrics = evaluate_checkpoint(run_dir, teacher.dataset, data)
     print0("\n" + format_table({f"teacher_{teacher_name}": metrics}))

@@ -10,14 +10,17 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+import torch
 
 from unipose_ray.config import load_config
 from unipose_ray.models import (
     CheckpointError,
     build_from_config,
     build_rtmpose,
+    load_weights,
     save_checkpoint,
     write_mmpose_config,
 )
@@ -25,7 +28,7 @@ from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.teachers.service import StudentGrid, TeacherPool
 from unipose_ray.train.data import num_records
 from unipose_ray.train.loop import TrainJob, check_resources, run_training
-from unipose_ray.workflow import check_teachers, prepare_data, train_model
+from unipose_ray.workflow import check_teachers, ensure_backbone, prepare_data, train_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -38,7 +41,9 @@ TINY = ["generate.coco_train=24", "generate.mpii_train=24", "generate.coco_val=4
 def ray_session():
     import ray
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    from unipose_ray.distributed import start_local_ray
+
+    start_local_ray(num_cpus=8, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -179,3 +184,39 @@ def test_a_training_run_is_tracked_on_a_real_mlflow_server(setup, mlflow_server)
     stored = {p.name for p in (root / "artifacts").rglob("*")}
     assert "config.yaml" in stored and "best.pth" in stored
     assert any(name.endswith(".png") for name in stored)
+
+
+def test_pretraining_trains_a_heatmap_backbone_that_runs_start_from(setup):
+    """The demo's stand-in for RTMPose's pretrained CSPNeXt: a HeatmapHead model trained
+    once, reused, and loaded into the backbone of the runs that follow."""
+    from mlflow.tracking import MlflowClient
+
+    config, data, out = setup
+    config = replace(config, pretrain=replace(config.pretrain, epochs=1, cpus_per_worker=1),
+                     run=replace(config.run, name="pre"))
+    path = Path(ensure_backbone(config, data, out).student.backbone_checkpoint)
+    assert path == out / "models" / "pre_pretrain" / "pretrained.pth"
+    codec = config.student.codec
+    pretrained = build_rtmpose("t", 17, codec.input_size, codec.sigma, head="heatmap")
+    load_weights(pretrained, path)  # strict: a whole MMPose HeatmapHead model on COCO joints
+
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    (run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'pre_pretrain'")
+    assert run.data.metrics["train/loss_heatmap"] > 0
+
+    written = path.stat().st_mtime_ns
+    assert ensure_backbone(config, data, out).student.backbone_checkpoint == str(path)
+    assert path.stat().st_mtime_ns == written  # reused, not trained again
+
+    # A run from it, at a vanishing learning rate: its backbone weights are the pretrained ones
+    # (a fresh initialisation would be nowhere near them).
+    start = replace(config, teachers=(), loss=replace(config.loss, w_gt=1.0), pretrain=None,
+                    student=replace(config.student, backbone_checkpoint=str(path)),
+                    optim=replace(config.optim, epochs=1, lr=1e-12, warmup_steps=1),
+                    run=replace(config.run, name="from_pretrained"))
+    run_dir = train_model(start, data, out, ["coco", "mpii"])
+    student = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
+    trained = dict(student.estimator.backbone.named_parameters())
+    for name, weight in pretrained.estimator.backbone.named_parameters():
+        torch.testing.assert_close(trained[name], weight, rtol=0, atol=1e-6)

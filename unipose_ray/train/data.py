@@ -82,7 +82,7 @@ class CropStage:
             params = self.dataset.params(index, epoch)
             sample = self.dataset.replay(index, params, image=image)
             columns = {
-                "image": sample.image, "target_x": sample.target_x,
+                "image": sample.image, "keypoints": sample.keypoints, "target_x": sample.target_x,
                 "target_y": sample.target_y, "weights": sample.weights,
                 "warp": sample.warp.astype(np.float32),
                 "inverse_warp": invert_affine(sample.warp).astype(np.float32),

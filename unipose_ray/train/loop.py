@@ -6,7 +6,8 @@ by :mod:`unipose_ray.train.data`), asks the teacher services for logits one batc
 :func:`unipose_ray.losses.distillation_loss`. Rank 0 validates, logs to MLflow and writes
 checkpoints through ``ray.train.report``; a run started again with the same name resumes
 from its latest checkpoint. With no teachers the same loop trains a single-dataset model
-(the paper's self-trained teacher) or the joint no-KD baseline.
+(the paper's self-trained teacher) or the joint no-KD baseline; with ``student.head ==
+"heatmap"`` it pretrains a backbone on UDP heatmaps (MMPose's CSPNeXt recipe).
 """
 
 from __future__ import annotations
@@ -26,8 +27,22 @@ from unipose_ray import distributed as dist
 from unipose_ray.config import DistillConfig
 from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.evaluation.cross_dataset import EvalSet, eval_mode, evaluate_model
-from unipose_ray.losses import SimCCTargets, TeacherTerm, distillation_loss, kd_decay
-from unipose_ray.models import PoseModel, PoseModelSpec, build_rtmpose, save_checkpoint
+from unipose_ray.losses import (
+    SimCCTargets,
+    TeacherTerm,
+    distillation_loss,
+    kd_decay,
+    udp_heatmap_targets,
+)
+from unipose_ray.models import (
+    HEATMAP_SIGMA,
+    PoseModel,
+    PoseModelSpec,
+    build_rtmpose,
+    heatmap_size,
+    load_backbone,
+    save_checkpoint,
+)
 from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
 from unipose_ray.teachers.service import StudentGrid, TeacherPool, TeacherService
 from unipose_ray.tracking import NullTracker, RunTracker, flatten_config
@@ -73,7 +88,7 @@ def build_student(config: DistillConfig) -> PoseModel:
     """The model this run trains: RTMPose of the configured size on its keypoint set."""
     student = config.student
     return build_rtmpose(student.size, KEYPOINT_SETS[student.dataset].num_keypoints,
-                         student.codec.input_size, student.codec.sigma)
+                         student.codec.input_size, student.codec.sigma, student.head)
 
 
 def teacher_terms(config: DistillConfig) -> list[TeacherTerm]:
@@ -230,6 +245,17 @@ def _targets(batch: dict, config: DistillConfig, device: torch.device) -> SimCCT
         _tensor(batch["weights"], device)[:, idx])
 
 
+def _heatmap_loss(student: PoseModel, heatmaps: torch.Tensor, batch: dict,
+                  config: DistillConfig, device: torch.device) -> torch.Tensor:
+    """Backbone pretraining: MMPose's ``KeypointMSELoss`` on UDP heatmap targets."""
+    idx = torch.as_tensor(mapping_for(config.student.dataset).to_unified)
+    input_size = config.student.codec.input_size
+    targets, weights = udp_heatmap_targets(
+        _tensor(batch["keypoints"], device)[:, idx], _tensor(batch["weights"], device)[:, idx],
+        input_size, heatmap_size(input_size), HEATMAP_SIGMA)
+    return student.estimator.head.loss_module(heatmaps, targets, weights)
+
+
 def _sample_masks(batch: dict, config: DistillConfig, device: torch.device) -> dict:
     codes = _tensor(batch["dataset"], device)
     return {t.name: codes == DATASET_CODES[t.dataset] for t in config.teachers}
@@ -245,11 +271,16 @@ def train_fn_per_worker(loop_config: dict) -> None:
     if device.type == "cpu":  # Ray pins OMP to 1 thread unless told; use the CPUs we reserved
         torch.set_num_threads(max(1, int(config.run.cpus_per_worker)))
     torch.manual_seed(config.run.seed)
-    student = build_student(config).to(device)
+    student = build_student(config)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and config.student.backbone_checkpoint:
+        load_backbone(student, config.student.backbone_checkpoint)
+        dist.print0(f"[{config.run.name}] backbone from {config.student.backbone_checkpoint}")
+    student = student.to(device)
     model = ray.train.torch.prepare_model(student) if dist.world_size() > 1 else student
     optimizer = build_optimizer(student, config.optim)
     ema = EMA(student, config.optim.ema_momentum) if config.optim.ema else None
-    state = _restore(ray.train.get_checkpoint(), student, optimizer, ema)
+    state = _restore(checkpoint, student, optimizer, ema)
     terms = teacher_terms(config)
     teachers = TeacherClient(job, loop_config.get("pools"))
     amp = config.optim.amp and device.type == "cuda"
@@ -291,12 +322,16 @@ def train_fn_per_worker(loop_config: dict) -> None:
         images = _tensor(batch["image"], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(images)
-        kd_scale = kd_decay(epoch + 1, config.optim.epochs) if config.loss.kd_decay else 1.0
-        loss, parts = distillation_loss(
-            (out[0].float(), out[1].float()), _targets(batch, config, device),
-            {k: (x.to(device), y.to(device)) for k, (x, y) in teacher_out.items()},
-            config.loss.w_gt, terms, kd_scale=kd_scale,
-            sample_masks=_sample_masks(batch, config, device), beta=config.loss.beta)
+        if config.student.head == "heatmap":
+            loss = _heatmap_loss(student, out.float(), batch, config, device)
+            parts = {"loss_heatmap": loss, "loss": loss}
+        else:
+            kd_scale = kd_decay(epoch + 1, config.optim.epochs) if config.loss.kd_decay else 1.0
+            loss, parts = distillation_loss(
+                (out[0].float(), out[1].float()), _targets(batch, config, device),
+                {k: (x.to(device), y.to(device)) for k, (x, y) in teacher_out.items()},
+                config.loss.w_gt, terms, kd_scale=kd_scale,
+                sample_masks=_sample_masks(batch, config, device), beta=config.loss.beta)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.optim.grad_clip:
