@@ -1,10 +1,13 @@
 """Workflow checks that run before any training: a bad backbone checkpoint fails early."""
 
+import json
+
 import pytest
 
 from unipose_ray.config import load_config
+from unipose_ray.config_io import ConfigError
 from unipose_ray.models import CheckpointError, build_rtmpose, save_checkpoint
-from unipose_ray.workflow import ensure_backbone
+from unipose_ray.workflow import ensure_backbone, run_train_teacher
 
 
 def test_a_missing_backbone_checkpoint_is_named(tmp_path):
@@ -22,3 +25,40 @@ def test_a_backbone_of_another_size_fails_before_training(tmp_path):
     path = save_checkpoint(build_rtmpose("t", 17), tmp_path / "cspnext-t.pth")
     config = load_config("demo", [f"student.backbone_checkpoint={path}"])
     assert ensure_backbone(config, None, tmp_path).student.backbone_checkpoint == str(path)
+
+
+def test_a_relative_backbone_path_reaches_the_workers_absolute(tmp_path, monkeypatch):
+    """Ray Train workers run in their own folder: a path relative to the driver breaks there."""
+    save_checkpoint(build_rtmpose("t", 17), tmp_path / "cspnext-t.pth")
+    monkeypatch.chdir(tmp_path)
+    config = load_config("demo", ["student.backbone_checkpoint=cspnext-t.pth"])
+    assert ensure_backbone(config, None, tmp_path).student.backbone_checkpoint == str(
+        tmp_path / "cspnext-t.pth")
+
+
+def test_a_pretrained_backbone_from_other_settings_is_not_reused(tmp_path):
+    run_dir = tmp_path / "models" / "demo_pretrain"
+    run_dir.mkdir(parents=True)
+    save_checkpoint(build_rtmpose("t", 17), run_dir / "pretrained.pth")
+    config = load_config("demo")
+    made = {"size": "t", "dataset": "coco", "epochs": config.pretrain.epochs + 1,
+            "input_size": list(config.student.codec.input_size)}
+    (run_dir / "pretrain.json").write_text(json.dumps(made))
+    with pytest.raises(ConfigError, match=r"was pretrained with .*delete .*demo_pretrain"):
+        ensure_backbone(config, None, tmp_path)
+    made["epochs"] = config.pretrain.epochs  # the same settings: reused as it is
+    (run_dir / "pretrain.json").write_text(json.dumps(made))
+    assert ensure_backbone(config, None, tmp_path).student.backbone_checkpoint == str(
+        run_dir / "pretrained.pth")
+
+
+def test_a_teacher_trained_here_must_fit_the_students_backbone(tmp_path):
+    # paper: an RTMPose-s backbone checkpoint, RTMPose-m teachers (given as checkpoints there)
+    with pytest.raises(ConfigError, match=r"\{'coco': 'm'\} ask for another size"):
+        run_train_teacher(load_config("paper"), "coco", tmp_path)
+
+
+def test_the_heatmap_head_is_only_for_the_pretraining_run(tmp_path):
+    config = load_config("demo", ["student.head=heatmap", "teachers=[]", "pretrain=null"])
+    with pytest.raises(ConfigError, match="only for the run the pretrain section starts"):
+        ensure_backbone(config, None, tmp_path)

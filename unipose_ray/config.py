@@ -112,7 +112,7 @@ class PretrainConfig:
     Attributes:
         dataset: the training set it learns (``coco`` or ``mpii``), with that keypoint set.
         epochs: passes over it.
-        cpus_per_worker: CPUs (torch threads) of its one worker: nothing else runs then.
+        cpus_per_worker: CPUs (torch threads) per worker: nothing else runs then.
     """
 
     dataset: str = "coco"

@@ -119,5 +119,6 @@ def start_local_ray(**kwargs) -> None:
     from ray._private import ray_constants  # noqa: PLC0415
 
     if "RAY_ENABLE_UV_RUN_RUNTIME_ENV" not in os.environ:
-        ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False  # read by ray.init
+        # read by ray.init; stays off for the rest of this process, like the env var would
+        ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
     ray.init(**kwargs)

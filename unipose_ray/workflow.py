@@ -13,6 +13,7 @@ files, trained teachers, Ray Train checkpoints), so a killed job started again g
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from unipose_ray.config import DistillConfig, TeacherConfig
-from unipose_ray.config_io import build
+from unipose_ray.config_io import ConfigError, build
 from unipose_ray.data.records import read_records, write_records
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
 from unipose_ray.distributed import print0
@@ -193,14 +194,18 @@ def ensure_teachers(config: DistillConfig, data: PreparedData, output_dir: Path)
 
 def ensure_backbone(config: DistillConfig, data: PreparedData, output_dir: Path) -> DistillConfig:
     """Check the configured backbone checkpoint, or run ``pretrain`` and use its backbone."""
+    if config.student.head != "simcc":
+        raise ConfigError("student.head 'heatmap' is only for the run the pretrain section "
+                          "starts; set pretrain instead")
     student = config.student
     if student.backbone_checkpoint is None and config.pretrain is not None:
         student = replace(student, backbone_checkpoint=str(pretrain_backbone(config, data, output_dir)))
     if student.backbone_checkpoint is not None:
-        path = Path(student.backbone_checkpoint)
+        path = Path(student.backbone_checkpoint).resolve()  # Ray Train workers run elsewhere
         if not path.is_file():
             raise FileNotFoundError(f"student.backbone_checkpoint {path} does not exist")
         load_backbone(build_student(config), path)  # a wrong file fails here, not in a worker
+        student = replace(student, backbone_checkpoint=str(path))
     return replace(config, student=student)
 
 
@@ -213,7 +218,14 @@ def pretrain_backbone(config: DistillConfig, data: PreparedData, output_dir: Pat
     pretrain = config.pretrain
     run_dir = output_dir / "models" / f"{config.run.name}_pretrain"
     final = run_dir / "pretrained.pth"
+    wanted = {"size": config.student.size, "dataset": pretrain.dataset, "epochs": pretrain.epochs,
+              "input_size": list(config.student.codec.input_size)}
+    marker = run_dir / "pretrain.json"
     if final.exists():
+        made = json.loads(marker.read_text()) if marker.exists() else None
+        if made != wanted:
+            raise ConfigError(f"{final} was pretrained with {made}, this config asks for "
+                              f"{wanted}; delete {run_dir} to pretrain again")
         return final
     print0(f"pretraining the RTMPose-{config.student.size} backbone on {pretrain.dataset} "
            "heatmaps")
@@ -236,8 +248,14 @@ def pretrain_backbone(config: DistillConfig, data: PreparedData, output_dir: Pat
         tracking_uri=resolve_tracking_uri(config.tracking.tracking_uri, output_dir),
     )
     result = fit_with_teachers(job)
+    if result.checkpoint is None:
+        raise RuntimeError(f"the pretraining run left no checkpoint under {run_dir}; delete "
+                           "that folder and start again")
     with result.checkpoint.as_directory() as path:
-        shutil.copyfile(Path(path) / "student.pth", final)
+        partial = final.with_suffix(".partial")
+        shutil.copyfile(Path(path) / "student.pth", partial)
+        os.replace(partial, final)  # a killed copy never looks finished
+    marker.write_text(json.dumps(wanted))
     return final
 
 
@@ -294,6 +312,7 @@ def run_train_teacher(config: DistillConfig, teacher_name: str, output_dir: str 
     if teacher_name not in teachers:
         raise KeyError(f"no teacher '{teacher_name}' in the config; teachers: {sorted(teachers)}")
     teacher = replace(teachers[teacher_name], checkpoint=None)
+    config = replace(config, teachers=(teacher,))  # re-checked: it is trained here now
     config, data = prepare_data(config, output_dir)
     RunTracker(resolve_tracking_uri(config.tracking.tracking_uri, output_dir)).prepare(
         config.tracking.experiment)

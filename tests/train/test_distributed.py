@@ -186,6 +186,15 @@ def test_a_training_run_is_tracked_on_a_real_mlflow_server(setup, mlflow_server)
     assert any(name.endswith(".png") for name in stored)
 
 
+def test_local_ray_workers_skip_the_uv_run_hook(ray_session):
+    import os
+
+    from ray._private import ray_constants
+
+    wanted = os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0").lower() in ("1", "true")
+    assert ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV is wanted
+
+
 def test_pretraining_trains_a_heatmap_backbone_that_runs_start_from(setup):
     """The demo's stand-in for RTMPose's pretrained CSPNeXt: a HeatmapHead model trained
     once, reused, and loaded into the backbone of the runs that follow."""

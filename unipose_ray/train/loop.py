@@ -247,7 +247,11 @@ def _targets(batch: dict, config: DistillConfig, device: torch.device) -> SimCCT
 
 def _heatmap_loss(student: PoseModel, heatmaps: torch.Tensor, batch: dict,
                   config: DistillConfig, device: torch.device) -> torch.Tensor:
-    """Backbone pretraining: MMPose's ``KeypointMSELoss`` on UDP heatmap targets."""
+    """Backbone pretraining: MMPose's ``KeypointMSELoss`` on UDP heatmap targets.
+
+    Joints weigh as in the SimCC loss (visible, annotated, inside the crop); MMPose would
+    also train a joint just outside the crop on its partial Gaussian.
+    """
     idx = torch.as_tensor(mapping_for(config.student.dataset).to_unified)
     input_size = config.student.codec.input_size
     targets, weights = udp_heatmap_targets(
