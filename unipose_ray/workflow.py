@@ -115,19 +115,22 @@ def check_teachers(config: DistillConfig) -> dict[str, PoseModelSpec]:
 
 
 def train_model(config: DistillConfig, data: PreparedData, output_dir: Path, datasets: list[str],
-                teacher_specs: dict[str, PoseModelSpec] | None = None) -> Path:
-    """Train one model (teacher, baseline or distilled student); returns its folder."""
+                teacher_specs: dict[str, PoseModelSpec] | None = None):
+    """Train one model (teacher, baseline, distilled student or pretraining run).
+
+    Returns its folder and the Ray ``Result``. A heatmap model (pretraining) is not
+    validated: the SimCC metrics do not apply; its loss curve is in MLflow.
+    """
     run_dir = output_dir / "models" / config.run.name
     job = TrainJob(
         config=config,
         train_records=data.train_records(datasets, output_dir / "records"),
-        eval_sets=data.eval_sets,
+        eval_sets=data.eval_sets if config.student.head == "simcc" else (),
         teacher_specs=teacher_specs or {},
         output_dir=str(run_dir),
         tracking_uri=resolve_tracking_uri(config.tracking.tracking_uri, output_dir),
     )
-    fit_with_teachers(job)
-    return run_dir
+    return run_dir, fit_with_teachers(job)
 
 
 def fit_with_teachers(job: TrainJob):
@@ -170,10 +173,10 @@ def train_concurrently(runs: list[tuple[DistillConfig, list[str], dict]], data: 
                        output_dir: Path, parallel: int) -> list[Path]:
     """Train independent models side by side (``parallel`` at a time) on the same cluster."""
     if parallel <= 1 or len(runs) <= 1:
-        return [train_model(c, data, output_dir, d, s) for c, d, s in runs]
+        return [train_model(c, data, output_dir, d, s)[0] for c, d, s in runs]
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         futures = [pool.submit(train_model, c, data, output_dir, d, s) for c, d, s in runs]
-        return [f.result() for f in futures]
+        return [f.result()[0] for f in futures]
 
 
 def ensure_teachers(config: DistillConfig, data: PreparedData, output_dir: Path) -> DistillConfig:
@@ -240,14 +243,7 @@ def pretrain_backbone(config: DistillConfig, data: PreparedData, output_dir: Pat
                     val_every_epochs=pretrain.epochs),
         pretrain=None,
     )
-    job = TrainJob(
-        config=run,
-        train_records=data.train_records([pretrain.dataset], output_dir / "records"),
-        eval_sets=(),  # SimCC metrics do not apply; the loss curve is in MLflow
-        output_dir=str(run_dir),
-        tracking_uri=resolve_tracking_uri(config.tracking.tracking_uri, output_dir),
-    )
-    result = fit_with_teachers(job)
+    _, result = train_model(run, data, output_dir, [pretrain.dataset])
     if result.checkpoint is None:
         raise RuntimeError(f"the pretraining run left no checkpoint under {run_dir}; delete "
                            "that folder and start again")
@@ -317,7 +313,7 @@ def run_train_teacher(config: DistillConfig, teacher_name: str, output_dir: str 
     RunTracker(resolve_tracking_uri(config.tracking.tracking_uri, output_dir)).prepare(
         config.tracking.experiment)
     run = teacher_run(ensure_backbone(config, data, output_dir), teacher)
-    run_dir = train_model(run, data, output_dir, [teacher.dataset])
+    run_dir, _ = train_model(run, data, output_dir, [teacher.dataset])
     metrics = evaluate_checkpoint(run_dir, teacher.dataset, data)
     print0("\n" + format_table({f"teacher_{teacher_name}": metrics}))
     print0(f"\nMMPose config and checkpoint: {run_dir / 'model_config.py'}, {run_dir / 'best.pth'}")

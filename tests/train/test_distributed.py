@@ -73,7 +73,7 @@ def test_distillation_run_checkpoints_tracks_and_resumes(setup):
 
     config, data, out = setup
     specs = check_teachers(config)
-    run_dir = train_model(config, data, out, ["coco", "mpii"], specs)
+    run_dir, _ = train_model(config, data, out, ["coco", "mpii"], specs)
 
     student = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
     assert student.spec.num_keypoints == 21 and student.spec.input_size == config.student.codec.input_size
@@ -224,7 +224,7 @@ def test_pretraining_trains_a_heatmap_backbone_that_runs_start_from(setup):
                     student=replace(config.student, backbone_checkpoint=str(path)),
                     optim=replace(config.optim, epochs=1, lr=1e-12, warmup_steps=1),
                     run=replace(config.run, name="from_pretrained"))
-    run_dir = train_model(start, data, out, ["coco", "mpii"])
+    run_dir, _ = train_model(start, data, out, ["coco", "mpii"])
     student = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
     trained = dict(student.estimator.backbone.named_parameters())
     for name, weight in pretrained.estimator.backbone.named_parameters():
