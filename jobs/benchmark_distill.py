@@ -26,7 +26,8 @@ from pathlib import Path
 from unipose_ray.config import DistillConfig, TeacherConfig, load_config
 from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.distributed import init_ray
-from unipose_ray.models import build_rtmpose, save_checkpoint, write_mmpose_config
+from unipose_ray.checkpoints import save_checkpoint
+from unipose_ray.models import build_rtmpose, write_mmpose_config
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.train.loop import TrainJob
 from unipose_ray.workflow import check_teachers, fit_with_teachers, prepare_data

@@ -16,12 +16,8 @@ from unipose_ray.data.synthetic import SyntheticConfig, SyntheticDataset, genera
 from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.evaluation.cross_dataset import HEADLINE, EvalSet, evaluate_model
 from unipose_ray.mmpose_compat import import_mmpose
-from unipose_ray.models import (
-    build_from_config,
-    build_rtmpose,
-    save_checkpoint,
-    write_mmpose_config,
-)
+from unipose_ray.checkpoints import save_checkpoint
+from unipose_ray.models import build_from_config, build_rtmpose, write_mmpose_config
 from unipose_ray.skeleton import UNIFIED
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from unipose_ray import checkpoints as C
 from unipose_ray import models as M
 from unipose_ray import skeleton
 from unipose_ray.mmpose_compat import import_mmpose
@@ -154,7 +155,7 @@ def test_mmengine_checkpoint_loads_safely_and_matches_mmpose(mmpose_coco_t, tmp_
 def test_checkpoint_with_other_keypoint_count_names_the_tensor(tmp_path):
     path = tmp_path / "mpii16.pth"
     torch.save({"state_dict": M.build_rtmpose("t", 16).estimator.state_dict()}, path)
-    with pytest.raises(M.CheckpointError) as err:
+    with pytest.raises(C.CheckpointError) as err:
         M.build_from_config(COCO_T, path)
     message = str(err.value)
     assert "head.final_layer.weight: checkpoint (16, 384, 7, 7), model expects (17, 384, 7, 7)" in (
@@ -170,7 +171,7 @@ def test_checkpoint_missing_and_unexpected_keys_are_listed(mmpose_coco_t, tmp_pa
     path = tmp_path / "odd.pth"
     torch.save({"state_dict": state}, path)
     with pytest.raises(
-        M.CheckpointError, match=r"missing keys \(1\): \['head.cls_x.weight'\]"
+        C.CheckpointError, match=r"missing keys \(1\): \['head.cls_x.weight'\]"
     ) as e:
         M.build_from_config(COCO_T, path)
     assert "unexpected keys (1): ['head.extra.weight']" in str(e.value)
@@ -179,7 +180,7 @@ def test_checkpoint_missing_and_unexpected_keys_are_listed(mmpose_coco_t, tmp_pa
 def test_arbitrary_pickled_object_is_refused_unless_trusted(mmpose_coco_t, tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": mmpose_coco_t.state_dict(), "meta": {"x": NotAWeight(1)}}, path)
-    with pytest.raises(M.CheckpointError, match="trust_checkpoint=True") as err:
+    with pytest.raises(C.CheckpointError, match="trust_checkpoint=True") as err:
         M.build_from_config(COCO_T, path)
     assert "NotAWeight" in str(err.value)
     model = M.build_from_config(COCO_T, path, trust_checkpoint=True)
@@ -198,7 +199,7 @@ def test_backbone_from_an_mmengine_pose_checkpoint_leaves_the_head_fresh(mmpose_
     save_checkpoint(_runner_checkpoint(mmpose_coco_t, "module."), str(path))
     student = M.build_rtmpose("t", 21, (64, 96), (1.63, 2.12))
     head_before = {k: v.clone() for k, v in student.estimator.head.state_dict().items()}
-    M.load_backbone(student, path)
+    C.load_backbone(student, path)
 
     source = mmpose_coco_t.backbone.state_dict()
     loaded = student.estimator.backbone.state_dict()
@@ -211,15 +212,15 @@ def test_backbone_from_an_mmengine_pose_checkpoint_leaves_the_head_fresh(mmpose_
 
 def test_backbone_of_another_size_or_without_backbone_is_refused(tmp_path):
     other = tmp_path / "rtmpose-s.pth"
-    M.save_checkpoint(M.build_rtmpose("s", 17), other)
-    with pytest.raises(M.CheckpointError, match=r"does not fit this RTMPose size") as err:
-        M.load_backbone(M.build_rtmpose("t", 21), other)
+    C.save_checkpoint(M.build_rtmpose("s", 17), other)
+    with pytest.raises(C.CheckpointError, match=r"does not fit this RTMPose size") as err:
+        C.load_backbone(M.build_rtmpose("t", 21), other)
     assert "stem.0.conv.weight" in str(err.value)  # the first mismatched tensor is named
 
     head_only = tmp_path / "head.pth"
     torch.save({"state_dict": M.build_rtmpose("t", 17).estimator.head.state_dict()}, head_only)
-    with pytest.raises(M.CheckpointError, match="no 'backbone.\\*' tensors"):
-        M.load_backbone(M.build_rtmpose("t", 21), head_only)
+    with pytest.raises(C.CheckpointError, match="no 'backbone.\\*' tensors"):
+        C.load_backbone(M.build_rtmpose("t", 21), head_only)
 
 
 # --- Teachers ------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_saved_student_loads_in_mmpose(tmp_path):
     student = M.build_rtmpose("t", 21)
     _randomise_bn(student, seed=3)
     student.eval()
-    path = M.save_checkpoint(
+    path = C.save_checkpoint(
         student,
         tmp_path / "student.pth",
         dataset_meta=skeleton.UNIFIED.dataset_meta(),
@@ -278,6 +279,6 @@ def test_saved_student_loads_in_mmpose(tmp_path):
 
     # and back through our own loader
     again = M.build_rtmpose("t", 21)
-    M.load_weights(again, path)
+    C.load_weights(again, path)
     with torch.no_grad():
         torch.testing.assert_close(again.eval()(images)[0], x, rtol=0, atol=0)

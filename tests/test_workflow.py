@@ -6,7 +6,8 @@ import pytest
 
 from unipose_ray.config import load_config
 from unipose_ray.config_io import ConfigError
-from unipose_ray.models import CheckpointError, build_rtmpose, save_checkpoint
+from unipose_ray.checkpoints import CheckpointError, save_checkpoint
+from unipose_ray.models import build_rtmpose
 from unipose_ray.workflow import ensure_backbone, run_train_teacher
 
 

@@ -27,7 +27,8 @@ from unipose_ray.data.records import read_records, write_records
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
 from unipose_ray.distributed import print0
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
-from unipose_ray.models import PoseModelSpec, build_from_config, build_teacher, load_backbone
+from unipose_ray.checkpoints import load_backbone
+from unipose_ray.models import PoseModelSpec, build_from_config, build_teacher
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.tracking import RunTracker, resolve_tracking_uri
 from unipose_ray.train.loop import TrainJob, build_student, run_training

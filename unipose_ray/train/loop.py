@@ -34,14 +34,13 @@ from unipose_ray.losses import (
     kd_decay,
     udp_heatmap_targets,
 )
+from unipose_ray.checkpoints import MODEL_CONFIG_NAME, load_backbone, save_checkpoint
 from unipose_ray.models import (
     HEATMAP_SIGMA,
     PoseModel,
     PoseModelSpec,
     build_rtmpose,
     heatmap_size,
-    load_backbone,
-    save_checkpoint,
 )
 from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
 from unipose_ray.teachers.service import StudentGrid, TeacherPool, TeacherService
@@ -410,7 +409,7 @@ def save_best(job: TrainJob, model: PoseModel, step: int, score: float) -> Path:
 
     out = Path(job.output_dir)
     meta = KEYPOINT_SETS[job.config.student.dataset].dataset_meta()
-    write_mmpose_config(model, job.config.student.size, out / "model_config.py", meta)
+    write_mmpose_config(model, job.config.student.size, out / MODEL_CONFIG_NAME, meta)
     return save_checkpoint(model, out / "best.pth", dataset_meta=meta,
                            extra_meta={"step": step, "val/score": score})
 
