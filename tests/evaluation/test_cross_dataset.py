@@ -22,11 +22,10 @@ from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import InstanceRecord, write_records
 from unipose_ray.data.synthetic import SyntheticConfig, SyntheticDataset, generate_dataset
+from unipose_ray.data.geometry import apply_affine, invert_affine
 from unipose_ray.data.transforms import (
     AugmentConfig,
     CodecConfig,
-    apply_affine,
-    invert_affine,
     simcc_targets,
 )
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table, predict

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from unipose_ray.data.geometry import invert_affine
 from unipose_ray.data.records import InstanceRecord, table_to_records
 from unipose_ray.data.transforms import (
     AugmentConfig,
@@ -24,7 +25,6 @@ from unipose_ray.data.transforms import (
     Sample,
     crop_image,
     crop_relation,
-    invert_affine,
     make_sample,
     sample_params,
     sample_seed,

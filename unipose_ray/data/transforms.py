@@ -19,11 +19,15 @@ from dataclasses import asdict, dataclass, field, replace
 import cv2
 import numpy as np
 
+from unipose_ray.data.geometry import (
+    affine_matrix,
+    apply_affine,
+    axis_relation,
+    box_center_scale,
+    fix_aspect_ratio,
+)
 from unipose_ray.data.records import InstanceRecord
 from unipose_ray.skeleton import UNIFIED
-
-BOX_PADDING = 1.25  # MMPose's GetBBoxCenterScale
-
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -172,19 +176,6 @@ def sample_seed(base_seed: int, epoch: int, record: InstanceRecord) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
 
 
-def box_center_scale(bbox: np.ndarray, padding: float = BOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y, w, h)`` box -> centre ``(2,)`` and padded size ``(2,)``."""
-    x, y, w, h = np.asarray(bbox, dtype=np.float64)
-    return np.array([x + w / 2, y + h / 2]), np.array([w, h]) * padding
-
-
-def fix_aspect_ratio(scale: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """Grow the shorter side of a ``(w, h)`` box to the aspect ratio of ``input_size``."""
-    w, h = float(scale[0]), float(scale[1])
-    aspect = input_size[0] / input_size[1]
-    return np.array([h * aspect, h]) if w < h * aspect else np.array([w, w / aspect])
-
-
 def _truncnorm(rng: np.random.Generator, size: int) -> np.ndarray:
     """Standard normal truncated to [-1, 1] (as MMPose's ``RandomBBoxTransform``)."""
     out = rng.standard_normal(size)
@@ -257,36 +248,10 @@ def sample_params(record: InstanceRecord, seed: int, codec: CodecConfig,
 
 
 def warp_matrix(params: CropParams) -> np.ndarray:
-    """``(2, 3)`` affine from image pixels to crop pixels.
-
-    ``crop = F S R (p - c) + crop_centre`` with ``F`` the mirror when flipped, ``R`` the
-    rotation and ``S`` the per-axis pixels-per-image-pixel of the box. The crop centre is
-    ``((w - 1) / 2, (h - 1) / 2)``, the centre of the pixel grid, so a flipped crop is the
-    exact column mirror of the unflipped one.
-    """
-    w, h = params.input_size
-    sx, sy = w / params.scale[0], h / params.scale[1]
-    theta = np.deg2rad(params.rotation)
-    cos, sin = np.cos(theta), np.sin(theta)
-    # Image y points down, so a counter-clockwise turn on screen is [[c, s], [-s, c]].
-    linear = np.diag([sx, sy]) @ np.array([[cos, sin], [-sin, cos]])
-    if params.flip:  # mirror the crop itself, so flip and rotation commute
-        linear = np.diag([-1.0, 1.0]) @ linear
-    offset = _grid_centre(params.input_size) - linear @ np.asarray(params.center)
-    return np.concatenate([linear, offset[:, None]], axis=1)
-
-
-def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of ``(..., 2, 3)`` affines."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    linear_inv = np.linalg.inv(matrix[..., :2])
-    offset = -(linear_inv @ matrix[..., 2:])
-    return np.concatenate([linear_inv, offset], axis=-1)
-
-
-def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Apply a ``(2, 3)`` affine to ``(..., 2)`` points."""
-    return points @ matrix[:, :2].T + matrix[:, 2]
+    """``(2, 3)`` image -> crop affine of a sample: MMPose's ``get_warp_matrix`` for its box
+    (see :mod:`unipose_ray.data.geometry`), mirrored when the sample is flipped."""
+    return affine_matrix(np.asarray(params.center), np.asarray(params.scale), params.rotation,
+                         params.input_size, params.flip)
 
 
 def crop_relation(student: CropParams, teacher: CropParams) -> tuple[np.ndarray, np.ndarray]:
@@ -302,13 +267,7 @@ def crop_relation(student: CropParams, teacher: CropParams) -> tuple[np.ndarray,
         teacher.center, teacher.rotation, teacher.flip):
         raise ValueError("crop_relation needs two crops of the same box "
                          "(build the teacher's with CropParams.at_input_size)")
-    relation = warp_matrix(teacher)[:, :2] @ np.linalg.inv(warp_matrix(student)[:, :2])
-    a = np.diag(relation).copy()
-    return a, _grid_centre(teacher.input_size) - a * _grid_centre(student.input_size)
-
-
-def _grid_centre(size: tuple[int, int]) -> np.ndarray:
-    return (np.asarray(size, dtype=np.float64) - 1) / 2
+    return axis_relation(warp_matrix(student), warp_matrix(teacher))
 
 
 def crop_image(image: np.ndarray, params: CropParams) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, load_image
 from unipose_ray.data.records import read_records
-from unipose_ray.data.transforms import invert_affine
+from unipose_ray.data.geometry import invert_affine
 
 DATASET_CODES = {"coco": 0, "mpii": 1, "aic": 2, "unified": 3}
 
