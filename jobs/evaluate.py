@@ -7,7 +7,9 @@
 
 The model may be a 21-keypoint unified student or a 17-keypoint COCO / 16-keypoint MPII
 teacher: its keypoint set follows from its keypoint count, and joints it does not predict
-count as misses. ``--output`` writes the metrics as flat JSON (``coco_AP``, ``mpii_PCKh``,
+count as misses. Predictions are MMPose's: the same crops, flip test as the config's
+``test_cfg`` (``--no-flip-test`` to switch it off), and with ``--bbox-file`` the person
+detections MMPose's published COCO numbers use instead of the GT boxes. ``--output`` writes the metrics as flat JSON (``coco_AP``, ``mpii_PCKh``,
 ``mpii_PCKh@0.1``, ``unified_AP``, ``score``, ...; NaN is written as ``null``).
 """
 
@@ -22,13 +24,9 @@ from pathlib import Path
 import torch
 
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
-from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
-from unipose_ray.models import PoseModelSpec, build_from_config
-from unipose_ray.skeleton import KEYPOINT_SETS
-
-KEYPOINT_SET_BY_COUNT = {ks.num_keypoints: name for name, ks in KEYPOINT_SETS.items()}
-"""A model's keypoint count -> the keypoint set it predicts (21 unified, 17 coco, 16 mpii)."""
+from unipose_ray.models import build_from_config
+from unipose_ray.skeleton import keypoint_set_of
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -41,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
     parser.add_argument("--coco-img-dir", type=Path, help="its image folder")
     parser.add_argument("--coco-unified-ann", type=Path,
                         help="21-joint COCO-style file of the same images (unified AP)")
+    parser.add_argument("--bbox-file", type=Path,
+                        help="COCO person detections (results JSON, MMPose's bbox_file, e.g. "
+                             "COCO_val2017_detections_AP_H_56_person.json) to run on instead "
+                             "of the GT boxes")
+    parser.add_argument("--bbox-score-thr", type=float, default=0.0,
+                        help="drop detections scoring below this (default 0: keep all)")
     parser.add_argument("--mpii-ann", type=Path, help="MPII val file in MMPose's JSON format")
     parser.add_argument("--mpii-img-dir", type=Path, help="its image folder")
     parser.add_argument("--mpii-headbox-file", type=Path,
@@ -48,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
                              "the JSON has head_box fields)")
     parser.add_argument("--mpii-unified-ann", type=Path,
                         help="21-joint COCO-style file of the same images (unified AP)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                        help="average with the mirrored crop (default: the config's "
+                             "test_cfg.flip_test, on for RTMPose)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-samples", type=int, default=0,
                         help="evaluate the first N instances of each set (whole images; 0: all)")
@@ -64,7 +71,11 @@ def data_config(args: argparse.Namespace) -> DataConfig:
         FileNotFoundError: a named file or folder that does not exist.
     """
     splits = {}
-    for dataset, extra in (("coco", {}), ("mpii", {"headbox_file": args.mpii_headbox_file})):
+    if args.bbox_file is not None and args.coco_ann is None:
+        raise ValueError("--bbox-file holds COCO person detections: pass --coco-ann and "
+                         "--coco-img-dir too")
+    for dataset, extra in (("coco", {"bbox_file": args.bbox_file}),
+                           ("mpii", {"headbox_file": args.mpii_headbox_file})):
         ann, img_dir = getattr(args, f"{dataset}_ann"), getattr(args, f"{dataset}_img_dir")
         unified = getattr(args, f"{dataset}_unified_ann")
         given = [ann, img_dir, unified, *extra.values()]
@@ -75,26 +86,14 @@ def data_config(args: argparse.Namespace) -> DataConfig:
                              f"pass both to evaluate on {dataset.upper()}")
         splits[f"{dataset}_val"] = DatasetFiles(
             str(ann), str(img_dir), unified_ann_file=None if unified is None else str(unified),
-            **{k: None if v is None else str(v) for k, v in extra.items()})
+            **{k: None if v is None else str(v) for k, v in extra.items()},
+            **({"bbox_score_thr": args.bbox_score_thr} if dataset == "coco" else {}))
     if not splits:
         raise ValueError("name at least one validation set: --coco-ann/--coco-img-dir "
                          "and/or --mpii-ann/--mpii-img-dir")
     config = DataConfig(**splits)
     config.check()
     return config
-
-
-def codec_for(spec: PoseModelSpec) -> CodecConfig:
-    """The evaluation crops and SimCC decoding of a model: its own input size and bins."""
-    return CodecConfig(spec.input_size, spec.sigma, spec.simcc_split_ratio)
-
-
-def keypoint_set_of(spec: PoseModelSpec) -> str:
-    """The keypoint set a model predicts, from its keypoint count."""
-    if spec.num_keypoints not in KEYPOINT_SET_BY_COUNT:
-        raise ValueError(f"the model predicts {spec.num_keypoints} keypoints; known keypoint "
-                         f"sets have {sorted(KEYPOINT_SET_BY_COUNT)}")
-    return KEYPOINT_SET_BY_COUNT[spec.num_keypoints]
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -111,16 +110,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         paths = prepare_records(data, tmp)
         eval_sets = [
             EvalSet(name.removesuffix("_val"), str(paths[name]), files.ann_file,
-                    files.unified_ann_file, args.max_samples)
+                    files.unified_ann_file, args.max_samples, img_dir=files.img_dir,
+                    bbox_file=files.bbox_file, bbox_score_thr=files.bbox_score_thr)
             for name, files in data.splits().items()
         ]
         model = build_from_config(args.config, args.checkpoint, device=args.device,
                                   trust_checkpoint=args.trust_checkpoint)
-        keypoint_set = keypoint_set_of(model.spec)
+        keypoint_set = keypoint_set_of(model.spec.num_keypoints)
+        flip_test = model.spec.flip_test if args.flip_test is None else args.flip_test
+        boxes = f"detections of {args.bbox_file.name}" if args.bbox_file else "GT boxes"
         print(f"{args.checkpoint}: {keypoint_set} keypoints ({model.spec.num_keypoints}), "
-              f"input {model.spec.input_size}, on {', '.join(s.name for s in eval_sets)}")
-        metrics = evaluate_model(model, keypoint_set, codec_for(model.spec), eval_sets,
-                                 batch_size=args.batch_size, device=args.device)
+              f"input {model.spec.input_size}, flip test {'on' if flip_test else 'off'}, "
+              f"on {', '.join(s.name for s in eval_sets)} ({boxes})")
+        metrics = evaluate_model(model, keypoint_set, model.spec.codec, eval_sets,
+                                 batch_size=args.batch_size, device=args.device,
+                                 flip_test=flip_test)
 
     print(format_table({args.config.stem: metrics}))
     if args.output is not None:

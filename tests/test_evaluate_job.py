@@ -58,15 +58,15 @@ def _data_args(data: SyntheticDataset) -> list[str]:
             "--mpii-unified-ann", str(data.mpii_val_unified)]
 
 
-def _direct_metrics(model, dataset: str, data: SyntheticDataset, tmp_path: Path) -> dict:
+def _direct_metrics(model, dataset: str, data: SyntheticDataset, tmp_path: Path,
+                    flip_test: bool = True) -> dict:
     """The package call the job should amount to, on record files written here."""
     coco = write_records(read_coco(data.coco_val_ann, data.coco_val_images), tmp_path / "c.parquet")
     mpii = write_records(read_mpii(data.mpii_val_ann, data.mpii_val_images), tmp_path / "m.parquet")
     eval_sets = [EvalSet("coco", str(coco), str(data.coco_val_ann), str(data.coco_val_unified)),
                  EvalSet("mpii", str(mpii), None, str(data.mpii_val_unified))]
-    spec = model.spec
-    codec = CodecConfig(spec.input_size, spec.sigma, spec.simcc_split_ratio)
-    return evaluate_model(model, dataset, codec, eval_sets, batch_size=8)
+    return evaluate_model(model, dataset, model.spec.codec, eval_sets, batch_size=8,
+                          flip_test=flip_test)
 
 
 def _spy_on_evaluate_model(job, monkeypatch) -> list[tuple]:
@@ -75,7 +75,7 @@ def _spy_on_evaluate_model(job, monkeypatch) -> list[tuple]:
     calls = []
 
     def spy(model, dataset, codec, eval_sets, **kwargs):
-        calls.append((model.spec, dataset, codec, eval_sets))
+        calls.append((model.spec, dataset, codec, eval_sets, kwargs["flip_test"]))
         return evaluate_model(model, dataset, codec, eval_sets, **kwargs)
 
     monkeypatch.setattr(job, "evaluate_model", spy)
@@ -103,8 +103,9 @@ def test_unified_student_checkpoint(job, data, tmp_path, monkeypatch, capsys):
     returned = job.main(["--config", str(config), "--checkpoint", str(checkpoint),
                          *_data_args(data), "--batch-size", "8", "--output", str(output)])
 
-    [(spec, dataset, codec, eval_sets)] = calls
+    [(spec, dataset, codec, eval_sets, flip_test)] = calls
     assert spec == model.spec and dataset == "unified"
+    assert flip_test  # the config's test_cfg, as RTMPose's
     assert codec == CodecConfig((256, 256), (5.66, 5.66), 2.0)
     assert [(s.name, s.ann_file, s.unified_ann_file) for s in eval_sets] == [
         ("coco", str(data.coco_val_ann), str(data.coco_val_unified)),
@@ -129,7 +130,7 @@ def test_coco_teacher_from_the_released_config(job, data, tmp_path, monkeypatch,
     job.main(["--config", config, "--checkpoint", str(checkpoint), *_data_args(data),
               "--output", str(output)])
 
-    [(spec, dataset, codec, _)] = calls
+    [(spec, dataset, codec, _, _)] = calls
     assert spec.num_keypoints == 17 and dataset == "coco"
     assert codec == CodecConfig((192, 256), (4.9, 5.66), 2.0)
     assert "coco keypoints (17)" in capsys.readouterr().out

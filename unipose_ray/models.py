@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from unipose_ray.checkpoints import load_weights, plain_values
+from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.mmpose_compat import import_mmpose
 
 # --- Architecture ------------------------------------------------------------------------
@@ -58,12 +59,15 @@ class PoseModelSpec:
         input_size: ``(w, h)`` of the input crop in pixels.
         simcc_split_ratio: SimCC bins per pixel.
         sigma: ``(sigma_x, sigma_y)`` of the SimCC Gaussian labels, in bins.
+        flip_test: the config's ``test_cfg.flip_test`` (on in every RTMPose config):
+            predictions average the crop with its mirror.
     """
 
     num_keypoints: int
     input_size: tuple[int, int]
     simcc_split_ratio: float
     sigma: tuple[float, float]
+    flip_test: bool = True
 
     def __post_init__(self) -> None:
         if self.num_keypoints < 1:
@@ -76,6 +80,11 @@ class PoseModelSpec:
             )
         if self.simcc_split_ratio <= 0:
             raise ValueError(f"simcc_split_ratio must be > 0, got {self.simcc_split_ratio}")
+
+    @property
+    def codec(self) -> CodecConfig:
+        """The crops and SimCC bins of this model (evaluation and targets)."""
+        return CodecConfig(self.input_size, self.sigma, self.simcc_split_ratio)
 
     @property
     def simcc_bins(self) -> tuple[int, int]:
@@ -347,6 +356,7 @@ def spec_from_config(cfg: Any) -> PoseModelSpec:
         input_size=tuple(int(s) for s in head.input_size),
         simcc_split_ratio=float(head.simcc_split_ratio),
         sigma=tuple(float(s) for s in head.decoder.sigma),
+        flip_test=bool(cfg.model.get("test_cfg", {}).get("flip_test", False)),  # MMPose's default
     )
 
 

@@ -318,3 +318,13 @@ def mapping_for(dataset: str) -> DatasetMapping:
 
 
 _MAPPINGS = {name: build_mapping(ks, NAME_MAPS[name]) for name, ks in KEYPOINT_SETS.items()}
+
+
+def keypoint_set_of(num_keypoints: int) -> str:
+    """The keypoint set a model with ``num_keypoints`` outputs predicts (21 unified,
+    17 coco, 16 mpii)."""
+    by_count = {ks.num_keypoints: name for name, ks in KEYPOINT_SETS.items()}
+    if num_keypoints not in by_count:
+        raise ValueError(f"the model predicts {num_keypoints} keypoints; known keypoint sets "
+                         f"have {sorted(by_count)} ({', '.join(sorted(KEYPOINT_SETS))})")
+    return by_count[num_keypoints]

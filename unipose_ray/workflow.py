@@ -92,8 +92,10 @@ def prepare_data(config: DistillConfig, output_dir: Path) -> tuple[DistillConfig
     for name in ("coco_val", "mpii_val"):
         if name in paths:
             files = getattr(config.data, name)
-            eval_sets.append(EvalSet(name.removesuffix("_val"), str(paths[name]), files.ann_file,
-                                     files.unified_ann_file, config.run.val_samples))
+            eval_sets.append(EvalSet(
+                name.removesuffix("_val"), str(paths[name]), files.ann_file,
+                files.unified_ann_file, config.run.val_samples, img_dir=files.img_dir,
+                bbox_file=files.bbox_file, bbox_score_thr=files.bbox_score_thr))
     return config, PreparedData(train, tuple(eval_sets))
 
 
@@ -256,14 +258,12 @@ def pretrain_backbone(config: DistillConfig, data: PreparedData, output_dir: Pat
     return final
 
 
-def evaluate_checkpoint(run_dir: Path, dataset: str, data: PreparedData) -> dict[str, float]:
+def evaluate_checkpoint(run_dir: Path, dataset: str, data: PreparedData, flip_test: bool = True
+                        ) -> dict[str, float]:
     """Evaluate a trained model's ``best.pth`` on the validation sets."""
     model = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
-    from unipose_ray.data.transforms import CodecConfig  # noqa: PLC0415
-
-    spec = model.spec
-    codec = CodecConfig(spec.input_size, spec.sigma, spec.simcc_split_ratio)
-    return evaluate_model(model, dataset, codec, data.eval_sets)
+    return evaluate_model(model, dataset, model.spec.codec, data.eval_sets,
+                          flip_test=flip_test)
 
 
 def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict[str, float]]:
@@ -281,11 +281,8 @@ def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict
         print0(f"evaluating teacher '{teacher.name}'")
         model = build_from_config(teacher.config, teacher.checkpoint,
                                   trust_checkpoint=teacher.trust_checkpoint)
-        from unipose_ray.data.transforms import CodecConfig  # noqa: PLC0415
-
-        codec = CodecConfig(model.spec.input_size, model.spec.sigma, model.spec.simcc_split_ratio)
-        results[f"teacher_{teacher.name}"] = evaluate_model(model, teacher.dataset, codec,
-                                                            data.eval_sets)
+        results[f"teacher_{teacher.name}"] = evaluate_model(
+            model, teacher.dataset, model.spec.codec, data.eval_sets, flip_test=config.run.val_flip_test)
     runs = [(config, datasets, specs)]
     if config.baseline:
         joint = replace(config, teachers=(), run=replace(config.run, name=f"{config.run.name}_joint"))
@@ -293,8 +290,10 @@ def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict
     run_dirs = train_concurrently(runs, data, output_dir, config.parallel_runs)
     print0("evaluating the students")
     if config.baseline:
-        results["student_joint_no_kd"] = evaluate_checkpoint(run_dirs[0], config.student.dataset, data)
-    results["student_distilled"] = evaluate_checkpoint(run_dirs[-1], config.student.dataset, data)
+        results["student_joint_no_kd"] = evaluate_checkpoint(
+            run_dirs[0], config.student.dataset, data, config.run.val_flip_test)
+    results["student_distilled"] = evaluate_checkpoint(
+        run_dirs[-1], config.student.dataset, data, config.run.val_flip_test)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     print0("\n" + format_table(results))
     print0(f"\nresults written to {output_dir / 'results.json'}")

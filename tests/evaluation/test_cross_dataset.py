@@ -28,7 +28,8 @@ from unipose_ray.data.transforms import (
     CodecConfig,
     simcc_targets,
 )
-from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table, predict
+from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
+from unipose_ray.evaluation.topdown import predict, to_unified
 from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.skeleton import COCO, MPII, UNIFIED, KeypointSet, mapping_for
 
@@ -46,7 +47,10 @@ def _crop_key(image) -> bytes:
 
 
 class Oracle(torch.nn.Module):
-    """``(B, 3, H, W)`` crops -> the precomputed SimCC logits of each crop (by its pixels)."""
+    """``(B, 3, H, W)`` crops -> the precomputed SimCC logits of each crop (by its pixels).
+
+    It knows the plain crops only, so the evaluations here run without the flip test.
+    """
 
     def __init__(self, logits: dict[bytes, tuple[np.ndarray, np.ndarray]]) -> None:
         super().__init__()
@@ -195,7 +199,8 @@ def test_perfect_unified_oracle_gets_full_marks(generated):
     _assert_quantisation_keeps_pckh_perfect(g.mpii)
 
     oracle = g.oracle("unified")
-    metrics = evaluate_model(oracle, "unified", CODEC, [g.coco_set, g.mpii_set], batch_size=7)
+    metrics = evaluate_model(oracle, "unified", CODEC, [g.coco_set, g.mpii_set], batch_size=7,
+                             flip_test=False)
 
     assert oracle.seen == len(g.coco) + len(g.mpii)  # every crop once, none unknown
     for name in ("coco_AP", "coco_AP50", "coco_AP75", "coco_AR", "unified_AP",
@@ -210,7 +215,7 @@ def test_perfect_unified_oracle_gets_full_marks(generated):
 
 def test_coco_only_oracle_misses_the_mpii_head_joints(generated):
     g = generated
-    metrics = evaluate_model(g.oracle("coco"), "coco", CODEC, [g.coco_set, g.mpii_set])
+    metrics = evaluate_model(g.oracle("coco"), "coco", CODEC, [g.coco_set, g.mpii_set], flip_test=False)
 
     assert metrics["coco_AP"] == pytest.approx(1.0)
     # PCKh weighs each joint by its visible count, pelvis and thorax left out; a COCO model
@@ -239,7 +244,7 @@ def test_max_samples_scores_whole_images_against_their_own_gt(generated):
     assert 5 <= len(records) < len(g.coco)
     assert len(records) == sum(r.image_id in images for r in g.coco)  # whole images
 
-    metrics = evaluate_model(oracle, "unified", CODEC, [subset])
+    metrics = evaluate_model(oracle, "unified", CODEC, [subset], flip_test=False)
     assert metrics["coco_AP"] == pytest.approx(1.0)  # the other images' people are not missed
     assert metrics["unified_AP"] == pytest.approx(1.0)
 
@@ -249,7 +254,7 @@ def test_instance_count_equal_to_the_joint_count_keeps_the_joint_axis(generated,
     g = generated
     coco17 = g.coco[: COCO.num_keypoints]
     oracle = Oracle(oracle_logits(coco17, gt_from_records(coco17), "coco"))
-    pred = predict(oracle, coco17, "coco", CODEC)
+    pred = to_unified(predict(oracle, coco17, "coco", CODEC, flip_test=False), "coco")
     assert pred.scores.shape == (17, UNIFIED.num_keypoints)
     labelled = np.stack([r.weights > 0 for r in coco17])  # (17, 21), COCO slots only
     assert labelled.sum() > 17
@@ -264,7 +269,7 @@ def test_instance_count_equal_to_the_joint_count_keeps_the_joint_axis(generated,
     path = write_records(mpii21, tmp_path / "mpii21.parquet")
     mpii_gt = gt_from_unified_file(mpii21, g.files.mpii_val_unified, id_offset=1)
     oracle = Oracle(oracle_logits(mpii21, mpii_gt, "unified"))
-    metrics = evaluate_model(oracle, "unified", CODEC, [EvalSet("mpii", str(path))])
+    metrics = evaluate_model(oracle, "unified", CODEC, [EvalSet("mpii", str(path))], flip_test=False)
     assert metrics["mpii_PCKh"] == pytest.approx(100.0)
 
 
@@ -276,7 +281,7 @@ def test_real_coco_samples_perfect_oracle(real_samples, tmp_path):
     path = write_records(records, tmp_path / "coco.parquet")
 
     oracle = Oracle(oracle_logits(records, gt, "coco"))
-    metrics = evaluate_model(oracle, "coco", CODEC, [EvalSet("coco", str(path), str(ann))])
+    metrics = evaluate_model(oracle, "coco", CODEC, [EvalSet("coco", str(path), str(ann))], flip_test=False)
     assert metrics["coco_AP"] == pytest.approx(1.0)
     assert metrics["score"] == pytest.approx(100.0)
 
@@ -343,7 +348,7 @@ def test_noisy_oracle_coco_and_unified_ap_match_mmpose(generated, noise_px):
     g = generated
     coco_gt = gt_from_unified_file(g.coco, g.files.coco_val_unified)
     oracle = Oracle(oracle_logits(g.coco, coco_gt, "unified", noise_px, seed=int(noise_px)))
-    metrics = evaluate_model(oracle, "unified", CODEC, [g.coco_set])
+    metrics = evaluate_model(oracle, "unified", CODEC, [g.coco_set], flip_test=False)
 
     _assert_matches_mmpose(metrics, "coco", _mmpose_coco_metric(
         g.files.coco_val_ann, g.coco, oracle, "unified", COCO))
@@ -358,7 +363,7 @@ def test_noisy_oracle_on_real_coco_samples_matches_mmpose(real_samples, tmp_path
     records = read_coco(ann, real_samples / "coco")
     path = write_records(records, tmp_path / "coco.parquet")
     oracle = Oracle(oracle_logits(records, gt_from_records(records), "coco", 3.0, seed=1))
-    metrics = evaluate_model(oracle, "coco", CODEC, [EvalSet("coco", str(path), str(ann))])
+    metrics = evaluate_model(oracle, "coco", CODEC, [EvalSet("coco", str(path), str(ann))], flip_test=False)
 
     _assert_matches_mmpose(metrics, "coco", _mmpose_coco_metric(ann, records, oracle, "coco", COCO))
     assert 0.0 < metrics["coco_AP"] < 1.0

@@ -28,16 +28,21 @@ class DatasetFiles:
             the JSON carries ``head_box`` fields).
         unified_ann_file: optional COCO-style file annotating all 21 unified joints of the
             same images (generated data), for unified AP.
+        bbox_file: COCO validation only: person detections (COCO results JSON, MMPose's
+            ``bbox_file``) to evaluate on instead of the GT boxes.
+        bbox_score_thr: detections scoring below this are dropped.
     """
 
     ann_file: str
     img_dir: str
     headbox_file: str | None = None
     unified_ann_file: str | None = None
+    bbox_file: str | None = None
+    bbox_score_thr: float = 0.0
 
     def check(self, what: str) -> None:
         """Raise a clear error for any path that does not exist."""
-        for name in ("ann_file", "img_dir", "headbox_file", "unified_ann_file"):
+        for name in ("ann_file", "img_dir", "headbox_file", "unified_ann_file", "bbox_file"):
             value = getattr(self, name)
             if value is not None and not Path(value).exists():
                 raise FileNotFoundError(f"{what}.{name} = {value} does not exist; pass the path "

@@ -1,34 +1,40 @@
 """Evaluate a model on COCO and MPII validation sets: the paper's cross-dataset table.
 
 A model predicting any registered keypoint set (the unified 21, COCO's 17, MPII's 16) is
-run on ground-truth boxes without augmentation; its joints are placed in unified slots
-(joints it does not have get score 0 and count as misses), then scored with COCO AP on the
-COCO file, PCKh on MPII, and unified-21 AP where a 21-joint file exists. Metric names are
+run top-down as MMPose runs it (:func:`~unipose_ray.evaluation.topdown.predict`: unaugmented
+crops, flip test by default) on ground-truth boxes, or on COCO person detections from a
+``bbox_file``; its joints are placed in unified slots (joints it does not have get score 0
+and count as misses), then scored with COCO AP on the COCO file, PCKh on MPII, and
+unified-21 AP where a 21-joint file exists. Metric names are
 the product's flat names: ``coco_AP``, ``mpii_PCKh``, ``mpii_PCKh@0.1``, ``unified_AP``
 and ``score`` = mean of COCO AP (in %) and PCKh.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from unipose_ray.data.pipeline import BatchLoader, PipelineConfig, TopdownDataset
 from unipose_ray.data.records import InstanceRecord, read_records, table_to_records
-from unipose_ray.data.transforms import AugmentConfig, CodecConfig
+from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.evaluation.coco_metric import (
     KeypointPrediction,
     coco_keypoint_metrics,
     unified_keypoint_metrics,
 )
-from unipose_ray.evaluation.decode import decode_simcc, to_image_coords
 from unipose_ray.evaluation.pckh import evaluate_pckh
+from unipose_ray.evaluation.topdown import (
+    Predictions,
+    coco_images,
+    predict,
+    read_detections,
+    to_unified,
+)
 from unipose_ray.skeleton import mapping_for
 
 HEADLINE = ("coco_AP", "mpii_PCKh", "mpii_PCKh@0.1", "unified_AP", "score")
@@ -45,6 +51,11 @@ class EvalSet:
         unified_ann_file: optional 21-joint GT file of the same images (unified AP).
         max_samples: evaluate the first N instances only (0: all), completed to whole
             images; AP is then computed against the GT of those images alone.
+        img_dir: the images' folder (needed with ``bbox_file``: detections may fall on
+            images without annotated people).
+        bbox_file: COCO only: person detections (COCO results JSON, MMPose's
+            ``bbox_file``) to run on instead of the GT boxes, as published RTMPose numbers.
+        bbox_score_thr: drop detections scoring below this (MMPose's ``bbox_score_thr``).
     """
 
     name: str
@@ -52,6 +63,15 @@ class EvalSet:
     ann_file: str | None = None
     unified_ann_file: str | None = None
     max_samples: int = 0
+    img_dir: str | None = None
+    bbox_file: str | None = None
+    bbox_score_thr: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.bbox_file is not None and (self.name != "coco" or None in (self.ann_file,
+                                                                           self.img_dir)):
+            raise ValueError("detector boxes (bbox_file) are for COCO AP and need the COCO "
+                             "ann_file and img_dir; MPII PCKh is defined on its GT boxes")
 
     def records(self) -> list[InstanceRecord]:
         records = table_to_records(read_records(self.records_path))
@@ -62,6 +82,19 @@ class EvalSet:
         # Whole images only: a perfect model must still find every person of an image.
         images = {r.image_id for r in records[: self.max_samples]}
         return [r for r in records if r.image_id in images]
+
+    def boxes(self, records: Sequence[InstanceRecord]
+              ) -> tuple[list[InstanceRecord], np.ndarray]:
+        """The boxes to run the model on and their scores: the GT boxes of ``records``
+        (score 1), or the detections of ``bbox_file`` on the same images."""
+        if self.bbox_file is None:
+            return list(records), np.ones(len(records), dtype=np.float32)
+        images = coco_images(self.ann_file, self.img_dir)
+        detections = read_detections(self.bbox_file, images, self.bbox_score_thr)
+        evaluated = {r.image_id for r in records}  # all images, or those of max_samples
+        keep = [i for i, r in enumerate(detections.records)
+                if not self.max_samples or r.image_id in evaluated]
+        return [detections.records[i] for i in keep], detections.scores[keep]
 
     def ground_truth(self, ann_file: str, records: Sequence[InstanceRecord]) -> str | dict:
         """``ann_file``, restricted to the images of ``records`` when only some are evaluated.
@@ -79,63 +112,14 @@ class EvalSet:
         return gt
 
 
-@dataclass
-class Predictions:
-    """Unified-slot predictions for a record list, in image pixels.
-
-    Attributes:
-        keypoints: ``(N, 21, 2)``; scores: ``(N, 21)`` (0 for joints the model lacks).
-        areas: ``(N,)`` crop-box areas (MMPose's OKS-NMS area).
-    """
-
-    keypoints: np.ndarray
-    scores: np.ndarray
-    areas: np.ndarray
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """``model.eval()`` for the block, then the mode it had (BatchNorm of a student that is
-    still training must go back to batch statistics)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, records: Sequence[InstanceRecord], dataset: str,
-            codec: CodecConfig, batch_size: int = 32, device: str | torch.device = "cpu"
-            ) -> Predictions:
-    """Run ``model`` (predicting keypoint set ``dataset``) on GT-box crops of ``records``."""
-    data = TopdownDataset(records, PipelineConfig(codec=codec, augment=AugmentConfig.none()))
-    mapping = mapping_for(dataset)
-    keypoints, scores = [], []
-    with eval_mode(model):
-        for batch in BatchLoader(data, batch_size, shuffle=False).epoch(0):
-            images = torch.from_numpy(batch["images"]).to(device)
-            simcc_x, simcc_y = model(images)
-            crop_kp, score = decode_simcc(simcc_x.float().cpu(), simcc_y.float().cpu(),
-                                          codec.split_ratio)
-            keypoints.append(to_image_coords(crop_kp, batch["inverse_warp"]))
-            scores.append(score)
-    keypoints, scores = np.concatenate(keypoints), np.concatenate(scores)
-    areas = np.array([np.prod(data.params(i).scale) for i in range(len(data))])
-    # Explicit joint axis: the mapping's axis guess is ambiguous when N equals K.
-    unified_kp = np.zeros((len(keypoints), mapping.target.num_keypoints, 2), keypoints.dtype)
-    unified_kp[:, mapping.to_unified] = keypoints
-    unified_scores = np.zeros((len(scores), mapping.target.num_keypoints), scores.dtype)
-    unified_scores[:, mapping.to_unified] = scores
-    return Predictions(unified_kp, unified_scores, areas)
-
-
-def _instances(records: Sequence[InstanceRecord], pred: Predictions) -> list[KeypointPrediction]:
+def _instances(records: Sequence[InstanceRecord], pred: Predictions,
+               box_scores: np.ndarray | None = None) -> list[KeypointPrediction]:
+    scores = np.ones(len(records)) if box_scores is None else box_scores
     return [
         KeypointPrediction(image_id=r.image_id, instance_id=r.instance_id,
                            keypoints=pred.keypoints[i], keypoint_scores=pred.scores[i],
-                           bbox=np.asarray(r.bbox), area=float(pred.areas[i]))
+                           bbox_score=float(scores[i]), bbox=np.asarray(r.bbox),
+                           area=float(pred.areas[i]))
         for i, r in enumerate(records)
     ]
 
@@ -149,14 +133,19 @@ def _unified_ids(records: Sequence[InstanceRecord], name: str) -> list[InstanceR
 
 def evaluate_model(model: torch.nn.Module, dataset: str, codec: CodecConfig,
                    eval_sets: Sequence[EvalSet], batch_size: int = 32,
-                   device: str | torch.device = "cpu") -> dict[str, float]:
-    """All metrics of one model on the given validation sets (flat names)."""
+                   device: str | torch.device = "cpu", flip_test: bool = True
+                   ) -> dict[str, float]:
+    """All metrics of one model on the given validation sets (flat names).
+
+    ``flip_test`` as RTMPose's ``test_cfg`` (on in every released RTMPose config).
+    """
     metrics: dict[str, float] = {}
     unified = []
     for eval_set in eval_sets:
         records = eval_set.records()
-        pred = predict(model, records, dataset, codec, batch_size, device)
-        instances = _instances(records, pred)
+        boxes, box_scores = eval_set.boxes(records)
+        pred = to_unified(predict(model, boxes, dataset, codec, flip_test, batch_size, device),
+                          dataset)
         if eval_set.name == "mpii":
             mpii = mapping_for("mpii")
             gt = np.stack([r.keypoints for r in records])
@@ -170,11 +159,11 @@ def evaluate_model(model: torch.nn.Module, dataset: str, codec: CodecConfig,
                                          visible[:, joints], head, pred_offset=0.0))
         elif eval_set.ann_file:
             gt_file = eval_set.ground_truth(eval_set.ann_file, records)
-            metrics.update(coco_keypoint_metrics(gt_file, instances))
+            metrics.update(coco_keypoint_metrics(gt_file, _instances(boxes, pred, box_scores)))
         if eval_set.unified_ann_file:
-            ids = _unified_ids(records, eval_set.name)
+            ids = _unified_ids(boxes, eval_set.name)
             gt_file = eval_set.ground_truth(eval_set.unified_ann_file, records)
-            u = unified_keypoint_metrics(gt_file, _instances(ids, pred))
+            u = unified_keypoint_metrics(gt_file, _instances(ids, pred, box_scores))
             metrics[f"unified_AP/{eval_set.name}"] = u["unified_AP"]
             unified.append(u["unified_AP"])
     if unified:

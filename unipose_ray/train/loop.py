@@ -26,7 +26,8 @@ import torch
 from unipose_ray import distributed as dist
 from unipose_ray.config import DistillConfig
 from unipose_ray.data.pipeline import PipelineConfig
-from unipose_ray.evaluation.cross_dataset import EvalSet, eval_mode, evaluate_model
+from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model
+from unipose_ray.evaluation.topdown import eval_mode
 from unipose_ray.losses import (
     SimCCTargets,
     TeacherTerm,
@@ -388,7 +389,8 @@ def _validate_and_report(job, student, ema, optimizer, state, tracker, epoch, ex
         model = ema.module if ema is not None else student
         config = job.config
         values = evaluate_model(model, config.student.dataset, config.student.codec,
-                                job.eval_sets, device=dist.device())
+                                job.eval_sets, device=dist.device(),
+                                flip_test=config.run.val_flip_test)
         metrics |= {f"val/{k}": v for k, v in values.items()}
         tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("val/")}, state.step)
         tracker.log_figure_png(_val_picture(model, job), f"val/skeletons_step{state.step:06d}")
