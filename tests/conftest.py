@@ -3,6 +3,7 @@ marker handling."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -26,6 +27,20 @@ def real_samples() -> Path:
     if not REAL_SAMPLES.is_dir():
         pytest.skip(f"real samples not found at {REAL_SAMPLES} (shared/ is not beside the repo)")
     return REAL_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def load_job():
+    """``load_job("evaluate")`` imports ``jobs/evaluate.py`` as a module (jobs run nothing at
+    import time; tests call their ``main(argv)``)."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_job", REPO_ROOT / "jobs" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 def pytest_collection_modifyitems(config, items):

@@ -272,16 +272,24 @@ def write_mmpose_config(model: PoseModel, size: str, path: str | os.PathLike,
     """Write an MMPose config file (``.py``) describing ``model``'s architecture.
 
     Together with :func:`save_checkpoint` this makes a self-trained model loadable exactly
-    like a released one: ``build_from_config(path, checkpoint)`` or MMPose's ``init_model``.
+    like a released one: ``build_from_config(path, checkpoint)``, or in MMPose
+    ``init_model`` + ``inference_topdown`` (the config carries RTMPose's test pipeline).
     """
     from mmengine.config import Config  # noqa: PLC0415
 
     spec = model.spec
+    test_pipeline = [
+        dict(type="LoadImage"),
+        dict(type="GetBBoxCenterScale"),
+        dict(type="TopdownAffine", input_size=spec.input_size),
+        dict(type="PackPoseInputs"),
+    ]
     cfg = dict(
         default_scope="mmpose",
         model=rtmpose_model_cfg(size, spec.num_keypoints, spec.input_size, spec.sigma),
         codec=dict(type="SimCCLabel", input_size=spec.input_size, sigma=spec.sigma,
                    simcc_split_ratio=spec.simcc_split_ratio, normalize=False, use_dark=False),
+        test_dataloader=dict(dataset=dict(pipeline=test_pipeline)),
     )
     if dataset_meta is not None:
         cfg["dataset_meta"] = plain_values(dict(dataset_meta))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from unipose_ray.data.geometry import BOX_PADDING
 from unipose_ray.data.records import InstanceRecord
 from unipose_ray.distributed import quiet
 from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
@@ -148,7 +149,9 @@ def _clip_box(bbox: list[float], width: int, height: int) -> np.ndarray | None:
     x2, y2 = np.clip(x + w, 0, width - 1), np.clip(y + h, 0, height - 1)
     if x2 <= x1 or y2 <= y1:
         return None
-    return np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32)
+    corners = np.array([x1, y1, x2, y2], dtype=np.float32)  # MMPose's float32 xyxy box
+    return box_from_center((corners[:2] + corners[2:]) * np.float32(0.5),
+                           corners[2:] - corners[:2])
 
 
 def read_mpii(ann_file: str | Path, img_dir: str | Path,
@@ -189,12 +192,13 @@ def read_mpii(ann_file: str | Path, img_dir: str | Path,
             sizes[path] = _image_size(path, ann_file)
         width, height = sizes[path]
         image_ids.setdefault(ann["image"], _mpii_image_id(ann["image"], len(image_ids)))
-        box_size = float(ann["scale"]) * MPII_PIXEL_STD
-        center = np.asarray(ann["center"], dtype=np.float64)
+        # MpiiDataset's float32 arithmetic, step for step: crops equal MMPose's to the bit.
+        box_size = np.float32(ann["scale"]) * np.float32(MPII_PIXEL_STD)
+        center = np.asarray(ann["center"], dtype=np.float32)
         if center[0] != -1:
-            center[1] += 15.0 / MPII_PIXEL_STD * box_size
-        center -= 1
-        bbox = np.array([*(center - box_size / 2), box_size, box_size], dtype=np.float32)
+            center[1] = center[1] + 15.0 / MPII_PIXEL_STD * box_size
+        center = center - np.float32(1)
+        bbox = box_from_center(center, np.array([box_size, box_size]))
         head = head_boxes[index] if head_boxes is not None else ann.get("head_box")
         records.append(InstanceRecord(
             image_path=str(path),
@@ -211,6 +215,45 @@ def read_mpii(ann_file: str | Path, img_dir: str | Path,
             area=float(max(box_size * box_size * 0.53, 1.0)),
         ))
     return records
+
+
+def box_from_center(center: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """A float32 ``x, y, w, h`` box whose centre and padded size, read back the way
+    :func:`~unipose_ray.data.geometry.box_center_scale` reads every box (MMPose's
+    ``bbox_xyxy2cs``, float32), are exactly ``center`` and ``size x 1.25``.
+
+    MMPose crops a person from its float32 box centre and size (MPII: as stored; COCO: from
+    the clipped corners). A box rebuilt naively loses the last bit of either on the way
+    back, which moves a few crop pixels by one grey level. Corners and sides are searched
+    within a few ulps for ones that round-trip (where no side does, one a hair short: the
+    aspect fix then mostly takes the other axis's side); the naive box is kept where none
+    does.
+    """
+    box = []
+    for c, side in zip(np.asarray(center, np.float32), np.broadcast_to(np.float32(size), 2)):
+        padded = side * np.float32(BOX_PADDING)
+        corners = _ulp_neighbours(np.float32(c - side / np.float32(2)), 32)
+        x1, w = np.meshgrid(corners, _ulp_neighbours(side, 4), indexing="ij")
+        x2 = x1 + w
+        centred = (x1 + x2) * np.float32(0.5) == c
+        got = (x2 - x1) * np.float32(BOX_PADDING)
+        i, j = 0, 0
+        for ok in (centred & (got == padded), centred & (got <= padded)):
+            if ok.any():
+                i, j = np.unravel_index(np.argmax(ok), ok.shape)
+                break
+        box.append((x1[i, j], w[i, j]))
+    (x, w), (y, h) = box
+    return np.array([x, y, w, h], dtype=np.float32)
+
+
+def _ulp_neighbours(value: np.float32, n: int) -> np.ndarray:
+    """``value`` first, then the float32 values up to ``n`` ulps above and below it."""
+    up, down = [value], [value]
+    for _ in range(n):
+        up.append(np.nextafter(up[-1], np.float32(np.inf)))
+        down.append(np.nextafter(down[-1], np.float32(-np.inf)))
+    return np.array([value, *sum(zip(up[1:], down[1:]), ())], dtype=np.float32)
 
 
 def _mpii_image_id(name: str, ordinal: int) -> int:
