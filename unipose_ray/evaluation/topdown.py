@@ -150,7 +150,7 @@ class ImageInfo:
 
 
 def read_detections(bbox_file: str | Path, images: dict[int, ImageInfo],
-                    score_thr: float = 0.0) -> Detections:
+                    score_thr: float = 0.0, other_images: bool = False) -> Detections:
     """Person boxes of a COCO detection-results JSON, as MMPose's ``bbox_file`` reads them.
 
     Like ``BaseCocoStyleDataset._load_detection_results`` + ``filter_data``: only
@@ -161,6 +161,9 @@ def read_detections(bbox_file: str | Path, images: dict[int, ImageInfo],
         bbox_file: a list of ``{image_id, category_id, bbox: [x, y, w, h], score}``.
         images: the images the boxes may refer to, by COCO image id.
         score_thr: MMPose's ``filter_cfg=dict(bbox_score_thr=...)``.
+        other_images: skip boxes of images that are not given (a box file of a whole split
+            used on a few of its images) instead of refusing them; the file must still
+            have boxes for at least one given image.
 
     Raises:
         FileNotFoundError: no such file. BoxFileError: not a results list, or boxes for
@@ -180,14 +183,14 @@ def read_detections(bbox_file: str | Path, images: dict[int, ImageInfo],
                            "list of {image_id, category_id, bbox: [x, y, w, h], score}")
     people = [d for d in dets if d["category_id"] == 1]
     unknown = sorted({d["image_id"] for d in people} - set(images))
-    if unknown:
+    if unknown and (not other_images or len(unknown) == len({d["image_id"] for d in people})):
         raise BoxFileError(
             f"{path} has boxes for {len(unknown)} image id(s) that are not among the "
             f"{len(images)} given images, e.g. {unknown[:5]}; known ids e.g. "
             f"{sorted(images)[:5]}. Is it the box file of another split?")
     records, scores = [], []
     for index, det in enumerate(people):
-        if det["score"] < score_thr:
+        if det["score"] < score_thr or det["image_id"] not in images:
             continue
         image = images[det["image_id"]]
         bbox = np.asarray(det["bbox"][:4], dtype=np.float32)

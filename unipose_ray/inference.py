@@ -1,0 +1,173 @@
+"""Using a trained model: keypoints of the people in image files, as JSON and pictures.
+
+The same top-down path as evaluation (:func:`~unipose_ray.evaluation.topdown.predict`): boxes
+from a COCO detection-results file (MMPose's ``bbox_file``), or the whole image when there is
+none; MMPose's crops, flip test and decoding. Writes to an output folder:
+
+- ``predictions.json``: COCO keypoint results (``image_id``, ``category_id``, ``keypoints``
+  as ``x, y, score`` per joint, ``score``, ``bbox``) plus each image's ``file_name``; the
+  instance score is ``CocoMetric``'s (box score x mean of keypoint scores above 0.2);
+- ``keypoints.json``: the joint names and skeleton links of those keypoints, and how they
+  were made (model file, flip test, boxes);
+- ``<image name>.png``: the image with the skeletons drawn on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from unipose_ray.data.pipeline import load_image
+from unipose_ray.evaluation.coco_metric import bbox_keypoint_score
+from unipose_ray.evaluation.topdown import (
+    Detections,
+    ImageInfo,
+    Predictions,
+    box_record,
+    predict,
+    read_detections,
+)
+from unipose_ray.skeleton import KEYPOINT_SETS, keypoint_set_of
+from unipose_ray.viz import draw_skeleton
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageError(ValueError):
+    """An input image that is missing or cannot be read."""
+
+
+def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Image files named directly, plus the images inside named folders (sorted).
+
+    Raises:
+        ImageError: a path that does not exist, or no image at all.
+    """
+    images = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            images += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            images.append(item)
+        else:
+            raise ImageError(f"{item} does not exist (pass image files or folders of images)")
+    if not images:
+        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {[str(i) for i in inputs]}")
+    return images
+
+
+def image_infos(paths: Sequence[Path]) -> dict[int, ImageInfo]:
+    """Images by id: COCO's (a file name that is a number, ``000000000785.jpg`` -> 785),
+    else the image's position in the list (1-based).
+
+    Raises:
+        ImageError: an unreadable image (named), or two files with the same numeric name.
+    """
+    numeric = all(p.stem.isdigit() for p in paths)
+    infos: dict[int, ImageInfo] = {}
+    for position, path in enumerate(paths, start=1):
+        image_id = int(path.stem) if numeric else position
+        if image_id in infos:
+            raise ImageError(f"{path} and {infos[image_id].path} both have image id {image_id}")
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except (OSError, ValueError) as err:
+            raise ImageError(f"cannot read image {path}: {err}") from None
+        infos[image_id] = ImageInfo(str(path.resolve()), int(width), int(height))
+    return infos
+
+
+def person_boxes(images: dict[int, ImageInfo], bbox_file: str | os.PathLike | None = None,
+                 score_thr: float = 0.0) -> Detections:
+    """The detections of ``bbox_file`` on these images, or one whole-image box per image."""
+    if bbox_file is not None:
+        return read_detections(bbox_file, images, score_thr, other_images=True)
+    records = [box_record(info, image_id, 0, np.array([0, 0, info.width, info.height]))
+               for image_id, info in images.items()]
+    return Detections(records, np.ones(len(records), dtype=np.float32))
+
+
+def coco_results(boxes: Detections, pred: Predictions) -> list[dict]:
+    """COCO keypoint results (one per box) with ``CocoMetric``'s instance score."""
+    results = []
+    for i, record in enumerate(boxes.records):
+        keypoints = np.concatenate([pred.keypoints[i], pred.scores[i][:, None]], axis=1)
+        results.append({
+            "image_id": record.image_id,
+            "file_name": Path(record.image_path).name,
+            "category_id": 1,
+            "keypoints": [round(float(v), 3) for v in keypoints.reshape(-1)],
+            "score": float(bbox_keypoint_score(pred.scores[i], float(boxes.scores[i]))),
+            "bbox": [round(float(v), 3) for v in record.bbox],
+        })
+    return results
+
+
+def predict_images(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                   bbox_file: str | os.PathLike | None = None, bbox_score_thr: float = 0.0,
+                   flip_test: bool | None = None, batch_size: int = 16,
+                   device: str = "cpu", draw_thr: float = 0.3, model_name: str = "") -> list[dict]:
+    """Predict every person in ``inputs`` and write the results to ``out_dir``.
+
+    Args:
+        model: a ``PoseModel`` or an ONNX runner (anything with ``.spec`` and the same call).
+        inputs: image files and folders.
+        bbox_file: COCO person detections; without one, each image is one person's box.
+        flip_test: ``None`` follows the model's ``test_cfg``.
+        draw_thr: people and joints scored below this are not drawn.
+
+    Returns:
+        The COCO results written to ``predictions.json``.
+    """
+    spec = model.spec
+    keypoint_set = keypoint_set_of(spec.num_keypoints)
+    images = image_infos(find_images(inputs))
+    boxes = person_boxes(images, bbox_file, bbox_score_thr)
+    flip_test = spec.flip_test if flip_test is None else flip_test
+    pred = predict(model, boxes.records, keypoint_set, spec.codec, flip_test, batch_size, device,
+                   progress=len(boxes.records) > batch_size)
+    results = coco_results(boxes, pred)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "predictions.json", results)
+    names = KEYPOINT_SETS[keypoint_set]
+    _write_json(out / "keypoints.json", {
+        "keypoint_set": keypoint_set, "keypoint_names": list(names.names),
+        "skeleton_links": [list(link) for link in names.links], "model": model_name,
+        "flip_test": flip_test, "boxes": str(bbox_file) if bbox_file else "whole image"},
+        indent=1)
+    draw_overlays(images, results, keypoint_set, out, draw_thr)
+    return results
+
+
+def draw_overlays(images: dict[int, ImageInfo], results: list[dict], keypoint_set: str,
+                  out_dir: Path, draw_thr: float = 0.3) -> None:
+    """``out_dir/<image name>.png``: each image with the skeletons of its people scoring at
+    least ``draw_thr`` (a detector's many weak boxes would bury the picture)."""
+    by_image: dict[int, list[dict]] = {}
+    for result in (r for r in results if r["score"] >= draw_thr):
+        by_image.setdefault(result["image_id"], []).append(result)
+    items = list(images.items())
+    for image_id, info in tqdm(items, desc="draw", unit="image", disable=len(items) < 20):
+        picture = cv2.cvtColor(load_image(info.path), cv2.COLOR_BGR2RGB)
+        for result in by_image.get(image_id, []):
+            keypoints = np.reshape(result["keypoints"], (-1, 3))
+            picture = draw_skeleton(picture, keypoints, keypoint_set=KEYPOINT_SETS[keypoint_set],
+                                    score_threshold=draw_thr)
+        cv2.imwrite(str(out_dir / f"{Path(info.path).stem}.png"),
+                    cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+
+
+def _write_json(path: Path, value, indent: int | None = None) -> None:
+    """Write atomically: a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=indent))
+    os.replace(tmp, path)
