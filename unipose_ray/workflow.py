@@ -182,12 +182,17 @@ def train_concurrently(runs: list[tuple[DistillConfig, list[str], dict]], data: 
         return [f.result()[0] for f in futures]
 
 
+def teacher_run_dir(config: DistillConfig, teacher: TeacherConfig, output_dir: Path) -> Path:
+    """Where a teacher trained here keeps its ``best.pth`` and ``model_config.py``."""
+    return output_dir / "models" / f"{config.run.name}_teacher_{teacher.name}"
+
+
 def ensure_teachers(config: DistillConfig, data: PreparedData, output_dir: Path) -> DistillConfig:
     """Train the teachers that came without a checkpoint (the paper's self-trained teachers)."""
     teachers, runs = [], []
     for teacher in config.teachers:
         if teacher.checkpoint is None:
-            run_dir = output_dir / "models" / f"{config.run.name}_teacher_{teacher.name}"
+            run_dir = teacher_run_dir(config, teacher, output_dir)
             if not (run_dir / "best.pth").exists():
                 print0(f"training teacher '{teacher.name}' on {teacher.dataset}")
                 runs.append((teacher_run(config, teacher), [teacher.dataset], {}))

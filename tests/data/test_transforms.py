@@ -103,8 +103,12 @@ def test_teacher_crop_relation_is_exact(dataset):
         teacher_kp, _, _ = transform_keypoints(record, view.params)
         np.testing.assert_allclose(teacher_kp, view.a * student_kp + view.b, atol=1e-3)
         assert view.image.shape == (3, 256, 256)
-        # The teacher's box contains the student's box.
-        assert np.all(np.asarray(view.params.scale) >= np.asarray(params.scale) - 1e-6)
+        # The teacher's box is MMPose's own crop of the person box at its aspect ratio:
+        # it holds the person box, and is the student's box where that box is tall.
+        box = np.asarray(params.box)
+        np.testing.assert_allclose(view.params.scale, [box.max(), box.max()], rtol=1e-6)
+        if box[0] / box[1] <= 192 / 256:
+            np.testing.assert_allclose(view.params.scale, [params.scale[1]] * 2, rtol=1e-6)
     with pytest.raises(ValueError, match="same box"):
         crop_relation(params, replace(view.params, rotation=params.rotation + 1))
 
@@ -144,3 +148,17 @@ def test_batch_loader_covers_every_sample_once_per_epoch(dataset):
     assert first["target_x"].shape == (4, 21, 384) and first["target_y"].shape == (4, 21, 512)
     np.testing.assert_array_equal(seen, loader.order(1))
     assert not np.array_equal(loader.order(1), loader.order(2))
+
+
+def test_unaugmented_teacher_crop_is_the_teachers_own_crop(dataset):
+    """Without augmentation a teacher sees exactly what MMPose's pipeline would give it at
+    its input size (wide people included), not the student's crop grown to its aspect."""
+    plain = PipelineConfig(augment=AugmentConfig.none())
+    student = TopdownDataset(dataset.records, plain)
+    teacher = TopdownDataset(dataset.records, replace(plain, codec=CodecConfig((256, 256))))
+    wide = 0
+    for i, record in enumerate(dataset.records):
+        view = student.teacher_view(i, student.params(i), (256, 256))
+        np.testing.assert_array_equal(view.image, teacher.sample(i).image)
+        wide += record.bbox[2] > record.bbox[3] * 192 / 256
+    assert wide >= 3  # the real samples have people wider than the student's 3:4

@@ -106,6 +106,9 @@ class CropParams:
         hsv: hue / saturation / value offsets.
         blur: box-blur kernel size, 0 for none.
         dropout: ``(x, y, w, h)`` hole in crop pixels, all zero for none.
+        box: ``(w, h)`` of the (augmented, padded) person box before ``scale`` fixed its
+            aspect ratio: what a model of another aspect crops (:meth:`at_input_size`).
+            ``None``: ``scale`` itself.
     """
 
     center: tuple[float, float]
@@ -116,6 +119,7 @@ class CropParams:
     hsv: tuple[int, int, int] = (0, 0, 0)
     blur: int = 0
     dropout: tuple[int, int, int, int] = (0, 0, 0, 0)
+    box: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,13 +130,18 @@ class CropParams:
                       for k, v in values.items()})
 
     def at_input_size(self, input_size: tuple[int, int]) -> CropParams:
-        """The same box seen by a model of another input size (a teacher).
+        """The same person box as a model of another input size (a teacher) crops it.
 
-        The box keeps its centre, rotation and flip and grows along one axis to the new
-        aspect ratio, so it contains everything the original crop shows. Photometric
-        parameters carry over; the dropout hole moves with the relation between the crops.
+        MMPose's own crop for that model: the person box (``box``) fixed to the new aspect
+        ratio, with the same centre, rotation and flip, so a released teacher sees people
+        at the scale it was trained on. (Growing the student's crop instead would hand a
+        256x256 teacher a wide person 4/3 smaller than its training crops.) The teacher's
+        crop always holds the person box; where it is shorter than the student's along
+        one axis, the student bins beyond it get no teacher mass (see
+        :func:`~unipose_ray.losses.map_teacher_logits`). Photometric parameters carry over;
+        the dropout hole moves with the relation between the crops.
         """
-        scale = fix_aspect_ratio(np.asarray(self.scale), input_size)
+        scale = fix_aspect_ratio(np.asarray(self.box or self.scale), input_size)
         other = replace(self, scale=tuple(scale.tolist()), input_size=tuple(input_size),
                         dropout=(0, 0, 0, 0))
         if not any(self.dropout):
@@ -238,6 +247,7 @@ def sample_params(record: InstanceRecord, seed: int, codec: CodecConfig,
     return CropParams(
         center=tuple(center.tolist()),
         scale=tuple(fix_aspect_ratio(scale, codec.input_size).tolist()),
+        box=tuple(scale.tolist()),
         rotation=rotation,
         flip=flip,
         input_size=tuple(codec.input_size),
