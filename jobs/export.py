@@ -1,0 +1,140 @@
+"""Export a pose checkpoint to ONNX (the mmdeploy convention) and check it against PyTorch.
+
+    python jobs/export.py --checkpoint runs/demo/student/best.pth --out student.onnx
+    python jobs/export.py --checkpoint rtmpose-m_coco.pth \\
+        --config rtmpose-m_8xb256-420e_coco-256x192.py --out rtmpose-m.onnx
+
+Without ``--config`` the checkpoint's ``model_config.py`` (written beside it by a run of this
+project) is used. The file takes normalised ``(B, 3, H, W)`` crops and returns ``simcc_x``,
+``simcc_y``; its metadata carries input size, SimCC settings, keypoint names, mean/std and
+channel order (see :mod:`unipose_ray.export`). After writing it, the job runs the file with
+onnxruntime and the model with PyTorch on the same crops: the person crops of
+``--check-images`` (a folder with images and a COCO person-keypoints file; by default the
+project's ``../shared/data/real_samples/coco`` when it is there), or seeded random images
+with ``--check-images none``. It fails, and removes the file, when the logits differ by more
+than ``--atol`` or the decoded keypoints differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from unipose_ray.checkpoints import CheckpointError, model_config_for
+from unipose_ray.export import (
+    DEFAULT_ATOL,
+    ExportCheck,
+    OnnxPoseModel,
+    coco_file_in,
+    compare_with_pytorch,
+    export_onnx,
+    person_crops,
+)
+from unipose_ray.models import PoseModelSpec, build_from_config
+
+REAL_SAMPLES_COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_samples" / "coco"
+"""The default check images: the real COCO samples beside the project, when present."""
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="MMPose checkpoint (.pth)")
+    parser.add_argument("--config", type=Path,
+                        help="its MMPose config (.py); default: model_config.py beside it")
+    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="unpickle the checkpoint without restrictions (trusted files only)")
+    parser.add_argument("--check-images", default=None, metavar="DIR_OR_NONE",
+                        help="folder of images + COCO person-keypoints file to check on, or "
+                             f"'none' for random images (default: {REAL_SAMPLES_COCO} if it "
+                             "exists, else random images)")
+    parser.add_argument("--max-crops", type=int, default=16, help="crops (or images) checked")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                        help="largest |ONNX - PyTorch| logit difference accepted")
+    return parser, parser.parse_args(argv)
+
+
+def check_folder(value: str | None) -> Path | None:
+    """The folder to crop check images from, or None for random images.
+
+    Raises:
+        FileNotFoundError: a named folder that is missing or has no COCO file.
+    """
+    if value is None:
+        return REAL_SAMPLES_COCO if REAL_SAMPLES_COCO.is_dir() else None
+    if value.lower() == "none":
+        return None
+    folder = Path(value)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--check-images {folder} is not a folder (pass a folder of "
+                                "images with a COCO person-keypoints file, or 'none')")
+    coco_file_in(folder)
+    return folder
+
+
+def check_images(folder: Path | None, spec: PoseModelSpec, count: int) -> tuple[torch.Tensor, str]:
+    """``(N, 3, H, W)`` uint8 RGB images at the model's input size, and where they come from."""
+    if folder is not None:
+        crops = person_crops(folder, spec, limit=count)
+        return crops, f"{len(crops)} real person crops from {folder}"
+    w, h = spec.input_size
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (count, 3, h, w), dtype=torch.uint8, generator=generator)
+    return images, f"{count} random images (no real images to crop)"
+
+
+def report(check: ExportCheck, atol: float) -> str:
+    """The printed verdict: the logit difference against its scales, keypoints, OK/FAILED."""
+    keypoints = "yes"
+    if not check.keypoints_equal:
+        keypoints = f"NO, {check.keypoints_differing} of {check.num_keypoints} differ"
+        if check.max_abs_diff <= atol:  # then only ties can move (see ExportCheck)
+            keypoints += (f" (where PyTorch's two best bins are within "
+                          f"{2 * check.max_abs_diff:.2g}: ties that float32 rounding decides)")
+    return (f"max |logit diff| onnxruntime vs PyTorch: {check.max_abs_diff:.3g} "
+            f"(atol {atol:g}; logits up to {check.max_abs_logit:.3g}; PyTorch float32 vs "
+            f"float64: {check.float32_error:.3g})\n"
+            f"decoded keypoints equal: {keypoints}\n"
+            f"check {'OK' if check.passed(atol) else 'FAILED'}")
+
+
+def main(argv: list[str] | None = None) -> ExportCheck:
+    parser, args = parse_args(argv)
+    try:
+        config = model_config_for(args.checkpoint, args.config)
+        folder = check_folder(args.check_images)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    except OSError as err:
+        parser.error(f"cannot create the folder of --out {args.out}: {err}")
+    if args.max_crops < 1:
+        parser.error(f"--max-crops must be >= 1, got {args.max_crops}")
+
+    try:
+        model = build_from_config(config, args.checkpoint, trust_checkpoint=args.trust_checkpoint)
+    except CheckpointError as err:
+        parser.error(f"{args.checkpoint} with config {config}: {err}")
+    spec = model.spec
+    print(f"{args.checkpoint} ({config.name}): {spec.num_keypoints} keypoints, input "
+          f"{spec.input_size}, SimCC bins {spec.simcc_bins}")
+    export_onnx(model, args.out)
+    print(f"wrote {args.out}")
+
+    images, source = check_images(folder, spec, args.max_crops)
+    print(f"checking on {source}")
+    check = compare_with_pytorch(model, OnnxPoseModel(args.out), images)
+    print(report(check, args.atol))
+    if not check.passed(args.atol):
+        args.out.unlink()
+        print(f"the export does not reproduce the PyTorch model; removed {args.out}",
+              file=sys.stderr)
+        raise SystemExit(1)
+    return check
+
+
+if __name__ == "__main__":
+    main()
