@@ -24,13 +24,12 @@ from pathlib import Path
 import torch
 
 from unipose_ray.checkpoints import CheckpointError, model_config_for
-from unipose_ray.export import (
+from unipose_ray.export import OnnxPoseModel, export_onnx
+from unipose_ray.export_check import (
     DEFAULT_ATOL,
     ExportCheck,
-    OnnxPoseModel,
     coco_file_in,
     compare_with_pytorch,
-    export_onnx,
     person_crops,
 )
 from unipose_ray.models import PoseModelSpec, build_from_config

@@ -26,16 +26,14 @@ from unipose_ray.data.readers import read_coco
 from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.evaluation.decode import decode_simcc
 from unipose_ray.export import (
-    ExportCheck,
     OnnxPoseModel,
-    coco_file_in,
     export_metadata,
     export_onnx,
     keypoint_names_of,
     load_pose_model,
-    person_crops,
     write_model_atomically,
 )
+from unipose_ray.export_check import ExportCheck, coco_file_in, person_crops
 from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.models import PoseModel, build_from_config, build_rtmpose, write_mmpose_config
 from unipose_ray.skeleton import COCO, UNIFIED
