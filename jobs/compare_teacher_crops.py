@@ -38,8 +38,9 @@ def student_crop_box(record: InstanceRecord, student_size: tuple[int, int]) -> I
 
 
 def grown_eval_set(eval_set: EvalSet, student_size: tuple[int, int], out: Path) -> EvalSet:
+    """The set on its GT boxes (not detections) replaced by the student's crop boxes."""
     records = [student_crop_box(r, student_size) for r in eval_set.records()]
-    return replace(eval_set, records_path=str(write_records(records, out)))
+    return replace(eval_set, records_path=str(write_records(records, out)), bbox_file=None)
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                               checkpoint=str(run_dir / "best.pth"))
         model = build_from_config(teacher.config, teacher.checkpoint,
                                   trust_checkpoint=teacher.trust_checkpoint)
-        own = [s for s in data.eval_sets if s.name == teacher.dataset]
+        own = [replace(s, bbox_file=None) for s in data.eval_sets if s.name == teacher.dataset]
         grown = [grown_eval_set(s, student_size, output_dir / "records" /
                                 f"{s.name}_val_grown_{teacher.name}.parquet") for s in own]
         for label, sets in (("own crop", own), ("student crop grown", grown)):

@@ -8,8 +8,9 @@
 The model may be any here: the 21-joint student, a 17-joint COCO or 16-joint MPII model, as
 an MMPose checkpoint (its config given, or the ``model_config.py`` a run of this project
 writes beside it) or as an ONNX export from ``jobs/export.py``. Boxes come from a COCO
-detection-results file (image ids are read from COCO-style file names,
-``000000000785.jpg`` -> 785), else each image is one person. Writes ``predictions.json``
+detection-results file (``--bbox-file``) or the person boxes of a COCO annotation file
+(``--gt-boxes``), matched by image ids read from COCO-style file names
+(``000000000785.jpg`` -> 785); else each image is one person. Writes ``predictions.json``
 (COCO results format), ``keypoints.json`` (joint names) and one ``.png`` overlay per image.
 """
 
@@ -36,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--bbox-file", type=Path,
                         help="COCO person detections (results JSON); default: whole images")
+    parser.add_argument("--gt-boxes", type=Path, metavar="ANN_FILE",
+                        help="use the person boxes of this COCO annotation file instead")
     parser.add_argument("--bbox-score-thr", type=float, default=0.0,
                         help="drop detections scoring below this")
     parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                 trust_checkpoint=args.trust_checkpoint)
         results = predict_images(model, args.inputs, args.out, args.bbox_file,
                                  args.bbox_score_thr, args.flip_test, args.batch_size, device,
-                                 args.draw_thr, model_name=str(args.checkpoint))
+                                 args.draw_thr, model_name=str(args.checkpoint),
+                                 gt_ann_file=args.gt_boxes)
     except (FileNotFoundError, CheckpointError, ImageError, BoxFileError, ValueError) as err:
         parser.error(str(err))
     images = len({r["image_id"] for r in results})

@@ -4,7 +4,6 @@ against MMPose's own preprocessor), metadata, ``load_pose_model``, and the two j
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -38,15 +37,7 @@ from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.models import PoseModel, build_from_config, build_rtmpose, write_mmpose_config
 from unipose_ray.skeleton import COCO, UNIFIED
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ATOL = 1e-4
-
-
-def _load_job(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_job", REPO_ROOT / "jobs" / f"{name}.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)  # nothing runs at import time
-    return job
 
 
 def _released_coco_config() -> str:
@@ -117,8 +108,8 @@ def unified(tmp_path_factory) -> Exported:
 
 
 @pytest.fixture(scope="module")
-def export_job():
-    return _load_job("export")
+def export_job(load_job):
+    return load_job("export")
 
 
 @pytest.fixture(scope="module")
@@ -464,8 +455,8 @@ def test_check_images_folder_errors(export_job, unified, tmp_path, monkeypatch, 
 # --- jobs/benchmark_export.py --------------------------------------------------------------
 
 
-def test_benchmark_prints_both_runtimes(capsys):
-    job = _load_job("benchmark_export")
+def test_benchmark_prints_both_runtimes(load_job, capsys):
+    job = load_job("benchmark_export")
     results = job.main(["--size", "t", "--input-size", "64", "64", "--keypoints", "5",
                         "--threads", "1", "--batch-size", "2", "--repeats", "2",
                         "--warmup", "1"])

@@ -50,6 +50,7 @@ def test_student_with_detector_boxes_matches_the_evaluation_path(job, student, r
     expected = predict(model, boxes.records, "unified", model.spec.codec, flip_test=True)
     assert len(results) == len(boxes.records) == 118
     for i, result in enumerate(results):
+        assert result["image_id"] == int(Path(result["file_name"]).stem)  # COCO ids from names
         kpts = np.reshape(result["keypoints"], (UNIFIED.num_keypoints, 3))
         np.testing.assert_allclose(kpts[:, :2], expected.keypoints[i], atol=1e-3)
         np.testing.assert_allclose(kpts[:, 2], expected.scores[i], atol=1e-3)
@@ -124,6 +125,29 @@ def test_a_box_file_of_other_images_is_refused(job, student, real_samples, tmp_p
                        str(real_samples / "coco" / "test_coco_det_AP_H_56.json"),
                        "--out", str(tmp_path / "o")], capsys)
     assert "image id" in err and "not among the 5 given images" in err
+
+
+def test_boxes_from_a_file_need_coco_image_ids_in_the_names(job, student, real_samples,
+                                                            tmp_path, capsys):
+    """Positional ids would silently give a box file's boxes to the wrong images."""
+    folder = tmp_path / "renamed"
+    folder.mkdir()
+    for path in (real_samples / "coco").glob("*.jpg"):
+        (folder / f"photo_{path.name}").write_bytes(path.read_bytes())
+    err = _error(job, ["--checkpoint", str(student), str(folder), "--bbox-file",
+                       str(real_samples / "coco" / "test_coco_det_AP_H_56.json"),
+                       "--out", str(tmp_path / "o")], capsys)
+    assert "numeric file names" in err and "photo_" in err
+
+
+def test_gt_boxes_from_an_annotation_file(job, student, real_samples, tmp_path):
+    coco = real_samples / "coco"
+    ann = json.loads((coco / "test_coco.json").read_text())
+    results = job.main(["--checkpoint", str(student), str(coco), "--gt-boxes",
+                        str(coco / "test_coco.json"), "--out", str(tmp_path / "o")])
+    people = [a for a in ann["annotations"] if a["num_keypoints"] > 0]
+    assert [r["bbox"] for r in results] == [pytest.approx(a["bbox"], abs=1e-3) for a in people]
+    assert [r["image_id"] for r in results] == [a["image_id"] for a in people]
 
 
 def test_a_checkpoint_that_does_not_fit_its_config_is_refused(job, student, real_samples,

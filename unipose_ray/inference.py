@@ -31,6 +31,7 @@ from unipose_ray.evaluation.topdown import (
     ImageInfo,
     Predictions,
     box_record,
+    gt_boxes,
     predict,
     read_detections,
 )
@@ -63,14 +64,27 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return images
 
 
-def image_infos(paths: Sequence[Path]) -> dict[int, ImageInfo]:
+def image_infos(paths: Sequence[Path], coco_ids: bool = False) -> dict[int, ImageInfo]:
     """Images by id: COCO's (a file name that is a number, ``000000000785.jpg`` -> 785),
     else the image's position in the list (1-based).
 
+    Args:
+        coco_ids: every name must give a COCO id (boxes from a file are matched by it).
+
     Raises:
-        ImageError: an unreadable image (named), or two files with the same numeric name.
+        ImageError: an unreadable image (named), two files with the same id or name, or
+            with ``coco_ids`` a name that is not a number.
     """
     numeric = all(p.stem.isdigit() for p in paths)
+    if coco_ids and not numeric:
+        odd = [p.name for p in paths if not p.stem.isdigit()][:3]
+        raise ImageError(f"boxes from a file are matched to images by COCO image id, read "
+                         f"from numeric file names (000000000785.jpg -> 785); {odd} are not")
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        twice = sorted({s for s in stems if stems.count(s) > 1})[:3]
+        raise ImageError(f"two input images share the name {twice}: their overlays would "
+                         "overwrite each other; predict them in separate runs")
     infos: dict[int, ImageInfo] = {}
     for position, path in enumerate(paths, start=1):
         image_id = int(path.stem) if numeric else position
@@ -86,17 +100,22 @@ def image_infos(paths: Sequence[Path]) -> dict[int, ImageInfo]:
 
 
 def person_boxes(images: dict[int, ImageInfo], bbox_file: str | os.PathLike | None = None,
-                 score_thr: float = 0.0) -> Detections:
-    """The detections of ``bbox_file`` on these images, or one whole-image box per image."""
+                 score_thr: float = 0.0, gt_ann_file: str | os.PathLike | None = None
+                 ) -> Detections:
+    """The detections of ``bbox_file`` on these images, the person boxes of a COCO
+    annotation file, or one whole-image box per image."""
     if bbox_file is not None:
         return read_detections(bbox_file, images, score_thr, other_images=True)
+    if gt_ann_file is not None:
+        return gt_boxes(gt_ann_file, images)
     records = [box_record(info, image_id, 0, np.array([0, 0, info.width, info.height]))
                for image_id, info in images.items()]
     return Detections(records, np.ones(len(records), dtype=np.float32))
 
 
-def coco_results(boxes: Detections, pred: Predictions) -> list[dict]:
-    """COCO keypoint results (one per box) with ``CocoMetric``'s instance score."""
+def results_json(boxes: Detections, pred: Predictions) -> list[dict]:
+    """COCO keypoint results, one per box (no OKS-NMS: that is the evaluation's step), with
+    ``CocoMetric``'s instance score."""
     results = []
     for i, record in enumerate(boxes.records):
         keypoints = np.concatenate([pred.keypoints[i], pred.scores[i][:, None]], axis=1)
@@ -114,13 +133,16 @@ def coco_results(boxes: Detections, pred: Predictions) -> list[dict]:
 def predict_images(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                    bbox_file: str | os.PathLike | None = None, bbox_score_thr: float = 0.0,
                    flip_test: bool | None = None, batch_size: int = 16,
-                   device: str = "cpu", draw_thr: float = 0.3, model_name: str = "") -> list[dict]:
+                   device: str = "cpu", draw_thr: float = 0.3, model_name: str = "",
+                   gt_ann_file: str | os.PathLike | None = None) -> list[dict]:
     """Predict every person in ``inputs`` and write the results to ``out_dir``.
 
     Args:
         model: a ``PoseModel`` or an ONNX runner (anything with ``.spec`` and the same call).
         inputs: image files and folders.
-        bbox_file: COCO person detections; without one, each image is one person's box.
+        bbox_file: COCO person detections; without one (nor ``gt_ann_file``), each image is
+            one person's box.
+        gt_ann_file: a COCO annotation file whose person boxes to use instead.
         flip_test: ``None`` follows the model's ``test_cfg``.
         draw_thr: people and joints scored below this are not drawn.
 
@@ -129,12 +151,14 @@ def predict_images(model, inputs: Sequence[str | os.PathLike], out_dir: str | os
     """
     spec = model.spec
     keypoint_set = keypoint_set_of(spec.num_keypoints)
-    images = image_infos(find_images(inputs))
-    boxes = person_boxes(images, bbox_file, bbox_score_thr)
+    if bbox_file is not None and gt_ann_file is not None:
+        raise ValueError("pass boxes from a detection file or from an annotation file, not both")
+    images = image_infos(find_images(inputs), coco_ids=bool(bbox_file or gt_ann_file))
+    boxes = person_boxes(images, bbox_file, bbox_score_thr, gt_ann_file)
     flip_test = spec.flip_test if flip_test is None else flip_test
     pred = predict(model, boxes.records, keypoint_set, spec.codec, flip_test, batch_size, device,
                    progress=len(boxes.records) > batch_size)
-    results = coco_results(boxes, pred)
+    results = results_json(boxes, pred)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "predictions.json", results)
@@ -142,7 +166,7 @@ def predict_images(model, inputs: Sequence[str | os.PathLike], out_dir: str | os
     _write_json(out / "keypoints.json", {
         "keypoint_set": keypoint_set, "keypoint_names": list(names.names),
         "skeleton_links": [list(link) for link in names.links], "model": model_name,
-        "flip_test": flip_test, "boxes": str(bbox_file) if bbox_file else "whole image"},
+        "flip_test": flip_test, "boxes": str(bbox_file or gt_ann_file or "whole image")},
         indent=1)
     draw_overlays(images, results, keypoint_set, out, draw_thr)
     return results

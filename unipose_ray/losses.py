@@ -154,10 +154,13 @@ def map_teacher_logits(
     teacher logits are linearly interpolated there. Interpolating logits equals
     interpolating log-probabilities up to a per-row constant, which any later softmax
     removes, so the result stays valid for every ``beta``; a pure shift by whole bins
-    (``a = 1``, ``b * ratio`` an integer, the usual 256x256 vs 192x256 case) is exact.
+    (``a = 1``, ``b * ratio`` an integer: 256x256 vs 192x256 for a tall person) is exact.
     Student bins outside the teacher's crop get ``row_min + outside`` logits: probability
     ~0, i.e. the teacher mass outside the student's window is dropped and the rest is
-    renormalised by the softmax.
+    renormalised by the softmax. That happens along y for a person wider than the
+    student's aspect ratio (every square MPII box): the teacher crops the person box at
+    its own aspect (``a = 4/3`` for 256x256 vs 192x256), a window shorter than the
+    student's, and puts no mass on the student's top and bottom eighths.
 
     The per-axis relation holds when both crops share the box centre and rotation (MMPose's
     top-down affine with the same augmentation): with uniform crop scales ``s_s``, ``s_t``

@@ -85,6 +85,7 @@ def prepare_data(config: DistillConfig, output_dir: Path) -> tuple[DistillConfig
     """Check or generate the data, then write the record sets (reused when up to date)."""
     if config.generate is not None:
         config = replace(config, data=generated_data_config(config, output_dir))
+    config = replace(config, data=config.data.resolved())  # workers run in another folder
     config.data.check()
     paths = prepare_records(config.data, output_dir / "records")
     train = {name.removesuffix("_train"): str(p) for name, p in paths.items() if name.endswith("_train")}

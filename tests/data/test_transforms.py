@@ -162,3 +162,32 @@ def test_unaugmented_teacher_crop_is_the_teachers_own_crop(dataset):
         np.testing.assert_array_equal(view.image, teacher.sample(i).image)
         wide += record.bbox[2] > record.bbox[3] * 192 / 256
     assert wide >= 3  # the real samples have people wider than the student's 3:4
+
+
+def test_half_body_teacher_crop_is_the_teachers_own_crop_of_the_half_body(dataset):
+    """The half body's box is kept before any aspect fix (MMPose's RandomHalfBody), so the
+    teacher fixes it to its own aspect ratio, not the student's crop grown."""
+    half = TopdownDataset(dataset.records, replace(dataset.config, augment=replace(
+        AugmentConfig.none(), half_body_prob=1.0)))
+    checked = 0
+    for i in range(len(half)):
+        params = half.params(i)
+        box = np.asarray(params.box)
+        if np.allclose(box[0] / box[1], 192 / 256):
+            continue
+        checked += 1
+        view = half.teacher_view(i, params, (256, 256))
+        np.testing.assert_allclose(view.params.scale, [box.max()] * 2, rtol=1e-6)
+    assert checked >= 3
+
+
+def test_dropout_hole_stays_inside_a_shorter_teacher_crop():
+    """A wide person's square teacher crop is shorter than the student's 3:4 crop: a hole at
+    the student crop's top edge starts above it and must be clipped, not wrapped."""
+    params = CropParams(center=(100.0, 100.0), scale=(90.0, 120.0), box=(90.0, 90.0),
+                        dropout=(40, 0, 60, 60))
+    teacher = params.at_input_size((256, 256))
+    x, y, w, h = teacher.dropout
+    assert x >= 0 and y == 0 and x + w <= 256 and 0 < h < 80
+    a, b = crop_relation(params, teacher)
+    np.testing.assert_allclose(h, 60 * a[1] + b[1], atol=1)  # the hole's bottom edge is kept

@@ -292,7 +292,7 @@ def test_real_coco_samples_perfect_oracle(real_samples, tmp_path):
 def _mmpose_coco_metric(ann_file: Path, records: list[InstanceRecord], oracle: Oracle,
                         oracle_set: str, evaluated: KeypointSet, id_offset: int = 0) -> dict:
     """MMPose's decoder and ``CocoMetric`` on the oracle's logits; crops mapped back with
-    the pipeline's inverse warp (its crops centre the pixel grid, MMPose's do not)."""
+    the pipeline's inverse warp (the same affine as MMPose's, also for rotated crops)."""
     import_mmpose()
     from mmpose.codecs import SimCCLabel
     from mmpose.evaluation import CocoMetric

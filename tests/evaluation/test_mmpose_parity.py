@@ -123,7 +123,8 @@ class Reference:
 
 def mmpose_test_loop(model: Model, dataset: str, ann_file: Path, img_dir: Path,
                      flip_test: bool, bbox_file: Path | None = None,
-                     headbox_file: Path | None = None) -> Reference:
+                     headbox_file: Path | None = None, bbox_score_thr: float | None = None
+                     ) -> Reference:
     cfg = load_mmpose_config(model.config)  # MMPose's config, buildable on mmcv-lite
     estimator = init_model(cfg, str(model.checkpoint), device="cpu")
     estimator.test_cfg["flip_test"] = flip_test
@@ -131,7 +132,8 @@ def mmpose_test_loop(model: Model, dataset: str, ann_file: Path, img_dir: Path,
                   test_mode=True, pipeline=cfg.test_dataloader.dataset.pipeline)
     if dataset == "coco":
         data = CocoDataset(data_mode="topdown", bbox_file=str(bbox_file) if bbox_file else None,
-                           **common)
+                           filter_cfg=None if bbox_score_thr is None else dict(
+                               bbox_score_thr=bbox_score_thr), **common)
         metric = CocoMetric(ann_file=str(ann_file))
     else:
         data = MpiiDataset(headbox_file=str(headbox_file), **common)
@@ -283,16 +285,21 @@ def run_evaluate_job(evaluate, model: Model, args: list[str], flip_test: bool, t
     return json.loads(output.read_text())
 
 
-@pytest.mark.parametrize(("boxes", "flip_test"), [("gt", True), ("detector", True),
-                                                  ("detector", False)])
+@pytest.mark.parametrize(("boxes", "flip_test", "score_thr"), [
+    ("gt", True, None), ("detector", True, None), ("detector", False, None),
+    ("detector", True, 0.3)])
 def test_coco_ap_equals_coco_metric(models, real_samples, load_job, tmp_path, boxes,
-                                    flip_test):
+                                    flip_test, score_thr):
     model, coco = models["demo_teacher_coco"], real_samples / "coco"
     bbox_file = coco / "test_coco_det_AP_H_56.json" if boxes == "detector" else None
     source = mmpose_test_loop(model, "coco", coco / "test_coco.json", coco, flip_test, bbox_file)
     pseudo = pseudo_coco_gt(coco / "test_coco.json", source, tmp_path / "pseudo.json")
-    ref = mmpose_test_loop(model, "coco", pseudo, coco, flip_test, bbox_file)
+    ref = mmpose_test_loop(model, "coco", pseudo, coco, flip_test, bbox_file,
+                           bbox_score_thr=score_thr)
+    if score_thr is not None:  # MMPose's filter_cfg dropped the weak boxes
+        assert 12 <= len(ref.keypoints) < len(source.keypoints)
     args = ["--coco-ann", str(pseudo), "--coco-img-dir", str(coco)]
+    args += [] if score_thr is None else ["--bbox-score-thr", str(score_thr)]
     ours = run_evaluate_job(load_job("evaluate"), model, args + (["--bbox-file", str(bbox_file)] if bbox_file else []),
                             flip_test, tmp_path)
     assert 0.02 < ref.metrics["coco/AP"] < 0.98, "pseudo GT should give a non-trivial AP"

@@ -41,8 +41,17 @@ SCHEMA = pa.schema(
         pa.field("head_size", pa.float32(), nullable=True),  # PCKh normaliser (pixels)
         pa.field("area", pa.float32(), nullable=False),  # COCO segment area (OKS scale)
     ],
-    metadata={"keypoint_names": ",".join(UNIFIED.names)},
+    metadata={"keypoint_names": ",".join(UNIFIED.names), "readers_version": "2"},
 )
+"""``readers_version`` changes when the readers build records differently from the same
+annotations (2: boxes that give back MMPose's float32 centre and size); a record file of
+another version is rebuilt rather than reused."""
+
+
+def records_version(path: str | Path) -> str | None:
+    """The ``readers_version`` a record file was written with (``None``: before versions)."""
+    value = (pq.read_schema(path).metadata or {}).get(b"readers_version")
+    return None if value is None else value.decode()
 
 
 @dataclass(frozen=True)

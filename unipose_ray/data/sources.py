@@ -8,13 +8,22 @@ Paths are checked before any heavy work starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import pyarrow as pa
 
 from unipose_ray.data.readers import read_coco, read_mpii
-from unipose_ray.data.records import read_records, records_to_table, write_records
+from unipose_ray.data.records import (
+    SCHEMA,
+    read_records,
+    records_to_table,
+    records_version,
+    write_records,
+)
+
+
+PATH_FIELDS = ("ann_file", "img_dir", "headbox_file", "unified_ann_file", "bbox_file")
 
 
 @dataclass(frozen=True)
@@ -40,9 +49,18 @@ class DatasetFiles:
     bbox_file: str | None = None
     bbox_score_thr: float = 0.0
 
+    def resolved(self) -> DatasetFiles:
+        """The same files with absolute paths: validation reads them on Ray Train workers,
+        which run in another folder. URIs (``s3://``...) pass through untouched."""
+        def absolute(value: str | None) -> str | None:
+            return value if value is None or "://" in value else str(Path(value).resolve())
+
+        return replace(self, **{f.name: absolute(getattr(self, f.name)) for f in fields(self)
+                                if f.name in PATH_FIELDS})
+
     def check(self, what: str) -> None:
         """Raise a clear error for any path that does not exist."""
-        for name in ("ann_file", "img_dir", "headbox_file", "unified_ann_file", "bbox_file"):
+        for name in PATH_FIELDS:
             value = getattr(self, name)
             if value is not None and not Path(value).exists():
                 raise FileNotFoundError(f"{what}.{name} = {value} does not exist; pass the path "
@@ -66,6 +84,10 @@ class DataConfig:
         for name, files in self.splits().items():
             files.check(f"data.{name}")
 
+    def resolved(self) -> DataConfig:
+        """Every split's paths made absolute (see :meth:`DatasetFiles.resolved`)."""
+        return replace(self, **{name: files.resolved() for name, files in self.splits().items()})
+
 
 def read_split(name: str, files: DatasetFiles) -> pa.Table:
     """Read one split (``coco_*`` or ``mpii_*``) into a record table."""
@@ -88,7 +110,8 @@ def prepare_records(config: DataConfig, out_dir: str | Path, overwrite: bool = F
     paths = {}
     for name, files in config.splits().items():
         path = out_dir / f"{name}.parquet"
-        stale = not path.exists() or path.stat().st_mtime < Path(files.ann_file).stat().st_mtime
+        stale = (not path.exists() or path.stat().st_mtime < Path(files.ann_file).stat().st_mtime
+                 or records_version(path) != SCHEMA.metadata[b"readers_version"].decode())
         if overwrite or stale:
             write_records(read_split(name, files), path)
         else:

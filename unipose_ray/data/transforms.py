@@ -148,8 +148,11 @@ class CropParams:
             return other
         a, b = crop_relation(self, other)
         x, y, w, h = self.dropout
-        hole = np.round([x * a[0] + b[0], y * a[1] + b[1], w * a[0], h * a[1]]).astype(int)
-        return replace(other, dropout=tuple(hole.tolist()))
+        start = np.array([x * a[0] + b[0], y * a[1] + b[1]])
+        end = start + np.array([w * a[0], h * a[1]])
+        # Clipped to the teacher's crop: a shorter teacher crop may start inside the hole.
+        start, end = (np.clip(np.round(v), 0, input_size).astype(int) for v in (start, end))
+        return replace(other, dropout=(*start.tolist(), *(end - start).tolist()))
 
 
 @dataclass
@@ -195,7 +198,7 @@ def _truncnorm(rng: np.random.Generator, size: int) -> np.ndarray:
     return out
 
 
-def _half_body_box(record: InstanceRecord, prefer_upper: bool, input_size: tuple[int, int]
+def _half_body_box(record: InstanceRecord, prefer_upper: bool
                    ) -> tuple[np.ndarray, np.ndarray] | None:
     """MMPose's ``RandomHalfBody`` selection (9/2/3 visible joints, upper preferred 0.7)."""
     valid = record.weights > 0
@@ -213,8 +216,7 @@ def _half_body_box(record: InstanceRecord, prefer_upper: bool, input_size: tuple
         chosen = upper if prefer_upper else lower
     points = record.keypoints[chosen]
     low, high = points.min(axis=0), points.max(axis=0)
-    scale = fix_aspect_ratio(high - low, input_size) * 1.5
-    return points.mean(axis=0), scale
+    return points.mean(axis=0), (high - low) * 1.5  # aspect-fixed later, per model
 
 
 def sample_params(record: InstanceRecord, seed: int, codec: CodecConfig,
@@ -226,7 +228,7 @@ def sample_params(record: InstanceRecord, seed: int, codec: CodecConfig,
     center, scale = box_center_scale(record.bbox)
     flip = bool(u[0] < augment.flip_prob)
     prefer_upper = bool(u[6] < 0.7)
-    half = (_half_body_box(record, prefer_upper, codec.input_size)
+    half = (_half_body_box(record, prefer_upper)
             if u[1] < augment.half_body_prob else None)
     if half is not None:
         center, scale = half

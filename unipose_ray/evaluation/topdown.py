@@ -181,11 +181,26 @@ def read_detections(bbox_file: str | Path, images: dict[int, ImageInfo],
             for d in dets):
         raise BoxFileError(f"{path} is not a COCO detection-results file: expected a JSON "
                            "list of {image_id, category_id, bbox: [x, y, w, h], score}")
+    return detections_on(dets, images, score_thr, other_images, str(path))
+
+
+def gt_boxes(ann_file: str | Path, images: dict[int, ImageInfo]) -> Detections:
+    """The person boxes of a COCO annotation file as detections scoring 1 (people with
+    keypoints, as the evaluation's GT boxes), on those of ``images`` it annotates."""
+    raw = json.loads(Path(ann_file).read_text())
+    dets = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 1.0}
+            for a in raw.get("annotations", []) if a.get("num_keypoints", 1) > 0]
+    return detections_on(dets, images, other_images=True, source=str(ann_file))
+
+
+def detections_on(dets: list[dict], images: dict[int, ImageInfo], score_thr: float = 0.0,
+                  other_images: bool = False, source: str = "the box file") -> Detections:
+    """:func:`read_detections` on already parsed ``{image_id, category_id, bbox, score}``."""
     people = [d for d in dets if d["category_id"] == 1]
     unknown = sorted({d["image_id"] for d in people} - set(images))
     if unknown and (not other_images or len(unknown) == len({d["image_id"] for d in people})):
         raise BoxFileError(
-            f"{path} has boxes for {len(unknown)} image id(s) that are not among the "
+            f"{source} has boxes for {len(unknown)} image id(s) that are not among the "
             f"{len(images)} given images, e.g. {unknown[:5]}; known ids e.g. "
             f"{sorted(images)[:5]}. Is it the box file of another split?")
     records, scores = [], []
