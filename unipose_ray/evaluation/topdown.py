@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unipose_ray.data.pipeline import BatchLoader, PipelineConfig, TopdownDataset
+from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, collate, load_image
 from unipose_ray.data.records import InstanceRecord
 from unipose_ray.data.transforms import AugmentConfig, CodecConfig
 from unipose_ray.evaluation.decode import decode_simcc, to_image_coords
@@ -92,7 +92,7 @@ def predict(model, records: Sequence[InstanceRecord], keypoint_set: str, codec: 
     data = TopdownDataset(records, PipelineConfig(codec=codec, augment=AugmentConfig.none()))
     flip = KEYPOINT_SETS[keypoint_set].flip_permutation.tolist() if flip_test else None
     keypoints, scores = [], []
-    batches = BatchLoader(data, batch_size, shuffle=False).epoch(0)
+    batches = _batches(data, batch_size)
     if progress:
         batches = tqdm(batches, total=-(-len(data) // batch_size), unit="batch", desc="predict")
     with eval_mode(model):
@@ -104,6 +104,20 @@ def predict(model, records: Sequence[InstanceRecord], keypoint_set: str, codec: 
             scores.append(score)
     areas = np.array([np.prod(data.params(i).scale) for i in range(len(data))])
     return Predictions(np.concatenate(keypoints), np.concatenate(scores), areas)
+
+
+def _batches(data: TopdownDataset, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """The unaugmented samples in order, collated; an image is read once for a run of boxes
+    on it (a detector gives dozens per image)."""
+    path, image = None, None
+    for start in range(0, len(data), batch_size):
+        samples = []
+        for i in range(start, min(start + batch_size, len(data))):
+            if data.records[i].image_path != path:
+                path = data.records[i].image_path
+                image = load_image(path)
+            samples.append(data.replay(i, data.params(i), image=image))
+        yield collate(samples)
 
 
 def to_unified(pred: Predictions, keypoint_set: str) -> Predictions:
