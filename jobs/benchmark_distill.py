@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="RTMPose-s student 192x256 and RTMPose-m teachers (slow on CPU)")
     args = parser.parse_args(argv)
 
-    config = load_config("demo", [f"optim.batch_size={args.batch_size}", "optim.epochs=1000",
+    config = load_config("demo_self_trained", [f"optim.batch_size={args.batch_size}", "optim.epochs=1000",
                                   "baseline=false", "generate.coco_val=2", "generate.mpii_val=2",
                                   "generate.coco_train=150", "generate.mpii_train=150"])
     if args.paper_sizes:

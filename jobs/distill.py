@@ -14,7 +14,7 @@ import argparse
 
 from unipose_ray.config import PRESETS, load_config
 from unipose_ray.distributed import init_ray
-from unipose_ray.workflow import run_distill
+from unipose_ray.distill import run_distill
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

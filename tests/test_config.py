@@ -7,7 +7,7 @@ from unipose_ray.config_io import ConfigError, apply_overrides, build, load_yaml
 from unipose_ray.data.sources import DataConfig, DatasetFiles
 
 
-@pytest.mark.parametrize("preset", ["demo", "paper"])
+@pytest.mark.parametrize("preset", ["demo", "demo_self_trained", "demo_models", "paper"])
 def test_presets_load(preset):
     config = load_config(preset)
     assert {t.name for t in config.teachers} == {"coco", "mpii"}
@@ -53,10 +53,10 @@ def test_missing_data_paths_name_the_field(tmp_path):
 
 
 def test_teachers_trained_from_the_pretrained_backbone_must_share_its_size():
-    assert load_config("demo").pretrain is not None  # the demo pretrains its backbone
+    assert load_config("demo_self_trained").pretrain is not None  # it pretrains its backbone
     with pytest.raises(ConfigError, match=r"start from the student's backbone \(RTMPose-t\), "
                                           r"but \{'mpii': 'm'\} ask for another size"):
-        load_config("demo", ["teachers.1.train_size=m"])
+        load_config("demo_self_trained", ["teachers.1.train_size=m"])
     # given teacher checkpoints are not trained here: any size is fine
     config = load_config("paper", ["student.backbone_checkpoint=cspnext-s.pth"])
     assert config.student.backbone_checkpoint == "cspnext-s.pth"
@@ -64,6 +64,6 @@ def test_teachers_trained_from_the_pretrained_backbone_must_share_its_size():
 
 def test_pretrain_settings_are_checked():
     with pytest.raises(ConfigError, match="pretrain.dataset must be 'coco' or 'mpii'"):
-        load_config("demo", ["pretrain.dataset=unified"])
+        load_config("demo_self_trained", ["pretrain.dataset=unified"])
     with pytest.raises(ConfigError, match="pretrain.epochs must be >= 1"):
-        load_config("demo", ["pretrain.epochs=0"])
+        load_config("demo_self_trained", ["pretrain.epochs=0"])

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -46,7 +47,7 @@ def head_node(tmp_path_factory):
 def test_distill_job_submitted_to_a_cluster_succeeds(head_node, tmp_path):
     out = tmp_path / "demo"
     submitted = _ray("job", "submit", "--no-wait", "--working-dir", ".", "--",
-                     "python", "jobs/distill.py", "--config", "demo", "--output-dir", str(out),
+                     "python", "jobs/distill.py", "--config", "demo_self_trained", "--output-dir", str(out),
                      *TINY, env=head_node)
     assert submitted.returncode == 0, submitted.stderr
     job_id = re.search(r"raysubmit_\w+", submitted.stdout + submitted.stderr).group(0)
@@ -59,4 +60,19 @@ def test_distill_job_submitted_to_a_cluster_succeeds(head_node, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"teacher_coco", "teacher_mpii", "student_distilled"}
     assert "student_distilled" in logs  # the table was printed by the job
-    assert (out / "models" / "demo_pretrain" / "pretrained.pth").is_file()
+    assert (out / "models" / "demo_self_trained_pretrain" / "pretrained.pth").is_file()
+    assert (out / "pictures" / "student_distilled.png").is_file()
+    assert "Requesting resources" not in logs and "core_worker.cc" not in logs  # Ray's chatter
+
+    # MLflow: one parent run, the models as its children named as the table's rows
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    experiment = client.get_experiment_by_name("unipose_ray")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"pretrain_backbone", "teacher_coco", "teacher_mpii", "student_distilled"}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for row, metrics in results.items():
+        assert children[row].data.metrics["final/score"] == pytest.approx(metrics["score"])
+    assert "val/score" in children["student_distilled"].data.metrics  # its training curves

@@ -258,24 +258,23 @@ def test_mpii_term_reaches_only_the_mapped_student_channels():
     assert {0, 1, 2, 3, 4}.isdisjoint(touched)  # MPII has no face joints
 
 
-def test_distillation_options_own_samples_and_joint_masks():
+def test_distillation_joint_mask_takes_the_given_weights():
     (sx, sy), targets, t_out, mpii_idx = _batch()
-    own = torch.tensor([False, True, True, False])
-    term = L.TeacherTerm("mpii", 1.0, mpii_idx, own_samples_only=True, mask_joints=True)
+    joints = (torch.rand(targets.weights.shape, generator=torch.Generator().manual_seed(3)) > 0.4)
+    term = L.TeacherTerm("mpii", 1.0, mpii_idx, mask_joints=True)
     _, terms = L.distillation_loss(
-        (sx, sy), targets, t_out, 1.0, [term], sample_masks={"mpii": own}
+        (sx, sy), targets, t_out, 1.0, [term], kd_joint_weights=joints.float()
     )
     idx = torch.tensor(mpii_idx)
     expect = L.simcc_kd_loss(
-        sx[:, idx], sy[:, idx], *t_out["mpii"], sample_mask=own,
-        joint_weights=targets.weights[:, idx],
+        sx[:, idx], sy[:, idx], *t_out["mpii"], joint_weights=joints[:, idx].float()
     )  # fmt: skip
     torch.testing.assert_close(terms["loss_kd_mpii"], expect)
     _, plain = L.distillation_loss(
         (sx, sy), targets, t_out, 1.0, [L.TeacherTerm("mpii", 1.0, mpii_idx)]
     )
     assert not torch.allclose(plain["loss_kd_mpii"], terms["loss_kd_mpii"])
-    with pytest.raises(KeyError, match="sample_masks"):
+    with pytest.raises(KeyError, match="kd_joint_weights"):
         L.distillation_loss((sx, sy), targets, t_out, 1.0, [term])
 
 

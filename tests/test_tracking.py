@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import socket
 import time
 from dataclasses import dataclass, field

@@ -38,14 +38,14 @@ def test_a_relative_backbone_path_reaches_the_workers_absolute(tmp_path, monkeyp
 
 
 def test_a_pretrained_backbone_from_other_settings_is_not_reused(tmp_path):
-    run_dir = tmp_path / "models" / "demo_pretrain"
+    run_dir = tmp_path / "models" / "demo_self_trained_pretrain"
     run_dir.mkdir(parents=True)
     save_checkpoint(build_rtmpose("t", 17), run_dir / "pretrained.pth")
-    config = load_config("demo")
+    config = load_config("demo_self_trained")
     made = {"size": "t", "dataset": "coco", "epochs": config.pretrain.epochs + 1,
             "input_size": list(config.student.codec.input_size)}
     (run_dir / "pretrain.json").write_text(json.dumps(made))
-    with pytest.raises(ConfigError, match=r"was pretrained with .*delete .*demo_pretrain"):
+    with pytest.raises(ConfigError, match=r"was pretrained with .*delete .*demo_self_trained_pretrain"):
         ensure_backbone(config, None, tmp_path)
     made["epochs"] = config.pretrain.epochs  # the same settings: reused as it is
     (run_dir / "pretrain.json").write_text(json.dumps(made))

@@ -73,7 +73,13 @@ def checkpoint_safe_globals() -> Iterator[None]:
 
 
 def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False) -> dict:
-    """Load a checkpoint file onto the CPU, safely unless ``trust_checkpoint``."""
+    """Load a checkpoint file onto the CPU, safely unless ``trust_checkpoint``.
+
+    A file in a release folder is checked against its manifest first.
+    """
+    from unipose_ray.release import verify_released  # noqa: PLC0415
+
+    verify_released(path)
     if trust_checkpoint:
         return torch.load(path, map_location="cpu", weights_only=False)
     try:

@@ -98,10 +98,15 @@ def init_ray(address: str | None = None) -> None:
 
     import ray  # noqa: PLC0415
 
+    from unipose_ray.ray_output import filter_worker_output, quiet_driver_logging  # noqa: PLC0415
+
+    quiet_driver_logging()
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address)
+        ray.init(address=address, logging_level=logging.WARNING)
     else:
-        start_local_ray(num_cpus=max(8, 2 * (os.cpu_count() or 1)))
+        start_local_ray(num_cpus=max(8, 2 * (os.cpu_count() or 1)),
+                        logging_level=logging.WARNING)
+    filter_worker_output()
 
 
 def start_local_ray(**kwargs) -> None:

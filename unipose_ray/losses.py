@@ -224,16 +224,13 @@ class TeacherTerm:
         weight: its weight in the total (w2, w3, ...), >= 0.
         student_indices: student channel of each teacher joint, in teacher order (COCO:
             0..16; MPII: ``skeleton.mapping_for('mpii').to_unified``).
-        own_samples_only: distil only on samples of the teacher's own dataset (needs a
-            per-sample mask under this name in ``distillation_loss(sample_masks=...)``).
-        mask_joints: weight each joint by the sample's target weight for that student
-            channel (0 on invisible / unannotated joints); False distils every joint.
+        mask_joints: weight each joint by ``distillation_loss``'s ``kd_joint_weights``;
+            False (the paper authors' behaviour) distils every joint of every sample.
     """
 
     name: str
     weight: float
     student_indices: tuple[int, ...]
-    own_samples_only: bool = False
     mask_joints: bool = False
 
     def __post_init__(self) -> None:
@@ -275,7 +272,7 @@ def distillation_loss(
     gt_weight: float,
     teachers: Sequence[TeacherTerm],
     kd_scale: float = 1.0,
-    sample_masks: Mapping[str, Tensor] | None = None,
+    kd_joint_weights: Tensor | None = None,
     beta: float = 10.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """``loss = gt_weight * L_gt + sum_t kd_scale * w_t * L_kd_t``, every term by name.
@@ -288,7 +285,8 @@ def distillation_loss(
         gt_weight: w1.
         teachers: one :class:`TeacherTerm` per teacher (w2, w3, ...).
         kd_scale: multiplies every KD term, e.g. :func:`kd_decay`.
-        sample_masks: ``name -> (B,) bool`` for teachers with ``own_samples_only``.
+        kd_joint_weights: ``(B, K)`` per student channel, for teachers with
+            ``mask_joints`` (see ``train.kd.kd_joint_weights``).
         beta: SimCC softmax factor for both losses.
 
     Returns:
@@ -308,17 +306,14 @@ def distillation_loss(
                 f"student's {sx.shape[1]} channels"
             )
         idx = torch.tensor(term.student_indices, device=sx.device)
-        mask = None
-        if term.own_samples_only:
-            if sample_masks is None or term.name not in sample_masks:
-                raise KeyError(
-                    f"teacher '{term.name}' distils on its own samples only: pass "
-                    f"sample_masks['{term.name}'] = (B,) bool"
-                )
-            mask = sample_masks[term.name]
-        joints = targets.weights.index_select(1, idx) if term.mask_joints else None
+        joints = None
+        if term.mask_joints:
+            if kd_joint_weights is None:
+                raise KeyError(f"teacher '{term.name}' masks joints: pass kd_joint_weights "
+                               "= (B, K) per student channel")
+            joints = kd_joint_weights.index_select(1, idx)
         terms[term.loss_name] = simcc_kd_loss(
-            sx.index_select(1, idx), sy.index_select(1, idx), tx, ty, beta, mask, joints
+            sx.index_select(1, idx), sy.index_select(1, idx), tx, ty, beta, None, joints
         )
         total = total + kd_scale * term.weight * terms[term.loss_name]
     terms["loss"] = total

@@ -332,6 +332,9 @@ def load_mmpose_config(config_path: str | os.PathLike) -> Any:
     ``CSPNeXt`` has the same parameter names, so both are dropped. SyncBN becomes BN.
     Returns an ``mmengine.Config``.
     """
+    from unipose_ray.release import verify_released  # noqa: PLC0415
+
+    verify_released(config_path)
     import_mmpose()
     from mmengine.config import Config  # noqa: PLC0415
 

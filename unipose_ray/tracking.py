@@ -39,6 +39,9 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 logger = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "unipose_ray.run_id"
+PARENT_TAG = "mlflow.parentRunId"  # nests a run under another in the MLflow UI
+# Without this tag MLflow 3's UI opens an experiment on its GenAI view, not the runs.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 """Tag holding the job's stable run name; a restarted job finds its MLflow run by it."""
 
 ParamValue = str | int | float | bool
@@ -230,20 +233,24 @@ class RunTracker:
         run_name: str,
         params: Mapping[str, ParamValue] | None = None,
         tags: Mapping[str, str] | None = None,
+        key: str | None = None,
     ) -> RunTracker:
-        """Create the run, or resume the one a previous start with this ``run_name`` made.
+        """Create the run, or resume the one a previous start with the same ``key`` made.
 
-        On resume, params already logged keep their first value (MLflow params are
-        immutable); a changed value is reported as a warning, new keys are added.
+        ``key`` (default ``run_name``) identifies the run across restarts, e.g. a child
+        run's parent id plus its name. On resume, params already logged keep their first
+        value (MLflow params are immutable); a changed value is reported as a warning,
+        new keys are added.
         """
+        key = run_name if key is None else key
         experiment_id = self.prepare(experiment)
         existing = self.client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{RUN_KEY_TAG}` = {_string_literal(run_name)}",
+            filter_string=f"tags.`{RUN_KEY_TAG}` = {_string_literal(key)}",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
-        all_tags = {**(tags or {}), RUN_KEY_TAG: run_name}
+        all_tags = {**(tags or {}), RUN_KEY_TAG: key}
         if existing:
             self.run_id, self.resumed = existing[0].info.run_id, True
             self.client.update_run(self.run_id, status="RUNNING")
@@ -271,11 +278,15 @@ class RunTracker:
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                               EXPERIMENT_KIND)
             return found.experiment_id
         location = None
         if self.artifact_root is not None:
             location = (self.artifact_root.resolve() / _clean_name(name)).as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location,
+                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
     def _log_params(self, params: dict[str, ParamValue]) -> None:
         params = {_clean_name(k): _param_value(v) for k, v in params.items()}
@@ -424,3 +435,8 @@ def find_runs(tracking_uri: str, experiment: str) -> list[tuple[str, dict[str, f
         return []
     runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
     return [(run.info.run_name, dict(run.data.metrics)) for run in runs]
+
+
+def child_key(parent_run_id: str | None, name: str) -> str:
+    """The resume key of run ``name`` under a parent run (``name`` alone without one)."""
+    return f"{parent_run_id}/{name}" if parent_run_id else name

@@ -127,13 +127,14 @@ def draw_comparison(
     if overlay:
         under = draw_skeleton(image, gt, gt_scores, keypoint_set, 0.5, color=GT_COLOR)
         return draw_skeleton(under, pred, pred_scores, keypoint_set, score_threshold)
-    left = _label(draw_skeleton(image, gt, gt_scores, keypoint_set, 0.5), "GT")
-    right = _label(draw_skeleton(image, pred, pred_scores, keypoint_set, score_threshold),
+    left = label(draw_skeleton(image, gt, gt_scores, keypoint_set, 0.5), "GT")
+    right = label(draw_skeleton(image, pred, pred_scores, keypoint_set, score_threshold),
                    "pred")  # fmt: skip
     return make_grid([left, right], cols=2)
 
 
-def _label(image: np.ndarray, text: str) -> np.ndarray:
+def label(image: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` in the top-left corner of ``image`` (in place; returns it)."""
     scale = max(0.35, image.shape[0] / 600)
     thickness = line_thickness(*image.shape[:2])
     origin = (4, int(4 + 22 * scale))

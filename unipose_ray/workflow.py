@@ -100,8 +100,28 @@ def prepare_data(config: DistillConfig, output_dir: Path) -> tuple[DistillConfig
     return config, PreparedData(train, tuple(eval_sets))
 
 
+def resolve_teachers(config: DistillConfig) -> DistillConfig:
+    """The teachers' config and checkpoint paths made absolute on the driver (actors and
+    workers run in other folders); each must exist."""
+    teachers = []
+    for teacher in config.teachers:
+        paths = {}
+        for what in ("config", "checkpoint"):
+            path = getattr(teacher, what)
+            if path is None or not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"teacher '{teacher.name}': {what} {path} does not exist (relative paths "
+                    f"are read from {Path.cwd()}; set teachers.N.{what}=...)")
+            paths[what] = str(Path(path).resolve())
+        teachers.append(replace(teacher, **paths))
+    return replace(config, teachers=tuple(teachers))
+
+
 def check_teachers(config: DistillConfig) -> dict[str, PoseModelSpec]:
-    """Build every teacher once on the CPU: bad files fail here, before any training."""
+    """Build every teacher once on the CPU: bad files fail here, before any training.
+
+    Expects :func:`resolve_teachers`' paths.
+    """
     specs = {}
     for teacher in config.teachers:
         for what in ("config", "checkpoint"):
@@ -119,11 +139,13 @@ def check_teachers(config: DistillConfig) -> dict[str, PoseModelSpec]:
 
 
 def train_model(config: DistillConfig, data: PreparedData, output_dir: Path, datasets: list[str],
-                teacher_specs: dict[str, PoseModelSpec] | None = None):
+                teacher_specs: dict[str, PoseModelSpec] | None = None,
+                tracking_name: str | None = None, parent_run_id: str | None = None):
     """Train one model (teacher, baseline, distilled student or pretraining run).
 
     Returns its folder and the Ray ``Result``. A heatmap model (pretraining) is not
     validated: the SimCC metrics do not apply; its loss curve is in MLflow.
+    ``tracking_name`` / ``parent_run_id``: the MLflow run's name and parent.
     """
     run_dir = output_dir / "models" / config.run.name
     job = TrainJob(
@@ -133,6 +155,8 @@ def train_model(config: DistillConfig, data: PreparedData, output_dir: Path, dat
         teacher_specs=teacher_specs or {},
         output_dir=str(run_dir),
         tracking_uri=resolve_tracking_uri(config.tracking.tracking_uri, output_dir),
+        tracking_name=tracking_name,
+        parent_run_id=parent_run_id,
     )
     return run_dir, fit_with_teachers(job)
 
@@ -173,14 +197,27 @@ def teacher_run(config: DistillConfig, teacher: TeacherConfig) -> DistillConfig:
     )
 
 
-def train_concurrently(runs: list[tuple[DistillConfig, list[str], dict]], data: PreparedData,
-                       output_dir: Path, parallel: int) -> list[Path]:
+@dataclass(frozen=True)
+class Run:
+    """One training of a workflow: its config, datasets, teachers and MLflow name."""
+
+    config: DistillConfig
+    datasets: list[str]
+    teacher_specs: dict[str, PoseModelSpec]
+    name: str
+
+
+def train_concurrently(runs: list[Run], data: PreparedData, output_dir: Path, parallel: int,
+                       parent_run_id: str | None = None) -> list[Path]:
     """Train independent models side by side (``parallel`` at a time) on the same cluster."""
+    def train(run: Run) -> Path:
+        return train_model(run.config, data, output_dir, run.datasets, run.teacher_specs,
+                           run.name, parent_run_id)[0]
+
     if parallel <= 1 or len(runs) <= 1:
-        return [train_model(c, data, output_dir, d, s)[0] for c, d, s in runs]
+        return [train(r) for r in runs]
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        futures = [pool.submit(train_model, c, data, output_dir, d, s) for c, d, s in runs]
-        return [f.result()[0] for f in futures]
+        return list(pool.map(train, runs))
 
 
 def teacher_run_dir(config: DistillConfig, teacher: TeacherConfig, output_dir: Path) -> Path:
@@ -188,7 +225,8 @@ def teacher_run_dir(config: DistillConfig, teacher: TeacherConfig, output_dir: P
     return output_dir / "models" / f"{config.run.name}_teacher_{teacher.name}"
 
 
-def ensure_teachers(config: DistillConfig, data: PreparedData, output_dir: Path) -> DistillConfig:
+def ensure_teachers(config: DistillConfig, data: PreparedData, output_dir: Path,
+                    parent_run_id: str | None = None) -> DistillConfig:
     """Train the teachers that came without a checkpoint (the paper's self-trained teachers)."""
     teachers, runs = [], []
     for teacher in config.teachers:
@@ -196,22 +234,25 @@ def ensure_teachers(config: DistillConfig, data: PreparedData, output_dir: Path)
             run_dir = teacher_run_dir(config, teacher, output_dir)
             if not (run_dir / "best.pth").exists():
                 print0(f"training teacher '{teacher.name}' on {teacher.dataset}")
-                runs.append((teacher_run(config, teacher), [teacher.dataset], {}))
+                runs.append(Run(teacher_run(config, teacher), [teacher.dataset], {},
+                                f"teacher_{teacher.name}"))
             teacher = replace(teacher, config=str(run_dir / "model_config.py"),
                               checkpoint=str(run_dir / "best.pth"))
         teachers.append(teacher)
-    train_concurrently(runs, data, output_dir, config.parallel_runs)
+    train_concurrently(runs, data, output_dir, config.parallel_runs, parent_run_id)
     return replace(config, teachers=tuple(teachers))
 
 
-def ensure_backbone(config: DistillConfig, data: PreparedData, output_dir: Path) -> DistillConfig:
+def ensure_backbone(config: DistillConfig, data: PreparedData, output_dir: Path,
+                    parent_run_id: str | None = None) -> DistillConfig:
     """Check the configured backbone checkpoint, or run ``pretrain`` and use its backbone."""
     if config.student.head != "simcc":
         raise ConfigError("student.head 'heatmap' is only for the run the pretrain section "
                           "starts; set pretrain instead")
     student = config.student
     if student.backbone_checkpoint is None and config.pretrain is not None:
-        student = replace(student, backbone_checkpoint=str(pretrain_backbone(config, data, output_dir)))
+        student = replace(student, backbone_checkpoint=str(
+            pretrain_backbone(config, data, output_dir, parent_run_id)))
     if student.backbone_checkpoint is not None:
         path = Path(student.backbone_checkpoint).resolve()  # Ray Train workers run elsewhere
         if not path.is_file():
@@ -221,7 +262,8 @@ def ensure_backbone(config: DistillConfig, data: PreparedData, output_dir: Path)
     return replace(config, student=student)
 
 
-def pretrain_backbone(config: DistillConfig, data: PreparedData, output_dir: Path) -> Path:
+def pretrain_backbone(config: DistillConfig, data: PreparedData, output_dir: Path,
+                      parent_run_id: str | None = None) -> Path:
     """Train the ``pretrain`` run (heatmap head, no validation) once; returns its checkpoint.
 
     The file is a whole MMPose pose model (``backbone.*`` + ``head.*``), like MMPose's
@@ -252,7 +294,8 @@ def pretrain_backbone(config: DistillConfig, data: PreparedData, output_dir: Pat
                     val_every_epochs=pretrain.epochs),
         pretrain=None,
     )
-    _, result = train_model(run, data, output_dir, [pretrain.dataset])
+    _, result = train_model(run, data, output_dir, [pretrain.dataset],
+                            tracking_name="pretrain_backbone", parent_run_id=parent_run_id)
     if result.checkpoint is None:
         raise RuntimeError(f"the pretraining run left no checkpoint under {run_dir}; delete "
                            "that folder and start again")
@@ -270,40 +313,6 @@ def evaluate_checkpoint(run_dir: Path, dataset: str, data: PreparedData, flip_te
     model = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
     return evaluate_model(model, dataset, model.spec.codec, data.eval_sets,
                           flip_test=flip_test)
-
-
-def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict[str, float]]:
-    """The whole workflow; returns ``model name -> metrics`` (also in ``results.json``)."""
-    output_dir = Path(output_dir).resolve()
-    config, data = prepare_data(config, output_dir)
-    RunTracker(resolve_tracking_uri(config.tracking.tracking_uri, output_dir)).prepare(
-        config.tracking.experiment)  # fails early on an unreachable server, too
-    config = ensure_backbone(config, data, output_dir)
-    config = ensure_teachers(config, data, output_dir)
-    specs = check_teachers(config)
-    datasets = sorted(data.train)
-    results: dict[str, dict[str, float]] = {}
-    for teacher in config.teachers:
-        print0(f"evaluating teacher '{teacher.name}'")
-        model = build_from_config(teacher.config, teacher.checkpoint,
-                                  trust_checkpoint=teacher.trust_checkpoint)
-        results[f"teacher_{teacher.name}"] = evaluate_model(
-            model, teacher.dataset, model.spec.codec, data.eval_sets, flip_test=config.run.val_flip_test)
-    runs = [(config, datasets, specs)]
-    if config.baseline:
-        joint = replace(config, teachers=(), run=replace(config.run, name=f"{config.run.name}_joint"))
-        runs.insert(0, (joint, datasets, {}))
-    run_dirs = train_concurrently(runs, data, output_dir, config.parallel_runs)
-    print0("evaluating the students")
-    if config.baseline:
-        results["student_joint_no_kd"] = evaluate_checkpoint(
-            run_dirs[0], config.student.dataset, data, config.run.val_flip_test)
-    results["student_distilled"] = evaluate_checkpoint(
-        run_dirs[-1], config.student.dataset, data, config.run.val_flip_test)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-    print0("\n" + format_table(results))
-    print0(f"\nresults written to {output_dir / 'results.json'}")
-    return results
 
 
 def run_train_teacher(config: DistillConfig, teacher_name: str, output_dir: str | Path

@@ -204,11 +204,13 @@ def test_perfect_unified_oracle_gets_full_marks(generated):
 
     assert oracle.seen == len(g.coco) + len(g.mpii)  # every crop once, none unknown
     for name in ("coco_AP", "coco_AP50", "coco_AP75", "coco_AR", "unified_AP",
-                 "unified_AP/coco", "unified_AP/mpii"):
+                 "unified_AP_coco_domain", "unified_AP_mpii_domain"):
         assert metrics[name] == pytest.approx(1.0), name
     assert metrics["mpii_PCKh"] == pytest.approx(100.0)
     assert metrics["mpii_PCKh@0.1"] == pytest.approx(100.0)
     assert metrics["score"] == pytest.approx(100.0)
+    for name in ("transfer_PCK", "transfer_PCK_coco_domain", "transfer_PCK_mpii_domain"):
+        assert metrics[name] == pytest.approx(100.0), name
     table = format_table({"oracle": metrics})
     assert table.splitlines()[1].split()[1:] == ["100.00"] * 5
 
@@ -337,6 +339,20 @@ _FLAT_SUFFIXES = {"AP": "AP", "AP .5": "AP50", "AP .75": "AP75", "AP (M)": "AP_M
                   "AR (M)": "AR_M", "AR (L)": "AR_L"}
 
 
+@pytest.mark.parametrize("keypoint_set", ["coco", "mpii"])
+def test_transfer_pck_counts_only_the_joints_the_images_dataset_lacks(generated, keypoint_set):
+    # A perfect single-dataset model: it has the other dataset's joints only on its own
+    # images' complement where its set covers them (COCO: the face on MPII images; MPII:
+    # the spine and head top on COCO images) and misses the rest.
+    g = generated
+    metrics = evaluate_model(g.oracle(keypoint_set), keypoint_set, CODEC, [g.coco_set, g.mpii_set],
+                             flip_test=False)
+    own, other = ("coco", "mpii") if keypoint_set == "coco" else ("mpii", "coco")
+    assert metrics[f"transfer_PCK_{own}_domain"] == 0.0
+    assert metrics[f"transfer_PCK_{other}_domain"] == pytest.approx(100.0)
+    assert metrics["transfer_PCK"] == pytest.approx(50.0)
+
+
 def _assert_matches_mmpose(metrics: dict, prefix: str, reference: dict) -> None:
     assert set(reference) == set(_FLAT_SUFFIXES)
     for name, value in reference.items():
@@ -355,7 +371,7 @@ def test_noisy_oracle_coco_and_unified_ap_match_mmpose(generated, noise_px):
     unified = _mmpose_coco_metric(g.files.coco_val_unified, g.coco, oracle, "unified", UNIFIED)
     assert metrics["unified_AP"] == pytest.approx(unified["AP"], abs=1e-6)  # only AP is kept
     assert 0.0 < metrics["coco_AP"] < 1.0
-    assert metrics["unified_AP"] == metrics["unified_AP/coco"]
+    assert metrics["unified_AP"] == metrics["unified_AP_coco_domain"]
 
 
 def test_noisy_oracle_on_real_coco_samples_matches_mmpose(real_samples, tmp_path):

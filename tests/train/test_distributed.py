@@ -56,7 +56,7 @@ def random_teacher_files(config, out):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, ray_session):
     out = tmp_path_factory.mktemp("distill")
-    config, data = prepare_data(load_config("demo", TINY), out)
+    config, data = prepare_data(load_config("demo_self_trained", TINY), out)
     config = random_teacher_files(config, out / "teachers")
     config = replace(config, run=replace(config.run, storage_path=str(out / "ray_results")))
     return config, data, out

@@ -7,7 +7,10 @@ crops, flip test by default) on ground-truth boxes, or on COCO person detections
 and count as misses), then scored with COCO AP on the COCO file, PCKh on MPII, and
 unified-21 AP where a 21-joint file exists. Metric names are
 the product's flat names: ``coco_AP``, ``mpii_PCKh``, ``mpii_PCKh@0.1``, ``unified_AP``
-and ``score`` = mean of COCO AP (in %) and PCKh.
+and ``score`` = mean of COCO AP (in %) and PCKh. Where a 21-joint file exists, per image
+domain: ``unified_AP_<domain>_domain`` and ``transfer_PCK_<domain>_domain``, the accuracy
+on the joints the domain's own dataset does not annotate (:func:`transfer_pck`), and their
+means ``unified_AP`` and ``transfer_PCK``.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ from unipose_ray.evaluation.topdown import (
     read_detections,
     to_unified,
 )
-from unipose_ray.skeleton import mapping_for
+from unipose_ray.skeleton import UNIFIED, mapping_for
 
 HEADLINE = ("coco_AP", "mpii_PCKh", "mpii_PCKh@0.1", "unified_AP", "score")
+TRANSFER_COLUMNS = ("coco_AP", "mpii_PCKh", "mpii_PCKh@0.1", "unified_AP", "unified_AP_coco_domain",
+                    "unified_AP_mpii_domain", "transfer_PCK", "score")
+"""The demo's table: the headline plus what shows the transfer between the datasets."""
 
 
 @dataclass(frozen=True)
@@ -164,12 +170,55 @@ def evaluate_model(model: torch.nn.Module, dataset: str, codec: CodecConfig,
             ids = _unified_ids(boxes, eval_set.name)
             gt_file = eval_set.ground_truth(eval_set.unified_ann_file, records)
             u = unified_keypoint_metrics(gt_file, _instances(ids, pred, box_scores))
-            metrics[f"unified_AP/{eval_set.name}"] = u["unified_AP"]
+            metrics[f"unified_AP_{eval_set.name}_domain"] = u["unified_AP"]
             unified.append(u["unified_AP"])
+            if eval_set.bbox_file is None:  # GT boxes: predictions match GT people by id
+                metrics[f"transfer_PCK_{eval_set.name}_domain"] = transfer_pck(
+                    eval_set.unified_ann_file, ids, pred, eval_set.name, dataset)
     if unified:
         metrics["unified_AP"] = float(np.mean(unified))
+    transfer = [metrics[k] for k in TRANSFER_KEYS if not math.isnan(metrics.get(k, math.nan))]
+    if transfer:
+        metrics["transfer_PCK"] = float(np.mean(transfer))
     metrics["score"] = cross_dataset_score(metrics)
     return metrics
+
+
+TRANSFER_KEYS = ("transfer_PCK_coco_domain", "transfer_PCK_mpii_domain")
+TRANSFER_THRESHOLD = 0.1  # of the GT box diagonal
+
+
+def transfer_pck(unified_ann_file: str, records: Sequence[InstanceRecord], pred: Predictions,
+                 domain: str, model_set: str) -> float:
+    """PCK (%) on the joints the image's own dataset does not annotate.
+
+    COCO images: pelvis, thorax, upper neck, head top; MPII images: nose, eyes, ears. A
+    joint is correct within ``0.1`` of its person's GT box diagonal; joints labelled in the
+    21-joint file (``v > 0``) count. What a model knows there it learnt from the other
+    dataset: the transfer the distillation is for. Joints the model does not predict
+    count as misses. NaN when no such joint is labelled.
+
+    Args:
+        records: the evaluated instances, ``instance_id`` = the unified file's annotation id.
+        pred: their predictions in unified order.
+        domain: ``coco`` or ``mpii``, the images' dataset.
+        model_set: the model's keypoint set.
+    """
+    with open(unified_ann_file) as f:
+        annotations = {a["id"]: a for a in json.load(f)["annotations"]}
+    own = set(mapping_for(domain).to_unified.tolist())
+    joints = np.array([j for j in range(UNIFIED.num_keypoints) if j not in own])
+    predicted = np.isin(joints, mapping_for(model_set).to_unified)
+    hits, total = 0, 0
+    for i, record in enumerate(records):
+        ann = annotations[record.instance_id]
+        gt = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)[joints]
+        labelled = gt[:, 2] > 0
+        _, _, w, h = ann["bbox"]
+        dist = np.linalg.norm(pred.keypoints[i, joints] - gt[:, :2], axis=1)
+        hits += int((labelled & predicted & (dist <= TRANSFER_THRESHOLD * math.hypot(w, h))).sum())
+        total += int(labelled.sum())
+    return 100.0 * hits / total if total else math.nan
 
 
 def cross_dataset_score(metrics: dict[str, float]) -> float:
@@ -185,13 +234,14 @@ def cross_dataset_score(metrics: dict[str, float]) -> float:
 def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str] = HEADLINE) -> str:
     """A plain-text table: one row per model, one column per metric."""
     width = max([len("model"), *map(len, rows)]) + 2
-    lines = ["model".ljust(width) + "".join(c.rjust(15) for c in columns)]
+    widths = [max(len(c) + 2, 10) for c in columns]
+    lines = ["model".ljust(width) + "".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
     for name, metrics in rows.items():
         cells = []
-        for column in columns:
+        for column, w in zip(columns, widths, strict=True):
             value = metrics.get(column, math.nan)
             if column.startswith(("coco_AP", "unified_AP")) and not math.isnan(value):
                 value *= 100  # AP shown in %, like PCKh
-            cells.append(f"{value:15.2f}")
+            cells.append(f"{value:{w}.2f}")
         lines.append(name.ljust(width) + "".join(cells))
     return "\n".join(lines)

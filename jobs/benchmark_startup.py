@@ -1,0 +1,78 @@
+"""Start-up cost of the demo's training phase: what runs before the first step.
+
+    python jobs/benchmark_startup.py                 # the demo preset, 5 steps a run
+
+Runs the demo's student phase as the demo does (one Ray session; the joint student and
+the distilled student side by side; the released teachers as services for the distilled
+one) for a few steps on a small generated set, and prints the fixed costs: Ray's start,
+the teacher services' start, and for each training the seconds from ``fit()`` to its
+first trained step (Ray Train's controller and worker processes, Ray Data's crop actors,
+imports, the first crops), and the phase's wall time. Training time is what is left of
+the demo's budget; these figures are what is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from unipose_ray.config import PRESETS, load_config
+from unipose_ray.distributed import init_ray
+from unipose_ray.teachers.service import StudentGrid, TeacherPool
+from unipose_ray.train.loop import TrainJob, run_training
+from unipose_ray.workflow import check_teachers, ensure_backbone, prepare_data, resolve_teachers
+
+SMALL_DATA = ["generate.coco_train=64", "generate.mpii_train=64", "generate.coco_val=2",
+              "generate.mpii_val=2"]
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(PRESETS)}) or YAML")
+    parser.add_argument("--steps", type=int, default=5, help="training steps per run")
+    parser.add_argument("overrides", nargs="*", help="config overrides")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, [*SMALL_DATA, *args.overrides])
+
+    figures: dict[str, float] = {}
+    tic = time.perf_counter()
+    init_ray()
+    figures["ray start"] = time.perf_counter() - tic
+    with tempfile.TemporaryDirectory(prefix="unipose_startup_") as tmp:
+        out = Path(tmp)
+        config, data = prepare_data(config, out)
+        config = resolve_teachers(ensure_backbone(config, data, out))
+        config = replace(config, run=replace(config.run, storage_path=str(out / "ray_results")))
+        specs = check_teachers(config)
+        records = data.train_records(sorted(data.train), out)
+        distilled = TrainJob(config, records, (), specs, str(out / "distilled"), max_steps=args.steps)
+        joint = TrainJob(replace(config, teachers=(),
+                                 run=replace(config.run, name=f"{config.run.name}_joint")),
+                         records, (), {}, str(out / "joint"), max_steps=args.steps)
+        phase = time.perf_counter()
+        grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
+        pools = {t.name: TeacherPool(t, grid) for t in config.teachers}
+        for pool in pools.values():
+            pool.wait_ready()
+        figures["teacher services ready"] = time.perf_counter() - phase
+        with ThreadPoolExecutor(2) as executor:
+            results = {"joint student": executor.submit(run_training, joint),
+                       "distilled student": executor.submit(run_training, distilled, pools)}
+            for name, future in results.items():
+                figures[f"{name}: fit() to first step"] = future.result().metrics["train/startup_s"]
+        figures["phase wall time"] = time.perf_counter() - phase
+        for pool in pools.values():
+            pool.shutdown()
+
+    print(f"\nstart-up of the '{args.config}' training phase ({args.steps} steps a run):")
+    for name, seconds in figures.items():
+        print(f"  {name:<40}{seconds:7.1f} s")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

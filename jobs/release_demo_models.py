@@ -1,0 +1,129 @@
+"""Train the demo's released models once and write them, with a manifest, into released/demo.
+
+    python jobs/release_demo_models.py        # about an hour on a 2-core CPU
+
+Preset ``demo_models``: a CSPNeXt-t backbone trained on UDP heatmaps of generated COCO
+images (the stand-in for MMPose's ``cspnext-t_udp-aic-coco``), then an RTMPose-t COCO
+teacher (96x128) and MPII teacher (96x96) from it, each on 8000 generated images of its
+dataset. Writes into ``--release-dir``: fp16 MMPose checkpoints, the teachers' MMPose
+configs, and ``manifest.json``: the sha256 of each file, this command, the seeds, the
+generator's and preset's sha256, and each teacher's metrics on the demo's validation sets
+as ``jobs/evaluate.py`` measures them. Started again, it reuses finished trainings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from unipose_ray.config import PRESETS, DistillConfig, load_config, preset_path
+from unipose_ray.distributed import init_ray
+from unipose_ray.release import MANIFEST_NAME, half_checkpoint, sha256_of, write_manifest
+from unipose_ray.tracking import RunTracker, resolve_tracking_uri
+from unipose_ray.workflow import PreparedData, ensure_backbone, ensure_teachers, prepare_data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="demo_models", help=f"a preset ({', '.join(PRESETS)}) or YAML")
+    parser.add_argument("--output-dir", default="outputs/demo_models", help="training runs and data")
+    parser.add_argument("--release-dir", default="released/demo", help="where the files go")
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. teacher_epochs=8")
+    args = parser.parse_args(argv)
+    command = shlex.join(["python", "jobs/release_demo_models.py", *(argv if argv is not None else sys.argv[1:])])
+
+    config = load_config(args.config, args.overrides)
+    if config.pretrain is None or config.student.backbone_checkpoint is not None:
+        parser.error("the release trains its own backbone: the config needs a pretrain section "
+                     "and no student.backbone_checkpoint")
+    init_ray(args.address)
+    output_dir = Path(args.output_dir).resolve()
+    config, data = prepare_data(config, output_dir)
+    RunTracker(resolve_tracking_uri(config.tracking.tracking_uri, output_dir)).prepare(
+        config.tracking.experiment)
+    config = ensure_teachers(ensure_backbone(config, data, output_dir), data, output_dir)
+
+    release = Path(args.release_dir)
+    release.mkdir(parents=True, exist_ok=True)
+    (release / MANIFEST_NAME).unlink(missing_ok=True)  # the old one would refuse the new files
+    files = write_files(config, release)
+    metrics = {name: evaluate(release, paths, data) for name, paths in files["teachers"].items()}
+    info = {
+        "command": command,
+        "preset": args.config,
+        "preset_sha256": sha256_of(preset_path(args.config) if args.config in PRESETS else args.config),
+        "overrides": args.overrides,
+        "git_commit": git_commit(),
+        "seeds": {"generate": config.generate["seed"], "run": config.run.seed},
+        "generator_sha256": sha256_of(REPO / "unipose_ray" / "data" / "synthetic.py"),
+        "generate": config.generate,
+        "backbone": files["backbone"],
+        "teachers": {name: {**paths, "metrics": metrics[name]["metrics"],
+                            "evaluate_command": metrics[name]["command"]}
+                     for name, paths in files["teachers"].items()},
+    }
+    manifest = write_manifest(release, info)
+    total = sum(p.stat().st_size for p in release.iterdir() if p.is_file())
+    for name, m in metrics.items():
+        print(f"teacher {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in m["metrics"].items()
+                                              if v is not None and k in HEADLINE))
+    print(f"released {len(info['teachers'])} teachers and a backbone into {release} "
+          f"({total / 2**20:.1f} MiB); manifest: {manifest}")
+    return info
+
+
+HEADLINE = ("coco_AP", "mpii_PCKh", "mpii_PCKh@0.1", "unified_AP", "score")
+
+
+def write_files(config: DistillConfig, release: Path) -> dict:
+    """fp16 copies of the backbone and the teachers (checkpoint + MMPose config)."""
+    w, h = config.student.codec.input_size
+    backbone = f"cspnext-{config.student.size}_udp-demo-{config.pretrain.dataset}_{w}x{h}.pth"
+    half_checkpoint(config.student.backbone_checkpoint, release / backbone, keep="backbone.")
+    teachers = {}
+    for teacher in config.teachers:
+        codec = teacher.train_codec or config.student.codec
+        stem = f"rtmpose-{teacher.train_size}_demo-{teacher.dataset}_{codec.input_size[0]}x{codec.input_size[1]}"
+        shutil.copyfile(teacher.config, release / f"{stem}.py")
+        half_checkpoint(teacher.checkpoint, release / f"{stem}.pth")
+        teachers[teacher.name] = {"dataset": teacher.dataset, "config": f"{stem}.py",
+                                  "checkpoint": f"{stem}.pth"}
+    return {"backbone": backbone, "teachers": teachers}
+
+
+def evaluate(release: Path, paths: dict, data: PreparedData) -> dict:
+    """Run ``jobs/evaluate.py`` on a released teacher and both validation sets."""
+    args = ["--config", release / paths["config"], "--checkpoint", release / paths["checkpoint"]]
+    for s in data.eval_sets:
+        args += [f"--{s.name}-ann", s.ann_file, f"--{s.name}-img-dir", s.img_dir]
+        if s.unified_ann_file:
+            args += [f"--{s.name}-unified-ann", s.unified_ann_file]
+    args = [os.path.relpath(a) if isinstance(a, Path) or os.path.isabs(a) else a for a in args]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "metrics.json"
+        subprocess.run([sys.executable, str(REPO / "jobs" / "evaluate.py"), *args,
+                        "--output", str(out)], check=True)
+        metrics = json.loads(out.read_text())
+    return {"metrics": metrics, "command": shlex.join(["python", "jobs/evaluate.py", *args])}
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+if __name__ == "__main__":
+    main()

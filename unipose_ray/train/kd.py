@@ -1,0 +1,145 @@
+"""The distillation side of a training step: KD terms, their joint weights, teacher requests.
+
+- :func:`teacher_terms`: one :class:`~unipose_ray.losses.TeacherTerm` per teacher (weight,
+  student channels of its joints, masking);
+- :func:`kd_joint_weights`: the per-joint KD weights of ``loss.kd_mask``;
+- :class:`TeacherClient` and :func:`one_ahead`: teacher logits for batch i+1 requested
+  while batch i trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from unipose_ray import distributed as dist
+from unipose_ray.config import DistillConfig
+from unipose_ray.losses import TeacherTerm
+from unipose_ray.skeleton import UNIFIED, mapping_for
+from unipose_ray.teachers.service import StudentGrid, TeacherPool, TeacherService
+from unipose_ray.train.data import DATASET_CODES, size_key
+
+if TYPE_CHECKING:
+    from unipose_ray.train.loop import TrainJob
+
+
+def teacher_terms(config: DistillConfig) -> list[TeacherTerm]:
+    """One KD term per teacher: its weight and the student channels of its joints.
+
+    Every teacher reaches every sample (the term has no per-sample mask): the COCO
+    teacher's face joints on MPII images and the MPII teacher's spine and head top on
+    COCO images are what the student learns from the other dataset.
+    """
+    student = mapping_for(config.student.dataset)
+    terms = []
+    for teacher in config.teachers:
+        uni = mapping_for(teacher.dataset).to_unified
+        missing = [int(i) for i in uni if student.from_unified[i] < 0]
+        if missing:
+            raise ValueError(f"teacher '{teacher.name}' predicts joints the student does not have")
+        terms.append(TeacherTerm(
+            teacher.name, teacher.weight, tuple(int(student.from_unified[i]) for i in uni),
+            mask_joints=config.loss.kd_mask != "none"))
+    return terms
+
+
+def _annotated_table() -> np.ndarray:
+    """``(num dataset codes, 21)``: which unified joints each dataset annotates."""
+    table = np.zeros((max(DATASET_CODES.values()) + 1, UNIFIED.num_keypoints), bool)
+    for name, code in DATASET_CODES.items():
+        table[code, mapping_for(name).to_unified] = True
+    return table
+
+
+ANNOTATED = _annotated_table()
+
+
+def kd_joint_weights(dataset_codes: torch.Tensor, weights: torch.Tensor, kd_mask: str,
+                     student_dataset: str = "unified") -> torch.Tensor | None:
+    """Per-sample, per-student-channel KD weights for ``loss.kd_mask``; ``None`` for ``none``.
+
+    ``own_unlabelled``: 0 where the sample's own dataset annotates the joint and its
+    target weight is 0 (unlabelled, or outside the crop); 1 elsewhere, in particular on
+    every joint that dataset does not annotate (the transfer from the other teacher).
+
+    Args:
+        dataset_codes: ``(B,)`` ``DATASET_CODES`` of the samples.
+        weights: ``(B, 21)`` unified target weights of the batch.
+        kd_mask: ``loss.kd_mask``.
+        student_dataset: the student's keypoint set (its channels are returned).
+    """
+    if kd_mask == "none":
+        return None
+    if kd_mask != "own_unlabelled":
+        raise ValueError(f"unknown kd_mask '{kd_mask}'")
+    annotated = torch.as_tensor(ANNOTATED, device=weights.device)[dataset_codes.long()]
+    unified = torch.where(annotated, (weights > 0).to(weights.dtype), torch.ones_like(weights))
+    idx = torch.as_tensor(mapping_for(student_dataset).to_unified, device=weights.device)
+    return unified.index_select(1, idx)
+
+
+class TeacherClient:
+    """Sends a batch to every teacher and later collects the logits.
+
+    Online: ``request`` puts each distinct teacher input once in the object store and
+    submits to all teachers without waiting; ``collect`` does one ``ray.get`` for all.
+    In-process: ``request`` runs the teachers right away (no overlap).
+    """
+
+    def __init__(self, job: TrainJob, pools: dict[str, TeacherPool] | None):
+        self.job, self.pools = job, pools or {}
+        grid = StudentGrid(job.config.student.codec.num_bins, job.config.student.codec.split_ratio)
+        self.local = {}
+        if not job.teachers_online:
+            self.local = {t.name: TeacherService(t, grid, device=str(dist.device()))
+                          for t in job.config.teachers}
+
+    def _inputs(self, batch: dict, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        size = tuple(self.job.teacher_specs[name].input_size)
+        if size == tuple(self.job.config.student.codec.input_size):
+            n = len(batch["image"])
+            return batch["image"], np.ones((n, 2), np.float32), np.zeros((n, 2), np.float32), "student"
+        key = size_key(size)
+        return batch[f"teacher_image_{key}"], batch[f"teacher_a_{key}"], batch[f"teacher_b_{key}"], key
+
+    def request(self, batch: dict) -> dict:
+        if not self.job.config.teachers:
+            return {}
+        if self.local:
+            return {name: service.logits(*self._inputs(batch, name)[:3])
+                    for name, service in self.local.items()}
+        import ray  # noqa: PLC0415
+
+        shared: dict[str, object] = {}
+        refs = {}
+        for name, pool in self.pools.items():
+            images, a, b, key = self._inputs(batch, name)
+            if key not in shared:
+                shared[key] = ray.put(images)
+            refs[name] = pool.submit(shared[key], a, b)
+        return refs
+
+    def collect(self, handle: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if not handle or self.local:
+            values = handle
+        else:
+            import ray  # noqa: PLC0415
+
+            values = dict(zip(handle, ray.get(list(handle.values())), strict=True))
+        return {name: (torch.tensor(x), torch.tensor(y)) for name, (x, y) in values.items()}
+
+
+def one_ahead(batches: Iterable[dict], request: Callable[[dict], object],
+              collect: Callable[[object], dict]) -> Iterator[tuple[dict, dict]]:
+    """Yield ``(batch_i, teacher_outputs_i)`` with batch i+1's request already sent."""
+    pending = None
+    for batch in batches:
+        handle = request(batch)
+        if pending is not None:
+            yield pending[0], collect(pending[1])
+        pending = (batch, handle)
+    if pending is not None:
+        yield pending[0], collect(pending[1])

@@ -1,0 +1,171 @@
+"""A training worker's bookkeeping: timing, MLflow, validation, checkpoints, resume."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+
+from unipose_ray import distributed as dist
+from unipose_ray.checkpoints import MODEL_CONFIG_NAME, save_checkpoint
+from unipose_ray.evaluation.cross_dataset import evaluate_model
+from unipose_ray.evaluation.pictures import validation_picture
+from unipose_ray.models import PoseModel
+from unipose_ray.skeleton import KEYPOINT_SETS
+from unipose_ray.tracking import PARENT_TAG, NullTracker, RunTracker, child_key, flatten_config
+
+if TYPE_CHECKING:
+    from unipose_ray.train.loop import TrainJob
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    best_score: float = -math.inf
+    start_step: int = 0  # where this attempt began (> 0 after a resume)
+
+
+WARMUP_STEPS = 5  # steps excluded from the throughput figure (start-up, first crops)
+
+
+class Stopwatch:
+    """Accumulates seconds spent in named waits (data, teachers) between log lines."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def timed(self, name: str, iterable: Iterable) -> Iterator:
+        iterator = iter(iterable)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.add(name, time.perf_counter() - start)
+            yield item
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def pop(self) -> dict[str, float]:
+        out, self.seconds = self.seconds, {}
+        return out
+
+
+class Throughput:
+    """Samples/s over the steps after the first few (start-up excluded)."""
+
+    def __init__(self, samples_per_step: int):
+        self.samples_per_step, self.steps, self.start = samples_per_step, 0, None
+
+    def tick(self) -> None:
+        self.steps += 1
+        if self.steps == WARMUP_STEPS:
+            self.start = time.perf_counter()
+
+    @property
+    def value(self) -> float:
+        if self.start is None or self.steps <= WARMUP_STEPS:
+            return math.nan
+        return (self.steps - WARMUP_STEPS) * self.samples_per_step / (time.perf_counter() - self.start)
+
+
+def start_tracker(job: TrainJob) -> RunTracker | NullTracker:
+    if job.tracking_uri is None:
+        return NullTracker()
+    tracker = RunTracker(job.tracking_uri)
+    tags = {"unipose_ray.kind": "distill" if job.config.teachers else "train",
+            "unipose_ray.run_name": job.config.run.name}
+    if job.parent_run_id:
+        tags[PARENT_TAG] = job.parent_run_id
+    name = job.tracking_name or job.config.run.name
+    tracker.start(job.config.tracking.experiment, name, params=flatten_config(job.config),
+                  tags=tags, key=child_key(job.parent_run_id, name))
+    tracker.log_dict(job.config, "config.yaml")
+    return tracker
+
+
+def validate_and_report(job, student, ema, optimizer, state, tracker, epoch, extra) -> None:
+    metrics: dict[str, float] = {"train/step": state.step, "train/epoch": epoch,
+                                 "train/start_step": state.start_step, **extra}
+    if dist.is_rank_zero() and job.eval_sets:
+        model = ema.module if ema is not None else student
+        config = job.config
+        values = evaluate_model(model, config.student.dataset, config.student.codec,
+                                job.eval_sets, device=dist.device(),
+                                flip_test=config.run.val_flip_test)
+        metrics |= {f"val/{k}": v for k, v in values.items()}
+        tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("val/")}, state.step)
+        tracker.log_figure_png(val_picture(model, job, state.step),
+                               f"val/skeletons_step{state.step:06d}")
+        dist.print0(f"[{config.run.name}] validation at step {state.step}: "
+                    + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                               if k.startswith("val/") and "/" not in k[4:]))
+        score = metrics.get("val/score", math.nan)
+        if not math.isnan(score) and score > state.best_score:
+            state.best_score = score
+            best = save_best(job, model, state.step, score)
+            tracker.log_artifact(best, "checkpoints")
+    report(job, student, ema, optimizer, state, metrics)
+
+
+def save_best(job: TrainJob, model: PoseModel, step: int, score: float) -> Path:
+    """Write ``<output_dir>/best.pth`` (MMPose layout) and its MMPose config beside it."""
+    from unipose_ray.models import write_mmpose_config  # noqa: PLC0415
+
+    out = Path(job.output_dir)
+    meta = KEYPOINT_SETS[job.config.student.dataset].dataset_meta()
+    write_mmpose_config(model, job.config.student.size, out / MODEL_CONFIG_NAME, meta)
+    return save_checkpoint(model, out / "best.pth", dataset_meta=meta,
+                           extra_meta={"step": step, "val/score": score})
+
+
+def report(job, student, ema, optimizer, state: TrainState, metrics: dict) -> None:
+    """``ray.train.report`` on every worker; rank 0 attaches the checkpoint."""
+    import ray.train  # noqa: PLC0415
+
+    if not dist.is_rank_zero():
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({"model": student.state_dict(), "optimizer": optimizer.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "step": state.step, "best_score": state.best_score}, Path(tmp) / "state.pt")
+        save_checkpoint(ema.module if ema is not None else student, Path(tmp) / "student.pth",
+                        dataset_meta=KEYPOINT_SETS[job.config.student.dataset].dataset_meta())
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def restore(checkpoint, student, optimizer, ema) -> TrainState:
+    if checkpoint is None:
+        return TrainState()
+    with checkpoint.as_directory() as path:
+        saved = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
+    student.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if ema is not None and saved["ema"] is not None:
+        ema.load_state_dict(saved["ema"])
+    dist.print0(f"resumed from the checkpoint at step {saved['step']}")
+    return TrainState(step=saved["step"], best_score=saved["best_score"], start_step=saved["step"])
+
+
+def val_picture(model: PoseModel, job: TrainJob, step: int) -> np.ndarray:
+    """The validation picture of this step, also written to ``<output_dir>/val_pictures``."""
+    config = job.config
+    picture = validation_picture(model, config.student.dataset, config.student.codec,
+                                 job.eval_sets, config.tracking.images_per_set,
+                                 config.run.val_flip_test, dist.device())
+    folder = Path(job.output_dir) / "val_pictures"
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / f"step_{step:06d}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    return picture
