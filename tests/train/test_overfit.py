@@ -71,4 +71,5 @@ def test_a_model_learns_a_handful_of_images_by_heart(tiny):
     assert len(records) >= 10
     assert metrics["coco_AP"] >= 0.9, metrics
     assert metrics["mpii_PCKh"] >= 90, metrics
-    assert metrics["unified_AP"] >= 0.9, metrics
+    # (no unified-AP check: nothing here teaches the face on MPII images or the spine on
+    # COCO images; that is the teachers' part)
