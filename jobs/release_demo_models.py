@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
     manifest = write_manifest(release, info)
     total = sum(p.stat().st_size for p in release.iterdir() if p.is_file())
     for name, m in metrics.items():
-        print(f"teacher {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in m["metrics"].items()
-                                              if v is not None and k in HEADLINE))
+        print(f"teacher {name}: " + ", ".join(
+            f"{k} {100 * v if k.endswith('AP') else v:.2f}" for k, v in m["metrics"].items()
+            if v is not None and k in HEADLINE))
     print(f"released {len(info['teachers'])} teachers and a backbone into {release} "
           f"({total / 2**20:.1f} MiB); manifest: {manifest}")
     return info

@@ -117,6 +117,12 @@ def start_local_ray(**kwargs) -> None:
     per process and a page of packaging logs, to rebuild the environment this process
     already has. A cluster elsewhere needs that hook (or an image); a local one does not.
     Setting ``RAY_ENABLE_UV_RUN_RUNTIME_ENV`` yourself still wins.
+
+    Start-up on a laptop's few cores is what the user waits for, so by default (variables
+    you set win) the raylet does not prestart idle workers for the first driver (Ray
+    Train's actors carry their own runtime environment and do not use them), and Ray
+    Train runs no preemption watcher (a local machine is not preempted): each was one
+    more process importing its stack while the trainings start.
     """
     import os  # noqa: PLC0415
 
@@ -126,4 +132,10 @@ def start_local_ray(**kwargs) -> None:
     if "RAY_ENABLE_UV_RUN_RUNTIME_ENV" not in os.environ:
         # read by ray.init; stays off for the rest of this process, like the env var would
         ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
+    for name, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(name, value)  # inherited by the raylet and every worker
     ray.init(**kwargs)
+
+
+LOCAL_RAY_ENV = {"RAY_prestart_worker_first_driver": "0",
+                 "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}

@@ -30,6 +30,9 @@ NOISE = re.compile("|".join((
     r"Dataset \S+ execution finished in",
     r"Moving training worker group",
     r"Token authentication is enabled",
+    r"world_rank=\d+, local_rank=\d+, node_rank=\d+",
+    r"Reporting training result \d+: TrainingReport\(",
+    r"Checkpoint successfully created at: Checkpoint\(",
     r"^\s*\S+\.py:\d+: \w*Warning: ",  # a Python warning ...
 )))
 _WARNING_SOURCE = re.compile(r"^\s+\S")  # ... and its source line
@@ -68,25 +71,36 @@ def _traceback_end(lines: list[str], start: int) -> int:
     return min(i + 1, len(lines))
 
 
+def _filtered(printer):
+    if getattr(printer, "_unipose_filtered", False):
+        return printer
+
+    def filtered(data: dict, *args, **kwargs) -> None:
+        lines = keep_lines(list(data.get("lines", [])))
+        if lines:
+            printer({**data, "lines": lines}, *args, **kwargs)
+
+    filtered._unipose_filtered = True
+    return filtered
+
+
 def filter_worker_output() -> None:
-    """Filter the worker output this driver prints (call after ``ray.init``); idempotent."""
+    """Filter the worker output this driver prints (call after ``ray.init``); idempotent.
+
+    Two paths reach the terminal: worker logs through the stdstream dispatcher's
+    ``ray_print_logs`` handler, and the raylet's notes (the worker-count warning) through
+    ``print_to_stdstream`` itself; both are wrapped.
+    """
     from ray._private import worker as ray_worker  # noqa: PLC0415
 
+    ray_worker.print_to_stdstream = _filtered(ray_worker.print_to_stdstream)
     dispatcher = ray_worker.global_worker_stdstream_dispatcher
     with dispatcher._lock:
         handlers = dict(dispatcher.handlers)
     printer = handlers.get("ray_print_logs")
-    if printer is None or getattr(printer, "_unipose_filtered", False):
-        return
-
-    def filtered(data: dict) -> None:
-        lines = keep_lines(list(data.get("lines", [])))
-        if lines:
-            printer({**data, "lines": lines})
-
-    filtered._unipose_filtered = True
-    dispatcher.remove_handler("ray_print_logs")
-    dispatcher.add_handler("ray_print_logs", filtered)
+    if printer is not None and not getattr(printer, "_unipose_filtered", False):
+        dispatcher.remove_handler("ray_print_logs")
+        dispatcher.add_handler("ray_print_logs", _filtered(printer))
 
 
 def quiet_driver_logging() -> None:
@@ -94,5 +108,5 @@ def quiet_driver_logging() -> None:
     and not the local-cluster token note."""
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR)
-    for name in ("ray.data", "ray.train", "ray.tune"):
+    for name in ("ray.data", "ray.train", "ray.tune", "mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -47,6 +47,7 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 ParamValue = str | int | float | bool
 _INVALID_NAME_CHARS = re.compile(r"[^/\w.\- :]")
 _BATCH = 100  # MLflow's limit on params/tags per log_batch request
+_RENAMED: set[str] = set()  # metric names already reported as renamed (once per process)
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -225,7 +226,6 @@ class RunTracker:
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self.resumed = False
-        self._renamed: set[str] = set()
 
     def start(
         self,
@@ -328,10 +328,10 @@ class RunTracker:
 
     def _metric_name(self, name: str) -> str:
         clean = _clean_name(name)
-        if clean != name and name not in self._renamed:
-            self._renamed.add(name)
-            logger.warning("MLflow does not allow %r as a metric name; logging it as %r",
-                           name, clean)  # fmt: skip
+        if clean != name and not _RENAMED:
+            _RENAMED.add(name)  # once per process: the rule, not every name
+            logger.warning("MLflow does not allow %r as a metric name; logging it as %r "
+                           "(and likewise for other names with '@')", name, clean)
         return clean
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:

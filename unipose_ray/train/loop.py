@@ -45,6 +45,7 @@ from unipose_ray.train.data import StreamSpec, build_stream, num_records
 from unipose_ray.train.kd import TeacherClient, kd_joint_weights, one_ahead, teacher_terms
 from unipose_ray.train.optim import EMA, build_optimizer, lr_at, set_lr
 from unipose_ray.train.report import (
+    StartupMarks,
     Stopwatch,
     Throughput,
     report,
@@ -146,6 +147,8 @@ def train_fn_per_worker(loop_config: dict) -> None:
 
     job: TrainJob = loop_config["job"]
     config = job.config
+    marks = StartupMarks(job.submitted_at)
+    marks.mark("worker up")
     device = dist.device()
     if device.type == "cpu":  # Ray pins OMP to 1 thread unless told; use the CPUs we reserved
         torch.set_num_threads(max(1, int(config.run.cpus_per_worker)))
@@ -160,11 +163,13 @@ def train_fn_per_worker(loop_config: dict) -> None:
     optimizer = build_optimizer(student, config.optim)
     ema = EMA(student, config.optim.ema_momentum) if config.optim.ema else None
     state = restore(checkpoint, student, optimizer, ema)
+    marks.mark("model")
     terms = teacher_terms(config)
     teachers = TeacherClient(job, loop_config.get("pools"))
     amp = config.optim.amp and device.type == "cuda"
 
     tracker = start_tracker(job) if dist.is_rank_zero() else NullTracker()
+    marks.mark("MLflow")
     shard = ray.train.get_dataset_shard("train")
     batches = shard.iter_batches(batch_size=config.optim.batch_size, batch_format="numpy",
                                  drop_last=True, prefetch_batches=2)
@@ -196,6 +201,8 @@ def train_fn_per_worker(loop_config: dict) -> None:
     for batch, teacher_out in one_ahead(watch.timed("data", batches), request, collect):
         if state.step >= job.total_steps:
             break
+        if state.step == state.start_step:
+            marks.mark("first batch")
         epoch = state.step // job.steps_per_epoch
         lr = lr_at(state.step, job.total_steps, config.optim)
         set_lr(optimizer, lr)
@@ -222,10 +229,10 @@ def train_fn_per_worker(loop_config: dict) -> None:
         state.step += 1
         throughput.tick()
         if state.step == state.start_step + 1 and job.submitted_at:
-            startup = time.time() - job.submitted_at  # fit() to the first trained step
-            extra["train/startup_s"] = startup
-            tracker.log_metrics({"train/startup_s": startup}, state.step)
-            dist.print0(f"[{config.run.name}] first step {startup:.1f} s after fit()")
+            marks.mark("first step")
+            extra |= marks.metrics()
+            tracker.log_metrics(marks.metrics(), state.step)
+            dist.print0(f"[{config.run.name}] {marks}")
         window.append({f"train/{k}": v.item() for k, v in parts.items()} | {"train/lr": lr})
 
         if state.step % 10 == 0 or state.step == job.total_steps:

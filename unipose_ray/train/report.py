@@ -62,6 +62,35 @@ class Stopwatch:
         return out
 
 
+class StartupMarks:
+    """Seconds from the driver's ``fit()`` to each start-up milestone of a worker.
+
+    The start-up figure of a training phase: worker process up (Ray Train's controller and
+    worker group, imports), model built, MLflow run started, first batch (Ray Data's crop
+    actors), first step. Wall-clock times; the driver's and the worker's clocks are the
+    same machine's in a local run.
+    """
+
+    def __init__(self, submitted_at: float):
+        self.submitted_at = submitted_at
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        if self.submitted_at:
+            self.seconds[name] = time.time() - self.submitted_at
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"startup/{k.replace(' ', '_')}_s": v for k, v in self.seconds.items()}
+        if "first step" in self.seconds:
+            out["train/startup_s"] = self.seconds["first step"]
+        return out
+
+    def __str__(self) -> str:
+        first = self.seconds.get("first step", float("nan"))
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items() if k != "first step")
+        return f"first step {first:.1f} s after fit() ({parts})"
+
+
 class Throughput:
     """Samples/s over the steps after the first few (start-up excluded)."""
 
