@@ -16,7 +16,7 @@ import torch
 
 from unipose_ray import distributed as dist
 from unipose_ray.checkpoints import MODEL_CONFIG_NAME, save_checkpoint
-from unipose_ray.evaluation.cross_dataset import evaluate_model
+from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, evaluate_model
 from unipose_ray.evaluation.pictures import validation_picture
 from unipose_ray.models import PoseModel
 from unipose_ray.skeleton import KEYPOINT_SETS
@@ -138,8 +138,7 @@ def validate_and_report(job, student, ema, optimizer, state, tracker, epoch, ext
         tracker.log_figure_png(val_picture(model, job, state.step),
                                f"val/skeletons_step{state.step:06d}")
         dist.print0(f"[{config.run.name}] validation at step {state.step}: "
-                    + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                               if k.startswith("val/") and "/" not in k[4:]))
+                    + " ".join(f"{k}={values[k]:.4g}" for k in TRANSFER_COLUMNS if k in values))
         score = metrics.get("val/score", math.nan)
         if not math.isnan(score) and score > state.best_score:
             state.best_score = score
