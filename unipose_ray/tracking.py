@@ -389,7 +389,8 @@ class NullTracker:
     run_id: str | None = None
     resumed = False
 
-    def start(self, experiment: str, run_name: str, params=None, tags=None) -> NullTracker:
+    def start(self, experiment: str, run_name: str, params=None, tags=None,
+              key=None) -> NullTracker:
         return self
 
     def prepare(self, experiment: str) -> str:
