@@ -205,7 +205,9 @@ def test_pretraining_trains_a_heatmap_backbone_that_runs_start_from(setup):
 
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     experiment = client.get_experiment_by_name(config.tracking.experiment)
-    (run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'pre_pretrain'")
+    (run,) = client.search_runs([experiment.experiment_id],
+                                "tags.`unipose_ray.run_name` = 'pre_pretrain'")
+    assert run.info.run_name == "pretrain_backbone"  # its MLflow name, as in a comparison
     assert run.data.metrics["train/loss_heatmap"] > 0
 
     written = path.stat().st_mtime_ns
