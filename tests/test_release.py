@@ -14,7 +14,7 @@ from unipose_ray.config import load_config
 from unipose_ray.models import build_from_config
 from unipose_ray.release import MANIFEST_NAME, ReleaseError, sha256_of
 from unipose_ray.skeleton import KEYPOINT_SETS
-from unipose_ray.train.loop import build_student
+from unipose_ray.train.job import build_student
 
 RELEASE = Path(__file__).resolve().parents[1] / "released" / "demo"
 

@@ -67,6 +67,8 @@ class TeacherConfig:
         replicas: number of ``TeacherService`` actors; batches are spread across them.
         num_gpus: GPUs per replica (fractions allowed); 0 runs on CPU.
         num_cpus: CPUs per replica.
+        resources: custom Ray resources per replica, e.g. ``{teacher: 1}`` to place the
+            teachers on the nodes that advertise them.
         trust_checkpoint: allow unpickling arbitrary objects from the checkpoint (only for
             files you trust; the default loads tensors and a few numpy types only).
     """
@@ -81,6 +83,7 @@ class TeacherConfig:
     replicas: int = 1
     num_gpus: float = 0.0
     num_cpus: float = 1.0
+    resources: dict[str, float] = field(default_factory=dict)
     trust_checkpoint: bool = False
 
     def __post_init__(self) -> None:
@@ -127,6 +130,7 @@ class PretrainConfig:
 
 
 KD_MASKS = ("none", "own_unlabelled")
+AMP_MODES = ("bf16", "fp16", "off")
 
 
 @dataclass(frozen=True)
@@ -177,8 +181,12 @@ class OptimConfig:
         min_lr_ratio: final lr as a fraction of ``lr``.
         ema: keep an exponential moving average of the weights (evaluated and saved).
         ema_momentum: EMA update rate per step.
-        amp: mixed precision (bf16) on GPU; ignored on CPU.
+        amp: mixed precision on GPU workers: ``bf16``, ``fp16`` (with a ``GradScaler``) or
+            ``off``; ``bf16`` on a GPU without it (V100, T4) runs as ``fp16``. CPU
+            workers train in fp32.
         grad_clip: gradient-norm clip, 0 for none.
+        max_nonfinite_steps: a step whose loss is NaN or inf is skipped (and counted); this
+            many in a row stop the run with an error.
     """
 
     epochs: int = 420
@@ -190,8 +198,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
     ema: bool = True
     ema_momentum: float = 2e-4
-    amp: bool = True
+    amp: str = "bf16"
     grad_clip: float = 0.0
+    max_nonfinite_steps: int = 20
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -200,6 +209,10 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if not 0 <= self.cosine_from <= 1:
             raise ConfigError(f"optim.cosine_from must be in [0, 1], got {self.cosine_from}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"optim.amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.max_nonfinite_steps < 1:
+            raise ConfigError("optim.max_nonfinite_steps must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -212,6 +225,7 @@ class RunConfig:
         num_workers: Ray Train workers (DDP).
         use_gpu: one GPU per worker (NCCL); CPU workers use gloo.
         cpus_per_worker: CPUs reserved per training worker.
+        worker_resources: custom Ray resources per training worker, e.g. ``{student: 1}``.
         data_actors: Ray Data actors running the crop/augment stage.
         seed: run seed (augmentation, shuffling, initialisation).
         val_every_epochs: validate (and checkpoint) every N epochs.
@@ -220,6 +234,9 @@ class RunConfig:
         val_samples: cap on validation instances per dataset (0: all).
         val_flip_test: validate (and evaluate the final models) with RTMPose's flip test,
             as MMPose's ``test_cfg``; off halves the validation cost.
+        resource_wait_s: when the cluster lacks the GPUs the run needs and no autoscaler
+            published how many it may add, wait this long for nodes to join before
+            refusing (0: refuse at once).
     """
 
     name: str = "unipose"
@@ -234,6 +251,8 @@ class RunConfig:
     max_failures: int = 0
     val_samples: int = 0
     val_flip_test: bool = True
+    worker_resources: dict[str, float] = field(default_factory=dict)
+    resource_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:

@@ -47,6 +47,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return None
         options = [a for a in args if a is not type(None)]
         return _coerce(options[0], value, where) if len(options) == 1 else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {k: _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()} if args else value
     if dataclasses.is_dataclass(hint):
         return value if isinstance(value, hint) else build(hint, value, where)
     if origin is tuple:

@@ -30,8 +30,10 @@ from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format
 from unipose_ray.checkpoints import load_backbone
 from unipose_ray.models import PoseModelSpec, build_from_config, build_teacher
 from unipose_ray.skeleton import KEYPOINT_SETS
+from unipose_ray.teachers.service import StudentGrid, start_teachers, stop_teachers
 from unipose_ray.tracking import RunTracker, resolve_tracking_uri
-from unipose_ray.train.loop import TrainJob, build_student, run_training
+from unipose_ray.train.driver import export_best, run_training
+from unipose_ray.train.job import TrainJob, build_student
 
 
 @dataclass(frozen=True)
@@ -166,10 +168,8 @@ def fit_with_teachers(job: TrainJob):
     config = job.config
     pools = None
     if config.teachers and job.teachers_online:
-        from unipose_ray.teachers.service import StudentGrid, TeacherPool  # noqa: PLC0415
-
         grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
-        pools = {t.name: TeacherPool(t, grid) for t in config.teachers}
+        pools, group = start_teachers(config.teachers, grid)
         for pool in pools.values():
             pool.wait_ready()
         print0(f"[{config.run.name}] teacher services ready: "
@@ -177,10 +177,11 @@ def fit_with_teachers(job: TrainJob):
     try:
         result = run_training(job, pools)
     finally:
-        for pool in (pools or {}).values():
-            pool.shutdown()
+        if pools:
+            stop_teachers(pools, group)
     if result.error:
         raise RuntimeError(f"training run '{config.run.name}' failed") from result.error
+    export_best(result, job)
     return result
 
 

@@ -21,7 +21,8 @@ from unipose_ray.models import build_from_config, build_rtmpose, write_mmpose_co
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.teachers.service import StudentGrid, TeacherPool
 from unipose_ray.train.data import num_records
-from unipose_ray.train.loop import TrainJob, check_resources, run_training
+from unipose_ray.train.driver import check_resources, run_training
+from unipose_ray.train.job import TrainJob
 from unipose_ray.workflow import check_teachers, ensure_backbone, prepare_data, train_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

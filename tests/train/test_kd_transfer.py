@@ -46,7 +46,7 @@ def setup(real_samples, tmp_path_factory):
         checkpoint = save_checkpoint(model, tmp / f"{name}.pth")
         teachers.append(TeacherConfig(name, name, str(config), str(checkpoint), weight=0.5))
     spec = StreamSpec(str(path), PipelineConfig(STUDENT, AugmentConfig.none(), seed=0),
-                      (TEACHER_SIZES["mpii"][0],), epochs=1)
+                      (TEACHER_SIZES["mpii"][0],))
     batch = CropStage(spec)({"id": np.arange(len(records))})
     return teachers, batch
 

@@ -11,7 +11,14 @@ from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import read_records, write_records
 from unipose_ray.data.transforms import AugmentConfig, CodecConfig
-from unipose_ray.train.data import DATASET_CODES, CropStage, IdleBackoff, StreamSpec, epoch_order
+from unipose_ray.train.data import (
+    DATASET_CODES,
+    CropStage,
+    IdleBackoff,
+    StepPlan,
+    StreamSpec,
+    epoch_order,
+)
 
 CODEC = CodecConfig((64, 96), (1.63, 2.12), 2.0)
 TEACHER_SIZE = (64, 64)
@@ -22,8 +29,7 @@ def spec(real_samples, tmp_path_factory):
     records = (read_coco(real_samples / "coco" / "test_coco.json", real_samples / "coco")
                + read_mpii(real_samples / "mpii" / "test_mpii.json", real_samples / "mpii"))
     path = write_records(records, tmp_path_factory.mktemp("stream") / "train.parquet")
-    return StreamSpec(str(path), PipelineConfig(CODEC, AugmentConfig(), seed=3), (TEACHER_SIZE,),
-                      epochs=2)
+    return StreamSpec(str(path), PipelineConfig(CODEC, AugmentConfig(), seed=3), (TEACHER_SIZE,))
 
 
 def test_rows_replay_the_seeded_samples_of_each_epoch(spec):
@@ -66,3 +72,42 @@ def test_idle_backoff_sleeps_only_after_steps_that_returned_at_once():
     start = time.perf_counter()
     backoff.on_execution_step(None)
     assert time.perf_counter() - start < IdleBackoff.SLEEP_S
+
+
+def _plan_rows(plan: StepPlan) -> np.ndarray:
+    """``(steps, batch)`` rows a worker trains, from its stream's ids."""
+    return plan.rows(np.arange(plan.num_rows)).reshape(-1, plan.batch_size)
+
+
+def test_workers_split_every_epoch_into_disjoint_batches():
+    n, batch, world, steps = 50, 4, 3, 12  # 4 steps an epoch; 2 rows an epoch left out
+    plans = [StepPlan(n, batch, world, rank, 0, steps) for rank in range(world)]
+    rows = np.stack([_plan_rows(p) for p in plans], axis=1)  # (steps, world, batch)
+    assert plans[0].steps_per_epoch == 4
+    for step in range(steps):
+        epoch = step // 4
+        flat = rows[step].ravel()
+        assert len(set(flat)) == world * batch
+        assert ((flat // n) == epoch).all()  # a step never crosses into the next epoch
+    for epoch in range(3):
+        seen = rows[4 * epoch:4 * epoch + 4].ravel() % n
+        assert len(set(seen)) == 48  # each sample at most once an epoch
+
+
+def test_a_resumed_stream_continues_where_the_stopped_one_was():
+    n, batch, world = 50, 4, 2
+    for rank in range(world):
+        whole = _plan_rows(StepPlan(n, batch, world, rank, 0, 20))
+        resumed = StepPlan(n, batch, world, rank, 7, 20)
+        np.testing.assert_array_equal(_plan_rows(resumed), whole[7:])
+        assert resumed.steps(np.arange(resumed.num_rows))[::batch].tolist() == list(range(7, 20))
+
+
+def test_the_crop_stage_marks_each_row_with_its_step(spec):
+    n = len(TopdownDataset(read_records(spec.records_path), spec.pipeline))
+    plan = StepPlan(n, 2, 1, 0, start_step=1, total_steps=3)
+    out = CropStage(spec, plan)({"id": np.arange(plan.num_rows)})
+    assert out["step"].tolist() == [1, 1, 2, 2]
+    rows = plan.rows(np.arange(plan.num_rows))
+    assert out["index"].tolist() == [int(epoch_order(n, spec.pipeline.seed, r // n)[r % n])
+                                     for r in rows]

@@ -9,7 +9,7 @@ from unipose_ray.config import load_config
 from unipose_ray.data.readers import read_coco
 from unipose_ray.data.records import write_records
 from unipose_ray.evaluation.cross_dataset import EvalSet
-from unipose_ray.train.loop import TrainJob, build_student
+from unipose_ray.train.job import TrainJob, build_student
 from unipose_ray.train.report import val_picture
 
 

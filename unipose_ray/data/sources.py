@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from unipose_ray.data.readers import read_coco, read_mpii
+from unipose_ray.paths import resolve_path
 from unipose_ray.data.records import (
     SCHEMA,
     read_records,
@@ -52,11 +53,8 @@ class DatasetFiles:
     def resolved(self) -> DatasetFiles:
         """The same files with absolute paths: validation reads them on Ray Train workers,
         which run in another folder. URIs (``s3://``...) pass through untouched."""
-        def absolute(value: str | None) -> str | None:
-            return value if value is None or "://" in value else str(Path(value).resolve())
-
-        return replace(self, **{f.name: absolute(getattr(self, f.name)) for f in fields(self)
-                                if f.name in PATH_FIELDS})
+        return replace(self, **{f.name: resolve_path(getattr(self, f.name)) for f in fields(self)
+                                if f.name in PATH_FIELDS and getattr(self, f.name) is not None})
 
     def check(self, what: str) -> None:
         """Raise a clear error for any path that does not exist."""

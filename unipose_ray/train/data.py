@@ -1,11 +1,17 @@
 """The distributed input pipeline: Ray Data runs the seeded crop/augment stage on CPUs.
 
-The training stream is ``ray.data.range(epochs x N)``: row ``r`` is sample
-``perm_e[r mod N]`` of epoch ``e = r div N``, where ``perm_e`` is the epoch's seeded
-shuffle. A :class:`CropStage` actor holds the record set and turns rows into student crops,
-SimCC targets and, for each teacher input size, the teacher's crop of the same box with
-the per-axis relation between the crops. Every crop is drawn from its sample seed, so any
+Every training worker reads its own stream, fixed by a :class:`StepPlan`: at global step
+``s`` worker ``r`` of ``W`` trains rows ``s x W x B + r x B ... + B`` of the run, and row
+``r`` is sample ``perm_e[r mod N]`` of epoch ``e = r div N`` (``perm_e`` the epoch's seeded
+shuffle; each epoch drops its last partial global batch). A resumed worker starts its
+stream at its checkpoint's step: nothing is replayed, and the data order is the one an
+uninterrupted run sees. A :class:`CropStage` actor turns rows into student crops, SimCC
+targets and, for each teacher input size, the teacher's crop of the same box with the
+per-axis relation between the crops. Every crop is drawn from its sample seed, so any
 sample can be replayed later whichever worker, actor or order produced it.
+
+The record set travels through the object store (``StreamSpec.records_ref``), so crop
+actors on any node can run; only the images themselves must be readable there.
 """
 
 from __future__ import annotations
@@ -30,13 +36,63 @@ class StreamSpec:
         records_path: Parquet record set of all training instances.
         pipeline: the student's codec, augmentation and seed.
         teacher_sizes: distinct teacher input sizes ``(w, h)`` other than the student's.
-        epochs: epochs in the stream.
+        records_ref: the record table in the object store (``ray.put`` by the driver);
+            crop actors read it instead of ``records_path``, which may be on another node.
     """
 
     records_path: str
     pipeline: PipelineConfig
     teacher_sizes: tuple[tuple[int, int], ...] = ()
-    epochs: int = 1
+    records_ref: object = None
+
+    def read_records(self):
+        if self.records_ref is None:
+            return read_records(self.records_path)
+        import ray  # noqa: PLC0415
+
+        return ray.get(self.records_ref)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The rows one worker trains, step by step; the same after any number of restarts.
+
+    Attributes:
+        num_records: training instances ``N``.
+        batch_size: samples per worker per step ``B``.
+        world_size: training workers ``W``.
+        rank: this worker.
+        start_step: the first step of this stream (the checkpoint's step on resume).
+        total_steps: the step the run ends at.
+    """
+
+    num_records: int
+    batch_size: int
+    world_size: int = 1
+    rank: int = 0
+    start_step: int = 0
+    total_steps: int = 1
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_records // (self.batch_size * self.world_size)
+
+    @property
+    def num_rows(self) -> int:
+        return max(self.total_steps - self.start_step, 0) * self.batch_size
+
+    def steps(self, ids: np.ndarray) -> np.ndarray:
+        """The global step of each of the stream's ``ids`` (``0 .. num_rows``)."""
+        return self.start_step + np.asarray(ids) // self.batch_size
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """The run's row of each of the stream's ``ids``."""
+        ids = np.asarray(ids)
+        step = self.steps(ids)
+        per_epoch = self.steps_per_epoch
+        position = ((step % per_epoch) * self.world_size + self.rank) * self.batch_size \
+            + ids % self.batch_size
+        return (step // per_epoch) * self.num_records + position
 
 
 def size_key(size: tuple[int, int]) -> str:
@@ -55,15 +111,16 @@ class CropStage:
     Output columns: ``image (B, 3, H, W) uint8``, ``target_x``, ``target_y``, ``weights``,
     ``warp``, ``inverse_warp``, ``epoch``, ``index``, ``dataset`` (code, see
     ``DATASET_CODES``) and per teacher size ``S``: ``teacher_image_S``, ``teacher_a_S``,
-    ``teacher_b_S``.
+    ``teacher_b_S``. With a ``plan`` the ids are a worker's stream positions (mapped to
+    rows by :meth:`StepPlan.rows`) and a ``step`` column says which step each belongs to.
     """
 
-    def __init__(self, spec: StreamSpec):
+    def __init__(self, spec: StreamSpec, plan: StepPlan | None = None):
         import cv2  # noqa: PLC0415
 
         cv2.setNumThreads(1)  # one actor = one CPU; scale with more actors, not threads
-        self.spec = spec
-        self.dataset = TopdownDataset(read_records(spec.records_path), spec.pipeline)
+        self.spec, self.plan = spec, plan
+        self.dataset = TopdownDataset(spec.read_records(), spec.pipeline)
         self._orders: dict[int, np.ndarray] = {}
 
     def _index(self, row: int) -> tuple[int, int]:
@@ -75,7 +132,9 @@ class CropStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {}
-        for row in batch["id"]:
+        ids = batch["id"]
+        rows = ids if self.plan is None else self.plan.rows(ids)
+        for row in rows:
             epoch, index = self._index(int(row))
             record = self.dataset.records[index]
             image = load_image(record.image_path)
@@ -97,15 +156,19 @@ class CropStage:
                 columns[f"teacher_b_{key}"] = view.b.astype(np.float32)
             for name, value in columns.items():
                 out.setdefault(name, []).append(value)
-        return {name: np.stack(values) for name, values in out.items()}
+        columns = {name: np.stack(values) for name, values in out.items()}
+        if self.plan is not None:
+            columns["step"] = self.plan.steps(ids)
+        return columns
 
 
 class IdleBackoff:
     """Ray Data execution callback: a short sleep after a scheduling step that did nothing.
 
     While backpressure leaves no crop task in flight, Ray Data's scheduling loop returns at
-    once and polls again without sleeping; on a 2-core machine its ``SplitCoordinator``
-    then burns ~90% of a CPU for the whole run (measured), which the student needed.
+    once and polls again without sleeping; on a 2-core machine that loop (then in the
+    ``SplitCoordinator``, now in the training worker) burned ~90% of a CPU for the whole
+    run (measured), which the student needed.
     Steps that waited for a task (up to 0.1 s in ``ray.wait``) are left alone.
     """
 
@@ -131,25 +194,26 @@ def num_records(records_path: str) -> int:
     return read_records(records_path).num_rows
 
 
-def build_stream(spec: StreamSpec, num_actors: int, cpus_per_actor: float = 1.0,
-                 batch_size: int = 32, start_row: int = 0):
-    """The lazy Ray Dataset of training rows ``start_row .. epochs x N``."""
+def build_stream(spec: StreamSpec, plan: StepPlan, num_actors: int,
+                 cpus_per_actor: float = 1.0):
+    """The lazy Ray Dataset of one worker's training rows, in step order.
+
+    Called inside the training worker: its crop actors belong to it (and go with it), and
+    a restarted worker starts at ``plan.start_step`` instead of replaying the stream.
+    """
     import ray.data  # noqa: PLC0415
 
     # The training loop prints per-step progress (with the time spent waiting for data);
-    # Ray Data's own bars, drawn from a remote actor, would interleave with those lines.
+    # Ray Data's own bars would interleave with those lines.
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
+    context.execution_options.preserve_order = True  # batch k is step start_step + k
     if IdleBackoff not in context.custom_execution_callback_classes:
         context.custom_execution_callback_classes.append(IdleBackoff)
-    total = spec.epochs * num_records(spec.records_path)
-    rows = ray.data.range(total - start_row)
-    if start_row:
-        rows = rows.map_batches(lambda b: {"id": b["id"] + start_row}, batch_format="numpy")
-    return rows.map_batches(
+    return ray.data.range(plan.num_rows).map_batches(
         CropStage,
-        fn_constructor_kwargs={"spec": spec},
-        batch_size=batch_size,
+        fn_constructor_kwargs={"spec": spec, "plan": plan},
+        batch_size=plan.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=cpus_per_actor,

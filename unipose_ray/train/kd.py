@@ -23,7 +23,7 @@ from unipose_ray.teachers.service import StudentGrid, TeacherPool, TeacherServic
 from unipose_ray.train.data import DATASET_CODES, size_key
 
 if TYPE_CHECKING:
-    from unipose_ray.train.loop import TrainJob
+    from unipose_ray.train.job import TrainJob
 
 
 def teacher_terms(config: DistillConfig) -> list[TeacherTerm]:
@@ -90,7 +90,8 @@ class TeacherClient:
     """
 
     def __init__(self, job: TrainJob, pools: dict[str, TeacherPool] | None):
-        self.job, self.pools = job, pools or {}
+        self.job = job
+        self.pools = {name: pool.starting_at(dist.rank()) for name, pool in (pools or {}).items()}
         grid = StudentGrid(job.config.student.codec.num_bins, job.config.student.codec.split_ratio)
         self.local = {}
         if not job.teachers_online:

@@ -1,29 +1,26 @@
-"""Student training on Ray Train V2: ``train_fn_per_worker`` and ``run_training``.
+"""Student training on Ray Train V2: ``train_fn_per_worker``, what every worker runs.
 
-Each worker builds the RTMPose student, reads its shard of the Ray Data stream (crops made
-by :mod:`unipose_ray.train.data`), asks the teacher services for logits one batch ahead
-(the request for batch i+1 is in flight while batch i trains), and minimises
+Each worker builds the RTMPose student, reads its own Ray Data stream (its rows of every
+step, crops made by :mod:`unipose_ray.train.data`), asks the teacher services for logits
+one batch ahead (the request for batch i+1 is in flight while batch i trains), and minimises
 :func:`unipose_ray.losses.distillation_loss`. Rank 0 validates, logs to MLflow and writes
-checkpoints through ``ray.train.report``; a run started again with the same name resumes
-from its latest checkpoint. With no teachers the same loop trains a single-dataset model
+checkpoints through ``ray.train.report``; a run started again with the same name, or
+restarted after a worker failure, resumes from its latest checkpoint at the data position
+and RNG state it had. With no teachers the same loop trains a single-dataset model
 (the paper's self-trained teacher) or the joint no-KD baseline; with ``student.head ==
-"heatmap"`` it pretrains a backbone on UDP heatmaps (MMPose's CSPNeXt recipe).
+"heatmap"`` it pretrains a backbone on UDP heatmaps (MMPose's CSPNeXt recipe). The
+driver's side is :mod:`unipose_ray.train.driver`.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from unipose_ray import distributed as dist
 from unipose_ray.config import DistillConfig
-from unipose_ray.data.pipeline import PipelineConfig
-from unipose_ray.evaluation.cross_dataset import EvalSet
 from unipose_ray.losses import (
     SimCCTargets,
     distillation_loss,
@@ -31,78 +28,24 @@ from unipose_ray.losses import (
     udp_heatmap_targets,
 )
 from unipose_ray.checkpoints import load_backbone
-from unipose_ray.models import (
-    HEATMAP_SIGMA,
-    PoseModel,
-    PoseModelSpec,
-    build_rtmpose,
-    heatmap_size,
-)
-from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
-from unipose_ray.teachers.service import TeacherPool
+from unipose_ray.models import HEATMAP_SIGMA, PoseModel, heatmap_size
+from unipose_ray.skeleton import mapping_for
 from unipose_ray.tracking import NullTracker
-from unipose_ray.train.data import StreamSpec, build_stream, num_records
+from unipose_ray.train.data import StepPlan, build_stream
+from unipose_ray.train.job import TrainJob, build_student
 from unipose_ray.train.kd import TeacherClient, kd_joint_weights, one_ahead, teacher_terms
-from unipose_ray.train.optim import EMA, build_optimizer, lr_at, set_lr
+from unipose_ray.train.optim import EMA, MixedPrecision, build_optimizer, lr_at, set_lr
 from unipose_ray.train.report import (
+    Learner,
     StartupMarks,
     Stopwatch,
     Throughput,
+    TrainState,
     report,
     restore,
     start_tracker,
     validate_and_report,
 )
-
-
-@dataclass(frozen=True)
-class TrainJob:
-    """Everything a worker needs, decided by the driver.
-
-    Attributes:
-        config: the run's config.
-        train_records: Parquet record set of the training instances.
-        eval_sets: validation sets (rank 0 evaluates them).
-        teacher_specs: ``name -> spec`` of each teacher (input size, keypoints).
-        output_dir: where rank 0 writes ``best.pth`` and the MMPose config.
-        tracking_uri: resolved MLflow URI.
-        teachers_online: teachers as Ray actors (True) or inside the worker (the paper
-            authors' approach; for benchmarks).
-        max_steps: stop after this many steps (0: train all epochs).
-        steps_per_epoch: optimiser steps per epoch (set by :func:`run_training`).
-        tracking_name: the MLflow run's name (default ``run.name``), e.g. its row in
-            the demo's table.
-        parent_run_id: nest the MLflow run under this one.
-        submitted_at: ``time.time()`` when the driver called ``fit()`` (start-up figure).
-    """
-
-    config: DistillConfig
-    train_records: str
-    eval_sets: tuple[EvalSet, ...]
-    teacher_specs: dict[str, PoseModelSpec] = field(default_factory=dict)
-    output_dir: str = "."
-    tracking_uri: str | None = None
-    teachers_online: bool = True
-    max_steps: int = 0
-    steps_per_epoch: int = 1
-    tracking_name: str | None = None
-    parent_run_id: str | None = None
-    submitted_at: float = 0.0
-
-    @property
-    def total_steps(self) -> int:
-        full = self.steps_per_epoch * self.config.optim.epochs
-        return min(full, self.max_steps) if self.max_steps else full
-
-
-def build_student(config: DistillConfig) -> PoseModel:
-    """The model this run trains: RTMPose of the configured size on its keypoint set."""
-    student = config.student
-    return build_rtmpose(student.size, KEYPOINT_SETS[student.dataset].num_keypoints,
-                         student.codec.input_size, student.codec.sigma, student.head)
-
-
-# --- the worker -------------------------------------------------------------------------
 
 
 def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -159,167 +102,154 @@ def train_fn_per_worker(loop_config: dict) -> None:
         load_backbone(student, config.student.backbone_checkpoint)
         dist.print0(f"[{config.run.name}] backbone from {config.student.backbone_checkpoint}")
     student = student.to(device)
-    model = ray.train.torch.prepare_model(student) if dist.world_size() > 1 else student
-    optimizer = build_optimizer(student, config.optim)
-    ema = EMA(student, config.optim.ema_momentum) if config.optim.ema else None
-    state = restore(checkpoint, student, optimizer, ema)
+    learner = Learner(
+        student, ray.train.torch.prepare_model(student) if dist.world_size() > 1 else student,
+        build_optimizer(student, config.optim),
+        EMA(student, config.optim.ema_momentum) if config.optim.ema else None,
+        MixedPrecision(config.optim.amp, device))
+    state = restore(checkpoint, learner)
     marks.mark("model")
-    terms = teacher_terms(config)
     teachers = TeacherClient(job, loop_config.get("pools"))
-    amp = config.optim.amp and device.type == "cuda"
 
-    tracker = start_tracker(job) if dist.is_rank_zero() else NullTracker()
-    marks.mark("MLflow")
-    shard = ray.train.get_dataset_shard("train")
-    batches = shard.iter_batches(batch_size=config.optim.batch_size, batch_format="numpy",
-                                 drop_last=True, prefetch_batches=2)
-    skip = state.step  # rows of steps already trained (resume); the stream restarts at 0
-    batches = (b for i, b in enumerate(batches) if i >= skip)
-    val_every = config.run.val_every_epochs * job.steps_per_epoch
-    window: list[dict[str, float]] = []
-    tic = time.perf_counter()
-    throughput = Throughput(config.optim.batch_size * dist.world_size())
-    extra: dict[str, float] = {}  # reported with every validation
-    dist.print0(f"training {config.run.name}: {job.total_steps} steps "
-                f"({job.steps_per_epoch}/epoch, {dist.world_size()} worker(s), "
-                f"{torch.get_num_threads()} threads), from step {state.step}")
-    model.train()
-    watch = Stopwatch()
+    # A crash marks the MLflow run FAILED; a restarted worker reopens it.
+    with start_tracker(job) if dist.is_rank_zero() else NullTracker() as tracker:
+        marks.mark("MLflow")
+        plan = StepPlan(job.num_records, config.optim.batch_size, dist.world_size(),
+                        dist.rank(), state.step, job.total_steps)
+        batches = build_stream(job.stream, plan, config.run.data_actors).iter_batches(
+            batch_size=config.optim.batch_size, batch_format="numpy", drop_last=True,
+            prefetch_batches=2)
+        dist.print0(f"training {config.run.name}: {job.total_steps} steps "
+                    f"({job.steps_per_epoch}/epoch, {dist.world_size()} worker(s), "
+                    f"{torch.get_num_threads()} threads{learner.precision.label}), "
+                    f"from step {state.step}")
+        Steps(job, learner, state, tracker, teachers, marks).run(batches)
 
-    def collect(handle):
-        start = time.perf_counter()
-        out = teachers.collect(handle)
-        watch.add("teachers", time.perf_counter() - start)
-        return out
 
-    def request(batch):
-        start = time.perf_counter()
-        out = teachers.request(batch)
-        watch.add("teachers", time.perf_counter() - start)
-        return out
+class Steps:
+    """The step loop of one worker: loss, update, progress lines, validation, checkpoints."""
 
-    for batch, teacher_out in one_ahead(watch.timed("data", batches), request, collect):
-        if state.step >= job.total_steps:
-            break
-        if state.step == state.start_step:
-            marks.mark("first batch")
-        epoch = state.step // job.steps_per_epoch
-        lr = lr_at(state.step, job.total_steps, config.optim)
-        set_lr(optimizer, lr)
-        images = _tensor(batch["image"], device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(images)
+    def __init__(self, job: TrainJob, learner: Learner, state: TrainState, tracker,
+                 teachers: TeacherClient, marks: StartupMarks):
+        self.job, self.learner, self.state, self.tracker = job, learner, state, tracker
+        self.teachers, self.marks = teachers, marks
+        self.config, self.device = job.config, dist.device()
+        self.terms = teacher_terms(job.config)
+        self.watch = Stopwatch()
+        self.throughput = Throughput(job.config.optim.batch_size * dist.world_size())
+        self.window: list[dict[str, float]] = []
+        self.tic = time.perf_counter()
+        self.extra: dict[str, float] = {}  # reported with every validation
+        self.nonfinite_run = 0  # NaN / inf losses in a row
+
+    def _timed(self, name: str, fn):
+        def call(arg):
+            start = time.perf_counter()
+            try:
+                return fn(arg)
+            finally:
+                self.watch.add(name, time.perf_counter() - start)
+        return call
+
+    def run(self, batches) -> None:
+        job, state = self.job, self.state
+        self.learner.model.train()
+        val_every = self.config.run.val_every_epochs * job.steps_per_epoch
+        every = self.config.run.checkpoint_every_steps
+        pairs = one_ahead(self.watch.timed("data", batches),
+                          self._timed("teachers", self.teachers.request),
+                          self._timed("teachers", self.teachers.collect))
+        for batch, teacher_out in pairs:
+            if state.step >= job.total_steps:
+                break
+            if int(batch["step"][0]) != state.step:
+                raise RuntimeError(f"the stream gave step {int(batch['step'][0])}'s batch at "
+                                   f"step {state.step}: data order broken")
+            if state.step == state.start_step:
+                self.marks.mark("first batch")
+            epoch = state.step // job.steps_per_epoch
+            self.step(batch, teacher_out, epoch)
+            done = state.step >= job.total_steps
+            if done or state.step % val_every == 0:
+                validate_and_report(job, self.learner, state, self.tracker, epoch,
+                                    {"train/throughput": self.throughput.value, **self.extra})
+            elif every and state.step % every == 0:
+                report(job, self.learner, state, {"train/step": state.step})
+            if done:
+                break
+
+    def loss(self, batch: dict, teacher_out: dict, epoch: int):
+        config, device, learner = self.config, self.device, self.learner
+        with learner.precision.autocast():
+            out = learner.model(_tensor(batch["image"], device))
         if config.student.head == "heatmap":
-            loss = _heatmap_loss(student, out.float(), batch, config, device)
-            parts = {"loss_heatmap": loss, "loss": loss}
+            loss = _heatmap_loss(learner.student, out.float(), batch, config, device)
+            return loss, {"loss_heatmap": loss, "loss": loss}
+        kd_scale = kd_decay(epoch + 1, config.optim.epochs) if config.loss.kd_decay else 1.0
+        return distillation_loss(
+            (out[0].float(), out[1].float()), _targets(batch, config, device),
+            {k: (x.to(device), y.to(device)) for k, (x, y) in teacher_out.items()},
+            config.loss.w_gt, self.terms, kd_scale=kd_scale,
+            kd_joint_weights=_kd_joint_weights(batch, config, device), beta=config.loss.beta)
+
+    def step(self, batch: dict, teacher_out: dict, epoch: int) -> None:
+        config, state, learner = self.config, self.state, self.learner
+        lr = lr_at(state.step, self.job.total_steps, config.optim)
+        set_lr(learner.optimizer, lr)
+        loss, parts = self.loss(batch, teacher_out, epoch)
+        learner.optimizer.zero_grad(set_to_none=True)
+        # every worker skips together: DDP's gradient all-reduce needs all of them
+        finite = bool(dist.all_reduce_mean(torch.isfinite(loss).float()) == 1)
+        if finite:
+            learner.precision.step(loss, learner.optimizer, learner.student.parameters(),
+                                   config.optim.grad_clip)
+            if learner.ema is not None:
+                learner.ema.update(learner.student)
+            self.nonfinite_run = 0
         else:
-            kd_scale = kd_decay(epoch + 1, config.optim.epochs) if config.loss.kd_decay else 1.0
-            loss, parts = distillation_loss(
-                (out[0].float(), out[1].float()), _targets(batch, config, device),
-                {k: (x.to(device), y.to(device)) for k, (x, y) in teacher_out.items()},
-                config.loss.w_gt, terms, kd_scale=kd_scale,
-                kd_joint_weights=_kd_joint_weights(batch, config, device), beta=config.loss.beta)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        if ema is not None:
-            ema.update(student)
+            self._skip_nonfinite(parts)
         state.step += 1
-        throughput.tick()
-        if state.step == state.start_step + 1 and job.submitted_at:
-            marks.mark("first step")
-            extra |= marks.metrics()
-            tracker.log_metrics(marks.metrics(), state.step)
-            dist.print0(f"[{config.run.name}] {marks}")
-        window.append({f"train/{k}": v.item() for k, v in parts.items()} | {"train/lr": lr})
+        self.throughput.tick()
+        if state.step == state.start_step + 1 and self.job.submitted_at:
+            self.marks.mark("first step")
+            self.extra |= self.marks.metrics()
+            self.tracker.log_metrics(self.marks.metrics(), state.step)
+            dist.print0(f"[{config.run.name}] {self.marks}")
+        if finite:
+            self.window.append({f"train/{k}": v.item() for k, v in parts.items()}
+                               | {"train/lr": lr})
+        if (state.step % 10 == 0 or state.step == self.job.total_steps) and self.window:
+            self._progress(epoch)
 
-        if state.step % 10 == 0 or state.step == job.total_steps:
-            elapsed = time.perf_counter() - tic
-            rate = len(window) * config.optim.batch_size * dist.world_size() / elapsed
-            means = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-            waits = {f"train/wait_{k}_fraction": v / elapsed for k, v in watch.pop().items()}
-            tracker.log_metrics(means | waits | {"train/samples_per_s": rate, "train/epoch": epoch},
-                                state.step)
-            dist.print0(f"[{config.run.name}] step {state.step}/{job.total_steps} epoch {epoch} "
-                        + " ".join(f"{k[6:]}={v:.4g}" for k, v in means.items())
-                        + f" | {rate:.1f} samples/s, waiting "
-                        + ", ".join(f"{k[11:-9]} {v:.0%}" for k, v in waits.items()))
-            window, tic = [], time.perf_counter()
+    def _skip_nonfinite(self, parts: dict) -> None:
+        state = self.state
+        state.nonfinite_steps += 1
+        self.nonfinite_run += 1
+        number = state.step + 1  # counted from 1, as in the progress lines
+        values = ", ".join(f"{k}={v.item():.4g}" for k, v in parts.items())
+        dist.print0(f"[{self.config.run.name}] step {number}: non-finite loss ({values}); "
+                    f"step skipped ({self.nonfinite_run} in a row, {state.nonfinite_steps} in "
+                    "all)")
+        self.tracker.log_metrics({"train/nonfinite_steps": state.nonfinite_steps}, number)
+        limit = self.config.optim.max_nonfinite_steps
+        if self.nonfinite_run >= limit:
+            raise FloatingPointError(
+                f"run '{self.config.run.name}': the loss was NaN or inf for {limit} steps in a "
+                f"row (steps {number - limit + 1}..{number}); the run stops. Lower "
+                "optim.lr, set optim.grad_clip, or use optim.amp=bf16/off; the last good "
+                "checkpoint is kept and a restart resumes from it")
 
-        done = state.step >= job.total_steps
-        if done or state.step % val_every == 0:
-            validate_and_report(job, student, ema, optimizer, state, tracker, epoch,
-                                 {"train/throughput": throughput.value, **extra})
-        elif config.run.checkpoint_every_steps and state.step % config.run.checkpoint_every_steps == 0:
-            report(job, student, ema, optimizer, state, {"train/step": state.step})
-        if done:
-            break
-    tracker.end()
-
-
-# --- the driver ---------------------------------------------------------------------------
-
-
-def check_resources(config: DistillConfig) -> None:
-    """Fail early when the run asks for more GPUs than the cluster has."""
-    import ray  # noqa: PLC0415
-
-    have = ray.cluster_resources().get("GPU", 0)
-    want = (config.run.num_workers if config.run.use_gpu else 0) + sum(
-        t.num_gpus * t.replicas for t in config.teachers)
-    if want > have:
-        raise RuntimeError(
-            f"the run asks for {want:g} GPU(s) ({config.run.num_workers} worker(s) with "
-            f"use_gpu={config.run.use_gpu}, teachers {[(t.name, t.replicas, t.num_gpus) for t in config.teachers]}) "
-            f"but the Ray cluster has {have:g}; lower run.num_workers / teachers.N.num_gpus "
-            "or set run.use_gpu=false")
-
-
-def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None):
-    """Build and fit the ``TorchTrainer`` for ``job``; returns the Ray ``Result``.
-
-    Expects Ray to be initialised (the job scripts do that). Teacher pools, when given,
-    are the online teacher services; ``job.teacher_specs`` must describe them.
-    """
-    import ray.train  # noqa: PLC0415
-    from ray.train.torch import TorchTrainer  # noqa: PLC0415
-
-    config = job.config
-    check_resources(config)
-    n = num_records(job.train_records)
-    global_batch = config.optim.batch_size * config.run.num_workers
-    if n < global_batch:
-        raise ValueError(f"{job.train_records} has {n} training instances, fewer than one "
-                         f"global batch ({global_batch}); lower optim.batch_size")
-    job = replace(job, steps_per_epoch=n // global_batch, submitted_at=time.time())
-    teacher_sizes = tuple(sorted({tuple(s.input_size) for s in job.teacher_specs.values()}
-                                 - {tuple(config.student.codec.input_size)}))
-    spec = StreamSpec(job.train_records, PipelineConfig(config.student.codec, config.augment,
-                                                        config.run.seed),
-                      teacher_sizes, config.optim.epochs)
-    stream = build_stream(spec, config.run.data_actors, batch_size=config.optim.batch_size)
-    storage = config.run.storage_path or str(Path(job.output_dir).resolve() / "ray_results")
-    Path(job.output_dir).mkdir(parents=True, exist_ok=True)
-    trainer = TorchTrainer(
-        train_fn_per_worker,
-        train_loop_config={"job": job, "pools": pools},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=config.run.num_workers, use_gpu=config.run.use_gpu,
-            resources_per_worker={"CPU": config.run.cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            name=config.run.name, storage_path=str(Path(storage).resolve()),
-            failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
-        # No object-store bound of our own on the crop stage: the stream runs ahead under
-        # Ray Data's own memory limits (a tight bound kept its scheduling loop polling;
-        # see data.IdleBackoff).
-        datasets={"train": stream},
-    )
-    return trainer.fit()
-
-
-def remove_run(storage_path: str, name: str) -> None:
-    """Delete a run's Ray Train storage (start over instead of resuming)."""
-    shutil.rmtree(Path(storage_path) / name, ignore_errors=True)
+    def _progress(self, epoch: int) -> None:
+        config, state = self.config, self.state
+        elapsed = time.perf_counter() - self.tic
+        rate = len(self.window) * config.optim.batch_size * dist.world_size() / elapsed
+        means = {k: float(np.mean([w[k] for w in self.window])) for k in self.window[0]}
+        waits = {f"train/wait_{k}_fraction": v / elapsed for k, v in self.watch.pop().items()}
+        self.tracker.log_metrics(
+            means | waits | {"train/samples_per_s": rate, "train/epoch": epoch,
+                             "train/nonfinite_steps": state.nonfinite_steps}, state.step)
+        dist.print0(f"[{config.run.name}] step {state.step}/{self.job.total_steps} epoch {epoch} "
+                    + " ".join(f"{k[6:]}={v:.4g}" for k, v in means.items())
+                    + f" | {rate:.1f} samples/s, waiting "
+                    + ", ".join(f"{k[11:-9]} {v:.0%}" for k, v in waits.items()))
+        self.window, self.tic = [], time.perf_counter()

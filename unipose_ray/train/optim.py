@@ -82,3 +82,46 @@ def _copy_model(model: nn.Module) -> nn.Module:
     clone.requires_grad_(False)
     clone.eval()
     return clone
+
+
+class MixedPrecision:
+    """``optim.amp`` on a worker's device: autocast dtype, loss scaling, the optimiser step.
+
+    ``bf16`` needs no scaling; ``fp16`` scales the loss with a ``GradScaler``, which also
+    skips a step whose gradients overflowed. A GPU without bf16 (V100, T4) gets ``fp16``
+    instead; CPU workers train in fp32 (``off``).
+    """
+
+    def __init__(self, mode: str, device: torch.device):
+        if device.type != "cuda":
+            mode = "off"
+        elif mode == "bf16" and not torch.cuda.is_bf16_supported():
+            mode = "fp16"
+        self.mode, self.device_type = mode, device.type
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
+
+    @property
+    def label(self) -> str:
+        """``", amp bf16"`` for progress lines; empty when off."""
+        return "" if self.dtype is None else f", amp {self.mode}"
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params,
+             grad_clip: float = 0.0) -> None:
+        """Backward, optional gradient clipping (on unscaled gradients), optimiser step."""
+        self.scaler.scale(loss).backward()
+        if grad_clip:
+            self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.scaler.load_state_dict(state)

@@ -21,9 +21,10 @@ from unipose_ray.evaluation.pictures import validation_picture
 from unipose_ray.models import PoseModel
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.tracking import PARENT_TAG, NullTracker, RunTracker, child_key, flatten_config
+from unipose_ray.train.optim import EMA, MixedPrecision
 
 if TYPE_CHECKING:
-    from unipose_ray.train.loop import TrainJob
+    from unipose_ray.train.job import TrainJob
 
 
 @dataclass
@@ -31,6 +32,29 @@ class TrainState:
     step: int = 0
     best_score: float = -math.inf
     start_step: int = 0  # where this attempt began (> 0 after a resume)
+    nonfinite_steps: int = 0  # steps skipped for a NaN / inf loss, over the whole run
+
+
+@dataclass
+class Learner:
+    """What a worker trains and checkpoints.
+
+    Attributes:
+        student: the model; ``model`` is the same one as called (DDP-wrapped with several
+            workers).
+        optimizer, ema, precision: its optimiser, weight EMA (or ``None``) and AMP state.
+    """
+
+    student: PoseModel
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    precision: MixedPrecision
+
+    @property
+    def evaluated(self) -> PoseModel:
+        """The weights validated and saved: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.student
 
 
 WARMUP_STEPS = 5  # steps excluded from the throughput figure (start-up, first crops)
@@ -124,76 +148,104 @@ def start_tracker(job: TrainJob) -> RunTracker | NullTracker:
     return tracker
 
 
-def validate_and_report(job, student, ema, optimizer, state, tracker, epoch, extra) -> None:
+def validate_and_report(job: TrainJob, learner: Learner, state: TrainState, tracker,
+                        epoch: int, extra: dict) -> None:
     metrics: dict[str, float] = {"train/step": state.step, "train/epoch": epoch,
-                                 "train/start_step": state.start_step, **extra}
+                                 "train/start_step": state.start_step,
+                                 "train/nonfinite_steps": state.nonfinite_steps, **extra}
+    picture = None
     if dist.is_rank_zero() and job.eval_sets:
-        model = ema.module if ema is not None else student
+        model = learner.evaluated
         config = job.config
         values = evaluate_model(model, config.student.dataset, config.student.codec,
                                 job.eval_sets, device=dist.device(),
                                 flip_test=config.run.val_flip_test)
         metrics |= {f"val/{k}": v for k, v in values.items()}
         tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("val/")}, state.step)
-        tracker.log_figure_png(val_picture(model, job, state.step),
-                               f"val/skeletons_step{state.step:06d}")
+        picture = val_picture(model, job)
+        tracker.log_figure_png(picture, f"val/skeletons_step{state.step:06d}")
         dist.print0(f"[{config.run.name}] validation at step {state.step}: "
                     + " ".join(f"{k}={values[k]:.4g}" for k in TRANSFER_COLUMNS if k in values))
         score = metrics.get("val/score", math.nan)
+        metrics[CHECKPOINT_SCORE] = score
         if not math.isnan(score) and score > state.best_score:
             state.best_score = score
-            best = save_best(job, model, state.step, score)
-            tracker.log_artifact(best, "checkpoints")
-    report(job, student, ema, optimizer, state, metrics)
+            with tempfile.TemporaryDirectory() as tmp:
+                tracker.log_artifact(save_best(job, model, Path(tmp), state.step, score),
+                                     "checkpoints")
+    report(job, learner, state, metrics, picture)
 
 
-def save_best(job: TrainJob, model: PoseModel, step: int, score: float) -> Path:
-    """Write ``<output_dir>/best.pth`` (MMPose layout) and its MMPose config beside it."""
+CHECKPOINT_SCORE = "checkpoint_score"  # val/score of a validation's checkpoint, NaN otherwise
+
+
+def save_best(job: TrainJob, model: PoseModel, folder: Path, step: int, score: float) -> Path:
+    """Write ``folder/best.pth`` (MMPose layout) and its MMPose config beside it."""
     from unipose_ray.models import write_mmpose_config  # noqa: PLC0415
 
-    out = Path(job.output_dir)
     meta = KEYPOINT_SETS[job.config.student.dataset].dataset_meta()
-    write_mmpose_config(model, job.config.student.size, out / MODEL_CONFIG_NAME, meta)
-    return save_checkpoint(model, out / "best.pth", dataset_meta=meta,
+    write_mmpose_config(model, job.config.student.size, folder / MODEL_CONFIG_NAME, meta)
+    return save_checkpoint(model, folder / "best.pth", dataset_meta=meta,
                            extra_meta={"step": step, "val/score": score})
 
 
-def report(job, student, ema, optimizer, state: TrainState, metrics: dict) -> None:
-    """``ray.train.report`` on every worker; rank 0 attaches the checkpoint."""
+def report(job: TrainJob, learner: Learner, state: TrainState, metrics: dict,
+           picture: np.ndarray | None = None) -> None:
+    """``ray.train.report`` on every worker; rank 0 attaches the checkpoint.
+
+    The checkpoint holds all a resumed run needs to continue as if never stopped: weights,
+    optimiser, EMA, loss scaler, step (the data position: see ``StepPlan``), best score
+    and the torch RNG state; ``student.pth``, the evaluated weights in MMPose layout; and
+    the validation picture. It reaches the driver through the run's storage, whichever
+    node rank 0 ran on (see ``driver.export_best``).
+    """
+    metrics = {CHECKPOINT_SCORE: math.nan, **metrics}
     import ray.train  # noqa: PLC0415
 
     if not dist.is_rank_zero():
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save({"model": student.state_dict(), "optimizer": optimizer.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "step": state.step, "best_score": state.best_score}, Path(tmp) / "state.pt")
-        save_checkpoint(ema.module if ema is not None else student, Path(tmp) / "student.pth",
-                        dataset_meta=KEYPOINT_SETS[job.config.student.dataset].dataset_meta())
+        torch.save({"model": learner.student.state_dict(),
+                    "optimizer": learner.optimizer.state_dict(),
+                    "ema": learner.ema.state_dict() if learner.ema is not None else None,
+                    "scaler": learner.precision.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "step": state.step, "best_score": state.best_score,
+                    "nonfinite_steps": state.nonfinite_steps}, Path(tmp) / "state.pt")
+        save_checkpoint(learner.evaluated, Path(tmp) / "student.pth",
+                        dataset_meta=KEYPOINT_SETS[job.config.student.dataset].dataset_meta(),
+                        extra_meta={"step": state.step, **{k: v for k, v in metrics.items()
+                                                           if k == "val/score"}})
+        if picture is not None:
+            cv2.imwrite(str(Path(tmp) / VAL_PICTURE), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def restore(checkpoint, student, optimizer, ema) -> TrainState:
+def restore(checkpoint, learner: Learner) -> TrainState:
+    """The state a checkpoint was written at, loaded into ``learner``; a fresh one without."""
     if checkpoint is None:
         return TrainState()
     with checkpoint.as_directory() as path:
         saved = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
-    student.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    if ema is not None and saved["ema"] is not None:
-        ema.load_state_dict(saved["ema"])
+    learner.student.load_state_dict(saved["model"])
+    learner.optimizer.load_state_dict(saved["optimizer"])
+    if learner.ema is not None and saved["ema"] is not None:
+        learner.ema.load_state_dict(saved["ema"])
+    learner.precision.load_state_dict(saved.get("scaler"))
+    if "rng" in saved:
+        torch.set_rng_state(saved["rng"])
     dist.print0(f"resumed from the checkpoint at step {saved['step']}")
-    return TrainState(step=saved["step"], best_score=saved["best_score"], start_step=saved["step"])
+    return TrainState(step=saved["step"], best_score=saved["best_score"], start_step=saved["step"],
+                      nonfinite_steps=saved.get("nonfinite_steps", 0))
 
 
-def val_picture(model: PoseModel, job: TrainJob, step: int) -> np.ndarray:
-    """The validation picture of this step, also written to ``<output_dir>/val_pictures``."""
+VAL_PICTURE = "val_picture.png"
+
+
+def val_picture(model: PoseModel, job: TrainJob) -> np.ndarray:
+    """The validation picture: whole validation images with the predicted skeletons."""
     config = job.config
-    picture = validation_picture(model, config.student.dataset, config.student.codec,
-                                 job.eval_sets, config.tracking.images_per_set,
-                                 config.run.val_flip_test, dist.device())
-    folder = Path(job.output_dir) / "val_pictures"
-    folder.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(folder / f"step_{step:06d}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-    return picture
+    return validation_picture(model, config.student.dataset, config.student.codec,
+                              job.eval_sets, config.tracking.images_per_set,
+                              config.run.val_flip_test, dist.device())

@@ -1,0 +1,104 @@
+"""The worker's step loop, run in-process: non-finite losses and mixed precision.
+
+A NaN or inf loss (a diverging run, a broken teacher output) skips its step, is counted,
+and stops the run with a clear message after ``optim.max_nonfinite_steps`` in a row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unipose_ray.config import DistillConfig, OptimConfig, StudentConfig, TeacherConfig
+from unipose_ray.data.pipeline import PipelineConfig
+from unipose_ray.data.readers import read_coco, read_mpii
+from unipose_ray.data.records import write_records
+from unipose_ray.data.transforms import AugmentConfig, CodecConfig
+from unipose_ray.tracking import NullTracker
+from unipose_ray.train.data import CropStage, StepPlan, StreamSpec
+from unipose_ray.train.job import TrainJob, build_student
+from unipose_ray.train.kd import TeacherClient
+from unipose_ray.train.loop import Steps
+from unipose_ray.train.optim import MixedPrecision, build_optimizer
+from unipose_ray.train.report import Learner, StartupMarks, TrainState
+
+CODEC = CodecConfig((64, 96), (1.63, 2.12), 2.0)
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def batches(real_samples, tmp_path_factory):
+    records = (read_coco(real_samples / "coco" / "test_coco.json", real_samples / "coco")
+               + read_mpii(real_samples / "mpii" / "test_mpii.json", real_samples / "mpii"))
+    path = write_records(records, tmp_path_factory.mktemp("steps") / "train.parquet")
+    spec = StreamSpec(str(path), PipelineConfig(CODEC, AugmentConfig.none(), seed=0))
+    plan = StepPlan(len(records), BATCH, total_steps=8)
+    out = CropStage(spec, plan)({"id": np.arange(plan.num_rows)})
+    return str(path), [{k: v[i * BATCH:(i + 1) * BATCH] for k, v in out.items()} for i in range(8)]
+
+
+def _steps(path: str, max_nonfinite: int = 3) -> Steps:
+    config = DistillConfig(
+        student=StudentConfig("t", codec=CODEC),
+        teachers=(TeacherConfig("coco", "coco", weight=0.5),),
+        optim=OptimConfig(epochs=1, batch_size=BATCH, warmup_steps=0, ema=False,
+                          max_nonfinite_steps=max_nonfinite))
+    job = TrainJob(config, path, (), steps_per_epoch=8)
+    torch.manual_seed(0)
+    student = build_student(config)
+    learner = Learner(student, student, build_optimizer(student, config.optim), None,
+                      MixedPrecision(config.optim.amp, torch.device("cpu")))
+    return Steps(job, learner, TrainState(), NullTracker(), TeacherClient(job, None),
+                 StartupMarks(0.0))
+
+
+def _teacher(batch: dict, value: float | None = None) -> dict:
+    """COCO-teacher logits on the student's grid: random, or all ``value``."""
+    shape = (len(batch["image"]), 17)
+    x, y = torch.randn(*shape, CODEC.num_bins[0]), torch.randn(*shape, CODEC.num_bins[1])
+    if value is not None:
+        x.fill_(value)
+    return {"coco": (x, y)}
+
+
+def _weights(steps: Steps) -> dict[str, torch.Tensor]:
+    """The trained parameters (BatchNorm's running statistics move in every forward)."""
+    return {k: v.detach().clone() for k, v in steps.learner.student.named_parameters()}
+
+
+def test_a_nan_loss_skips_its_step_and_training_goes_on(batches):
+    path, data = batches
+    steps = _steps(path)
+    before = _weights(steps)
+    steps.step(data[0], _teacher(data[0], float("nan")), epoch=0)
+    assert steps.state.step == 1 and steps.state.nonfinite_steps == 1
+    after = _weights(steps)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no update from NaN
+    steps.step(data[1], _teacher(data[1]), epoch=0)
+    assert steps.state.step == 2 and steps.state.nonfinite_steps == 1
+    assert not all(torch.equal(after[k], v) for k, v in _weights(steps).items())
+    assert all(torch.isfinite(v).all() for v in _weights(steps).values())
+
+
+def test_non_finite_losses_in_a_row_stop_the_run_with_a_clear_message(batches):
+    path, data = batches
+    steps = _steps(path, max_nonfinite=3)
+    steps.step(data[0], _teacher(data[0], float("inf")), epoch=0)
+    steps.step(data[1], _teacher(data[1]), epoch=0)  # a good step resets the count
+    steps.step(data[2], _teacher(data[2], float("nan")), epoch=0)
+    steps.step(data[3], _teacher(data[3], float("nan")), epoch=0)
+    with pytest.raises(FloatingPointError, match=r"NaN or inf for 3 steps in a row \(steps 3..5\)"):
+        steps.step(data[4], _teacher(data[4], float("nan")), epoch=0)
+    assert steps.state.nonfinite_steps == 4
+
+
+def test_mixed_precision_is_off_on_the_cpu_and_checked_in_the_config():
+    from unipose_ray.config_io import ConfigError
+
+    for mode in ("bf16", "fp16", "off"):
+        precision = MixedPrecision(mode, torch.device("cpu"))
+        assert precision.mode == "off" and precision.dtype is None and precision.label == ""
+        assert not precision.scaler.is_enabled()
+    with pytest.raises(ConfigError, match="optim.amp must be one of"):
+        OptimConfig(amp="fp8")
