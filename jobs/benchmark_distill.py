@@ -29,7 +29,7 @@ from unipose_ray.distributed import init_ray
 from unipose_ray.checkpoints import save_checkpoint
 from unipose_ray.models import build_rtmpose, write_mmpose_config
 from unipose_ray.skeleton import KEYPOINT_SETS
-from unipose_ray.train.loop import TrainJob
+from unipose_ray.train.job import TrainJob
 from unipose_ray.workflow import check_teachers, fit_with_teachers, prepare_data
 
 

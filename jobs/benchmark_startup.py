@@ -23,7 +23,8 @@ from pathlib import Path
 from unipose_ray.config import PRESETS, load_config
 from unipose_ray.distributed import init_ray
 from unipose_ray.teachers.service import StudentGrid, TeacherPool
-from unipose_ray.train.loop import TrainJob, run_training
+from unipose_ray.train.driver import run_training
+from unipose_ray.train.job import TrainJob
 from unipose_ray.workflow import check_teachers, ensure_backbone, prepare_data, resolve_teachers
 
 SMALL_DATA = ["generate.coco_train=64", "generate.mpii_train=64", "generate.coco_val=2",

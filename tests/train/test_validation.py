@@ -20,12 +20,9 @@ def test_the_skeleton_picture_keeps_the_student_in_training_mode(real_samples, t
     job = TrainJob(config, str(path), (EvalSet("coco", str(path)),), output_dir=str(tmp_path))
     torch.manual_seed(0)
     student = build_student(config).train()
-    picture = val_picture(student, job, step=7)
+    picture = val_picture(student, job)
     # Left in eval mode, BatchNorm would use frozen running statistics for the rest of
     # training (it did: PCKh stalled after the first validation).
     assert student.training and all(m.training for m in student.modules())
     assert picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8
-    # whole images, at a readable size, also kept in the run's folder
-    assert picture.shape[0] >= 256
-    saved = tmp_path / "val_pictures" / "step_000007.png"
-    assert saved.is_file()
+    assert picture.shape[0] >= 256  # whole images, at a readable size
