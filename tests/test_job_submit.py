@@ -3,59 +3,36 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from loopback import cluster_env, ray_cli, start_node, submit, wait_for_job
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["generate.coco_train=16", "generate.mpii_train=16", "generate.coco_val=4",
         "generate.mpii_val=4", "optim.batch_size=8", "optim.epochs=1", "teacher_epochs=1",
         "baseline=false", "run.val_every_epochs=1", "pretrain.epochs=1",
         "pretrain.cpus_per_worker=1"]
 
 
-def _ray(*args, env, timeout=300) -> subprocess.CompletedProcess:
-    ray_bin = Path(sys.executable).with_name("ray")
-    return subprocess.run([str(ray_bin), *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def head_node(tmp_path_factory):
-    temp = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-           "RAY_AUTH_MODE": "disabled",  # a loopback test cluster; no token to distribute
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
-    started = _ray("start", "--head", "--node-ip-address=127.0.0.1", "--num-cpus=8",
-                   "--dashboard-host=127.0.0.1", "--dashboard-port=8265", f"--temp-dir={temp}",
-                   "--disable-usage-stats", env=env)
-    assert started.returncode == 0, started.stderr
+    env = cluster_env()
+    start_node(tmp_path_factory.mktemp("ray"), env, "--head", "--num-cpus=8",
+               "--dashboard-host=127.0.0.1", "--dashboard-port=8265")
     yield {**env, "RAY_ADDRESS": "http://127.0.0.1:8265"}
-    _ray("stop", "--force", env=env)
+    ray_cli("stop", "--force", env=env)
 
 
 def test_distill_job_submitted_to_a_cluster_succeeds(head_node, tmp_path):
     out = tmp_path / "demo"
-    submitted = _ray("job", "submit", "--no-wait", "--working-dir", ".", "--",
-                     "python", "jobs/distill.py", "--config", "demo_self_trained", "--output-dir", str(out),
-                     *TINY, env=head_node)
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = re.search(r"raysubmit_\w+", submitted.stdout + submitted.stderr).group(0)
+    job_id = submit(head_node, "python", "jobs/distill.py", "--config", "demo_self_trained",
+                    "--output-dir", str(out), *TINY)
     client = JobSubmissionClient(head_node["RAY_ADDRESS"])
-    deadline = time.time() + 900
-    while not client.get_job_status(job_id).is_terminal() and time.time() < deadline:
-        time.sleep(5)
-    status, logs = client.get_job_status(job_id), client.get_job_logs(job_id)
+    status, logs = wait_for_job(client, job_id)
     assert status == JobStatus.SUCCEEDED, f"job ended as {status}:\n{logs[-3000:]}"
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"teacher_coco", "teacher_mpii", "student_distilled"}

@@ -33,6 +33,8 @@ NOISE = re.compile("|".join((
     r"world_rank=\d+, local_rank=\d+, node_rank=\d+",
     r"Reporting training result \d+: TrainingReport\(",
     r"Checkpoint successfully created at: Checkpoint\(",
+    r"Moving model to device: ",
+    r"Wrapping provided model in DistributedDataParallel",
     r"^\s*\S+\.py:\d+: \w*Warning: ",  # a Python warning ...
 )))
 _WARNING_SOURCE = re.compile(r"^\s+\S")  # ... and its source line

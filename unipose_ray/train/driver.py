@@ -20,7 +20,7 @@ from unipose_ray.teachers.service import TeacherPool
 from unipose_ray.train.data import StreamSpec
 from unipose_ray.train.job import TrainJob
 from unipose_ray.train.loop import train_fn_per_worker
-from unipose_ray.train.report import CHECKPOINT_SCORE
+from unipose_ray.train.report import CHECKPOINT_SCORE, UNSCORED
 
 
 def gpus_wanted(config: DistillConfig) -> float:
@@ -209,17 +209,15 @@ def export_best(result, job: TrainJob) -> Path | None:
     the driver, whichever node rank 0 trained on. ``None`` when no checkpoint was
     validated (a pretraining run).
     """
-    import math  # noqa: PLC0415
-
     from unipose_ray.checkpoints import MODEL_CONFIG_NAME  # noqa: PLC0415
     from unipose_ray.models import write_mmpose_config  # noqa: PLC0415
     from unipose_ray.skeleton import KEYPOINT_SETS  # noqa: PLC0415
     from unipose_ray.train.job import build_student  # noqa: PLC0415
     from unipose_ray.train.report import VAL_PICTURE  # noqa: PLC0415
 
-    scored = [(metrics.get(CHECKPOINT_SCORE, math.nan), checkpoint)
+    scored = [(metrics.get(CHECKPOINT_SCORE, UNSCORED), checkpoint)
               for checkpoint, metrics in result.best_checkpoints or []]
-    scored = [(score, checkpoint) for score, checkpoint in scored if not math.isnan(score)]
+    scored = [(score, checkpoint) for score, checkpoint in scored if score > UNSCORED]
     if not scored:
         return None
     _, best = max(scored, key=lambda pair: pair[0])

@@ -167,7 +167,7 @@ def validate_and_report(job: TrainJob, learner: Learner, state: TrainState, trac
         dist.print0(f"[{config.run.name}] validation at step {state.step}: "
                     + " ".join(f"{k}={values[k]:.4g}" for k in TRANSFER_COLUMNS if k in values))
         score = metrics.get("val/score", math.nan)
-        metrics[CHECKPOINT_SCORE] = score
+        metrics[CHECKPOINT_SCORE] = UNSCORED if math.isnan(score) else score
         if not math.isnan(score) and score > state.best_score:
             state.best_score = score
             with tempfile.TemporaryDirectory() as tmp:
@@ -176,7 +176,10 @@ def validate_and_report(job: TrainJob, learner: Learner, state: TrainState, trac
     report(job, learner, state, metrics, picture)
 
 
-CHECKPOINT_SCORE = "checkpoint_score"  # val/score of a validation's checkpoint, NaN otherwise
+# Ray Train ranks checkpoints by this: a validation's val/score (0..100), else UNSCORED.
+# Not NaN: Ray's checkpoint snapshot stores NaN as null and a resumed run fails on it.
+CHECKPOINT_SCORE = "checkpoint_score"
+UNSCORED = -1.0
 
 
 def save_best(job: TrainJob, model: PoseModel, folder: Path, step: int, score: float) -> Path:
@@ -199,7 +202,7 @@ def report(job: TrainJob, learner: Learner, state: TrainState, metrics: dict,
     the validation picture. It reaches the driver through the run's storage, whichever
     node rank 0 ran on (see ``driver.export_best``).
     """
-    metrics = {CHECKPOINT_SCORE: math.nan, **metrics}
+    metrics = {CHECKPOINT_SCORE: UNSCORED, **metrics}
     import ray.train  # noqa: PLC0415
 
     if not dist.is_rank_zero():
