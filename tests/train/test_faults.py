@@ -134,3 +134,20 @@ def test_a_failed_run_is_marked_failed_in_mlflow(setup):
     (run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'diverges'")
     assert run.info.status == "FAILED"
     assert run.data.metrics["train/nonfinite_steps"] == 2
+
+
+def test_a_corrupt_training_image_is_named_or_skipped_and_counted(tmp_path, ray_session):
+    from unipose_ray.data.records import read_records
+
+    config, data = prepare_data(load_config("demo_self_trained", TINY + ["optim.epochs=1"]),
+                                tmp_path)
+    config = replace(config, run=replace(config.run, storage_path=str(tmp_path / "ray_results"),
+                                         max_failures=0))
+    bad = read_records(data.train["coco"]).column("image_path")[3].as_py()
+    Path(bad).write_bytes(b"\xff\xd8 truncated")  # broken after the records were written
+
+    with pytest.raises(Exception, match=rf"(?s)cannot read image {bad}.*data.skip_bad_images"):
+        run_training(_job(config, data, tmp_path, "bad_image"))
+    skipping = replace(config, data=replace(config.data, skip_bad_images=True))
+    result = run_training(_job(skipping, data, tmp_path, "bad_image_skipped"))
+    assert result.metrics["train/bad_images"] >= 1

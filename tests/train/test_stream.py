@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +113,25 @@ def test_the_crop_stage_marks_each_row_with_its_step(spec):
     rows = plan.rows(np.arange(plan.num_rows))
     assert out["index"].tolist() == [int(epoch_order(n, spec.pipeline.seed, r // n)[r % n])
                                      for r in rows]
+
+
+def test_an_unreadable_image_is_named_or_replaced_by_the_next_record(real_samples, tmp_path):
+    import dataclasses
+    import shutil
+
+    folder = tmp_path / "coco"
+    shutil.copytree(real_samples / "coco", folder)
+    records = read_coco(folder / "test_coco.json", folder)
+    path = write_records(records, tmp_path / "train.parquet")
+    bad = records[0].image_path
+    Path(bad).write_bytes(b"not a jpeg")  # corrupt after the records were written
+    spec = StreamSpec(str(path), PipelineConfig(CODEC, AugmentConfig.none(), seed=0))
+    plan = StepPlan(len(records), len(records), total_steps=1)
+    with pytest.raises(FileNotFoundError, match=f"{re.escape(bad)}.*data.skip_bad_images=true"):
+        CropStage(spec, plan)({"id": np.arange(plan.num_rows)})
+
+    skip = dataclasses.replace(spec, skip_bad_images=True)
+    out = CropStage(skip, plan)({"id": np.arange(plan.num_rows)})
+    # each record of the bad image (one per person in it) was replaced once this epoch
+    assert out["substituted"].sum() == sum(r.image_path == bad for r in records) > 0
+    assert all(records[i].image_path != bad for i in out["index"])

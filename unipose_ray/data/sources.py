@@ -68,15 +68,23 @@ class DatasetFiles:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The COCO and MPII splits of a run (any may be ``None``)."""
+    """The COCO and MPII splits of a run (any may be ``None``).
+
+    Attributes:
+        skip_bad_images: a training image that cannot be read (missing, corrupt) is
+            replaced by the next readable record's and counted (``train/bad_images``);
+            off, the run stops with an error naming the file.
+    """
 
     coco_train: DatasetFiles | None = None
     coco_val: DatasetFiles | None = None
     mpii_train: DatasetFiles | None = None
     mpii_val: DatasetFiles | None = None
+    skip_bad_images: bool = False
 
     def splits(self) -> dict[str, DatasetFiles]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if isinstance(getattr(self, f.name), DatasetFiles)}
 
     def check(self) -> None:
         for name, files in self.splits().items():

@@ -16,7 +16,9 @@ actors on any node can run; only the images themselves must be readable there.
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,12 +40,15 @@ class StreamSpec:
         teacher_sizes: distinct teacher input sizes ``(w, h)`` other than the student's.
         records_ref: the record table in the object store (``ray.put`` by the driver);
             crop actors read it instead of ``records_path``, which may be on another node.
+        skip_bad_images: replace an unreadable image's sample by the next readable
+            record's (``data.skip_bad_images``); off, raise naming the file.
     """
 
     records_path: str
     pipeline: PipelineConfig
     teacher_sizes: tuple[tuple[int, int], ...] = ()
     records_ref: object = None
+    skip_bad_images: bool = False
 
     def read_records(self):
         if self.records_ref is None:
@@ -111,8 +116,10 @@ class CropStage:
     Output columns: ``image (B, 3, H, W) uint8``, ``target_x``, ``target_y``, ``weights``,
     ``warp``, ``inverse_warp``, ``epoch``, ``index``, ``dataset`` (code, see
     ``DATASET_CODES``) and per teacher size ``S``: ``teacher_image_S``, ``teacher_a_S``,
-    ``teacher_b_S``. With a ``plan`` the ids are a worker's stream positions (mapped to
-    rows by :meth:`StepPlan.rows`) and a ``step`` column says which step each belongs to.
+    ``teacher_b_S``, and ``substituted`` (1 where an unreadable image's sample was replaced
+    by the next readable record's). With a ``plan`` the ids are a worker's stream positions
+    (mapped to rows by :meth:`StepPlan.rows`) and a ``step`` column says which step each
+    belongs to.
     """
 
     def __init__(self, spec: StreamSpec, plan: StepPlan | None = None):
@@ -122,6 +129,7 @@ class CropStage:
         self.spec, self.plan = spec, plan
         self.dataset = TopdownDataset(spec.read_records(), spec.pipeline)
         self._orders: dict[int, np.ndarray] = {}
+        self._unreadable: set[int] = set()
 
     def _index(self, row: int) -> tuple[int, int]:
         n = len(self.dataset)
@@ -130,14 +138,32 @@ class CropStage:
             self._orders = {epoch: epoch_order(n, self.spec.pipeline.seed, epoch)}
         return epoch, int(self._orders[epoch][row % n])
 
+    def _readable(self, index: int) -> tuple[int, np.ndarray, bool]:
+        """``(index, image, substituted)``: the record's image or, with ``skip_bad_images``,
+        the next readable record's (deterministic, so replays agree)."""
+        records = self.dataset.records
+        for step in range(len(records)):
+            candidate = (index + step) % len(records)
+            try:
+                return candidate, load_image(records[candidate].image_path), step > 0
+            except FileNotFoundError as error:
+                if not self.spec.skip_bad_images:
+                    raise FileNotFoundError(f"{error} (set data.skip_bad_images=true to skip "
+                                            "unreadable training images)") from None
+                if candidate not in self._unreadable:
+                    self._unreadable.add(candidate)
+                    print(f"skipping unreadable training image {records[candidate].image_path}",
+                          flush=True)
+        raise FileNotFoundError(f"no training image of {self.spec.records_path} can be read")
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {}
         ids = batch["id"]
         rows = ids if self.plan is None else self.plan.rows(ids)
         for row in rows:
             epoch, index = self._index(int(row))
+            index, image, substituted = self._readable(index)
             record = self.dataset.records[index]
-            image = load_image(record.image_path)
             params = self.dataset.params(index, epoch)
             sample = self.dataset.replay(index, params, image=image)
             columns = {
@@ -146,7 +172,7 @@ class CropStage:
                 "warp": sample.warp.astype(np.float32),
                 "inverse_warp": invert_affine(sample.warp).astype(np.float32),
                 "epoch": epoch, "index": index,
-                "dataset": DATASET_CODES[record.dataset],
+                "dataset": DATASET_CODES[record.dataset], "substituted": substituted,
             }
             for size in self.spec.teacher_sizes:
                 view = self.dataset.teacher_view(index, params, size, image=image)
@@ -192,6 +218,27 @@ class IdleBackoff:
 
 def num_records(records_path: str) -> int:
     return read_records(records_path).num_rows
+
+
+def batches_naming_failures(batches: Iterable[dict]) -> Iterator[dict]:
+    """``batches``, re-raising a failure of the crop stage with its root cause in front.
+
+    Ray Data reports a crop actor's exception as "UDF failed to process a data block" and
+    Ray Train's error snippet cuts the middle of the traceback, where the cause (say,
+    which image could not be read) was.
+    """
+    try:
+        yield from batches
+    except Exception as error:
+        causes = [line for line in str(error).splitlines() if _CAUSE_LINE.match(line)]
+        if not causes:
+            raise
+        raise RuntimeError(f"the training data stream failed: {causes[0]}") from error
+
+
+# "FileNotFoundError: cannot read image ...": an exception line of the remote traceback
+# that Ray's error text carries, other than Ray's own wrappers
+_CAUSE_LINE = re.compile(r"^(?!ray\.exceptions\.)[A-Za-z_][\w.]*(Error|Exception): \S")
 
 
 def build_stream(spec: StreamSpec, plan: StepPlan, num_actors: int,

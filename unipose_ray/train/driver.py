@@ -180,7 +180,8 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None):
                                  - {tuple(config.student.codec.input_size)}))
     stream = StreamSpec(job.train_records,
                         PipelineConfig(config.student.codec, config.augment, config.run.seed),
-                        teacher_sizes, records_ref=ray.put(records))
+                        teacher_sizes, records_ref=ray.put(records),
+                        skip_bad_images=config.data.skip_bad_images)
     job = replace(job, steps_per_epoch=n // global_batch, submitted_at=time.time(),
                   stream=stream, num_records=n)
     trainer = TorchTrainer(

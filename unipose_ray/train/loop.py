@@ -31,7 +31,7 @@ from unipose_ray.checkpoints import load_backbone
 from unipose_ray.models import HEATMAP_SIGMA, PoseModel, heatmap_size
 from unipose_ray.skeleton import mapping_for
 from unipose_ray.tracking import NullTracker
-from unipose_ray.train.data import StepPlan, build_stream
+from unipose_ray.train.data import StepPlan, batches_naming_failures, build_stream
 from unipose_ray.train.job import TrainJob, build_student
 from unipose_ray.train.kd import TeacherClient, kd_joint_weights, one_ahead, teacher_terms
 from unipose_ray.train.optim import EMA, MixedPrecision, build_optimizer, lr_at, set_lr
@@ -156,7 +156,7 @@ class Steps:
         self.learner.model.train()
         val_every = self.config.run.val_every_epochs * job.steps_per_epoch
         every = self.config.run.checkpoint_every_steps
-        pairs = one_ahead(self.watch.timed("data", batches),
+        pairs = one_ahead(self.watch.timed("data", batches_naming_failures(batches)),
                           self._timed("teachers", self.teachers.request),
                           self._timed("teachers", self.teachers.collect))
         for batch, teacher_out in pairs:
@@ -167,6 +167,7 @@ class Steps:
                                    f"step {state.step}: data order broken")
             if state.step == state.start_step:
                 self.marks.mark("first batch")
+            state.bad_images += int(batch["substituted"].sum())
             epoch = state.step // job.steps_per_epoch
             self.step(batch, teacher_out, epoch)
             done = state.step >= job.total_steps
@@ -247,7 +248,8 @@ class Steps:
         waits = {f"train/wait_{k}_fraction": v / elapsed for k, v in self.watch.pop().items()}
         self.tracker.log_metrics(
             means | waits | {"train/samples_per_s": rate, "train/epoch": epoch,
-                             "train/nonfinite_steps": state.nonfinite_steps}, state.step)
+                             "train/nonfinite_steps": state.nonfinite_steps,
+                             "train/bad_images": state.bad_images}, state.step)
         dist.print0(f"[{config.run.name}] step {state.step}/{self.job.total_steps} epoch {epoch} "
                     + " ".join(f"{k[6:]}={v:.4g}" for k, v in means.items())
                     + f" | {rate:.1f} samples/s, waiting "

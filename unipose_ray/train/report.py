@@ -33,6 +33,7 @@ class TrainState:
     best_score: float = -math.inf
     start_step: int = 0  # where this attempt began (> 0 after a resume)
     nonfinite_steps: int = 0  # steps skipped for a NaN / inf loss, over the whole run
+    bad_images: int = 0  # samples whose unreadable image was replaced (data.skip_bad_images)
 
 
 @dataclass
@@ -152,7 +153,8 @@ def validate_and_report(job: TrainJob, learner: Learner, state: TrainState, trac
                         epoch: int, extra: dict) -> None:
     metrics: dict[str, float] = {"train/step": state.step, "train/epoch": epoch,
                                  "train/start_step": state.start_step,
-                                 "train/nonfinite_steps": state.nonfinite_steps, **extra}
+                                 "train/nonfinite_steps": state.nonfinite_steps,
+                                 "train/bad_images": state.bad_images, **extra}
     picture = None
     if dist.is_rank_zero() and job.eval_sets:
         model = learner.evaluated
@@ -215,7 +217,8 @@ def report(job: TrainJob, learner: Learner, state: TrainState, metrics: dict,
                     "scaler": learner.precision.state_dict(),
                     "rng": torch.get_rng_state(),
                     "step": state.step, "best_score": state.best_score,
-                    "nonfinite_steps": state.nonfinite_steps}, Path(tmp) / "state.pt")
+                    "nonfinite_steps": state.nonfinite_steps, "bad_images": state.bad_images},
+                   Path(tmp) / "state.pt")
         save_checkpoint(learner.evaluated, Path(tmp) / "student.pth",
                         dataset_meta=KEYPOINT_SETS[job.config.student.dataset].dataset_meta(),
                         extra_meta={"step": state.step, **{k: v for k, v in metrics.items()
@@ -240,7 +243,8 @@ def restore(checkpoint, learner: Learner) -> TrainState:
         torch.set_rng_state(saved["rng"])
     dist.print0(f"resumed from the checkpoint at step {saved['step']}")
     return TrainState(step=saved["step"], best_score=saved["best_score"], start_step=saved["step"],
-                      nonfinite_steps=saved.get("nonfinite_steps", 0))
+                      nonfinite_steps=saved.get("nonfinite_steps", 0),
+                      bad_images=saved.get("bad_images", 0))
 
 
 VAL_PICTURE = "val_picture.png"
