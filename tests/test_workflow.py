@@ -63,3 +63,32 @@ def test_the_heatmap_head_is_only_for_the_pretraining_run(tmp_path):
     config = load_config("demo", ["student.head=heatmap", "teachers=[]", "pretrain=null"])
     with pytest.raises(ConfigError, match="only for the run the pretrain section starts"):
         ensure_backbone(config, None, tmp_path)
+
+
+def test_relative_data_paths_in_a_yaml_reach_the_workers_absolute(real_samples, tmp_path,
+                                                                  monkeypatch):
+    """The paths a user writes relative to where they start the job (the failure seen: a
+    teacher run that trained, then could not find its COCO GT file at validation, in a
+    worker's folder)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from unipose_ray.workflow import prepare_data
+
+    shutil.copytree(real_samples, tmp_path / "data")
+    (tmp_path / "run.yaml").write_text(
+        "data:\n"
+        "  coco_train: {ann_file: data/coco/test_coco.json, img_dir: data/coco}\n"
+        "  coco_val: {ann_file: data/coco/test_coco.json, img_dir: data/coco}\n"
+        "  mpii_val: {ann_file: data/mpii/test_mpii.json, img_dir: data/mpii}\n")
+    monkeypatch.chdir(tmp_path)
+    config, data = prepare_data(load_config("run.yaml"), Path("out"))
+    monkeypatch.chdir(tmp_path / "out")  # a worker's folder: elsewhere
+    for split in config.data.splits().values():
+        for path in (split.ann_file, split.img_dir):
+            assert os.path.isabs(path) and os.path.exists(path), path
+    for eval_set in data.eval_sets:
+        for path in (eval_set.records_path, eval_set.ann_file, eval_set.img_dir):
+            assert path is None or (os.path.isabs(path) and os.path.exists(path)), path
+    assert all(os.path.isabs(p) and os.path.exists(p) for p in data.train.values())

@@ -226,7 +226,8 @@ class RunConfig:
         use_gpu: one GPU per worker (NCCL); CPU workers use gloo.
         cpus_per_worker: CPUs reserved per training worker.
         worker_resources: custom Ray resources per training worker, e.g. ``{student: 1}``.
-        data_actors: Ray Data actors running the crop/augment stage.
+        data_actors: Ray Data actors running the crop/augment stage, per training worker
+            (each worker reads its own stream).
         seed: run seed (augmentation, shuffling, initialisation).
         val_every_epochs: validate (and checkpoint) every N epochs.
         checkpoint_every_steps: also checkpoint every N steps (0: only at validation).

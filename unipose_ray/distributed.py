@@ -135,6 +135,16 @@ def start_local_ray(**kwargs) -> None:
     for name, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(name, value)  # inherited by the raylet and every worker
     ray.init(**kwargs)
+    global _STARTED_LOCALLY
+    _STARTED_LOCALLY = True
+
+
+_STARTED_LOCALLY = False
+
+
+def started_local_ray() -> bool:
+    """Whether this process started its own Ray (which no node will ever join)."""
+    return _STARTED_LOCALLY
 
 
 LOCAL_RAY_ENV = {"RAY_prestart_worker_first_driver": "0",

@@ -84,7 +84,10 @@ def generated_data_config(config: DistillConfig, output_dir: Path) -> DataConfig
 
 
 def prepare_data(config: DistillConfig, output_dir: Path) -> tuple[DistillConfig, PreparedData]:
-    """Check or generate the data, then write the record sets (reused when up to date)."""
+    """Check or generate the data, then write the record sets (reused when up to date).
+
+    Every path it returns is absolute: workers read them in other folders."""
+    output_dir = Path(output_dir).resolve()
     if config.generate is not None:
         config = replace(config, data=generated_data_config(config, output_dir))
     config = replace(config, data=config.data.resolved())  # workers run in another folder

@@ -113,3 +113,22 @@ def test_files_a_node_cannot_see_are_refused_on_a_multi_node_cluster(monkeypatch
         driver.check_shared(job)
     monkeypatch.setattr(driver, "nodes_missing", lambda p: {})
     driver.check_shared(job)  # a one-node cluster, or every node sees them
+
+
+def test_each_training_worker_starts_its_round_robin_at_its_own_replica():
+    from unipose_ray.teachers.service import TeacherPool
+
+    class Replica:
+        def __init__(self, name):
+            self.name, self.logits = name, self
+
+        def remote(self, *args):
+            return self.name
+
+    pool = TeacherPool.__new__(TeacherPool)  # its replicas without Ray actors
+    pool.replicas, pool._calls = [Replica(0), Replica(1)], 0
+    # workers step in lockstep: without the offset both would ask replica 0, then 1, ...
+    assert [pool.starting_at(rank).submit(None, None, None) for rank in range(2)] == [0, 1]
+    worker = pool.starting_at(1)
+    assert [worker.submit(None, None, None) for _ in range(4)] == [1, 0, 1, 0]
+    assert pool._calls == 0  # each worker has its own copy

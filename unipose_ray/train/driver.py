@@ -14,7 +14,7 @@ from pathlib import Path
 from unipose_ray.config import DistillConfig
 from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.records import read_records
-from unipose_ray.distributed import print0
+from unipose_ray.distributed import print0, started_local_ray
 from unipose_ray.paths import is_uri, resolve_path
 from unipose_ray.teachers.service import TeacherPool
 from unipose_ray.train.data import StreamSpec
@@ -47,7 +47,8 @@ def check_resources(config: DistillConfig, wait_s: float | None = None,
 
     Counts the GPUs the autoscaler may add (both shipped cluster configs start with zero
     GPU workers); without published limits, waits up to ``wait_s`` (default
-    ``run.resource_wait_s``) for nodes to join, then refuses with what is missing.
+    ``run.resource_wait_s``, 0 on a Ray this process started) for nodes to join, then
+    refuses with what is missing.
     """
     import ray  # noqa: PLC0415
 
@@ -60,7 +61,8 @@ def check_resources(config: DistillConfig, wait_s: float | None = None,
         print0(f"the cluster has {have:g} GPU(s) now and its autoscaler up to {limit:g}; the "
                f"run needs {want:g}: training starts once the nodes are up")
         return
-    wait_s = config.run.resource_wait_s if wait_s is None else wait_s
+    if wait_s is None:  # a Ray this process started alone never grows
+        wait_s = 0.0 if started_local_ray() else config.run.resource_wait_s
     if wait_s > 0:
         print0(f"the cluster has {have:g} GPU(s), the run needs {want:g}: waiting up to "
                f"{wait_s:g} s for nodes to join")
