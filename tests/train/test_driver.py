@@ -45,7 +45,7 @@ def test_gpus_the_autoscaler_can_add_count(monkeypatch, paper, capsys):
     fake_cluster(monkeypatch, [0], autoscaler_max=4)
     with pytest.raises(RuntimeError, match=r"asks for 5 GPU\(s\).*cluster has 0 and its "
                                             r"autoscaler at most 4"):
-        driver.check_resources(paper)
+        driver.check_resources(paper, wait_s=0)  # (the preset would wait 900 s for nodes)
 
 
 def test_without_published_limits_it_waits_for_nodes_then_refuses(monkeypatch, paper):
