@@ -12,10 +12,9 @@ import torch
 from unipose_ray.teachers.cache_format import (
     CacheManifest,
     mismatches,
-    read_shard,
+    CacheStore,
     table_to_targets,
     targets_to_table,
-    write_shard,
 )
 from unipose_ray.teachers.compress import compress
 
@@ -34,9 +33,10 @@ def test_a_shard_round_trips_the_compressed_targets(tmp_path):
     x = compress(torch.randn(6, 17, 128, generator=g), 10.0, 8)
     y = compress(torch.randn(6, 17, 192, generator=g), 10.0, 8)
     table = targets_to_table(np.arange(6), np.full(6, 2), "coco", x, y)
-    path = write_shard(table, tmp_path / "cache", "shard_00000.parquet")
+    store = CacheStore(str(tmp_path / "cache"))
+    store.write_shard(table, "shard_00000.parquet")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["shard_00000.parquet"]
-    rx, ry = table_to_targets(read_shard(path), 17, (128, 192))
+    rx, ry = table_to_targets(store.read_shard("shard_00000.parquet"), 17, (128, 192))
     for got, want in ((rx, x), (ry, y)):
         assert torch.equal(got.values, want.values) and torch.equal(got.indices, want.indices)
         torch.testing.assert_close(got.rest, want.rest)
@@ -46,10 +46,17 @@ def test_a_shard_round_trips_the_compressed_targets(tmp_path):
 
 
 def test_a_corrupt_shard_is_named(tmp_path):
-    bad = tmp_path / "shard_00003.parquet"
-    bad.write_bytes(b"PAR1 truncated")
+    (tmp_path / "shard_00003.parquet").write_bytes(b"PAR1 truncated")
     with pytest.raises(ValueError, match="cache shard .*shard_00003.parquet is corrupt"):
-        read_shard(bad)
+        CacheStore(str(tmp_path)).read_shard("shard_00003.parquet")
+
+
+def test_the_manifest_round_trips_through_a_file_uri(tmp_path):
+    store = CacheStore(f"file://{tmp_path}/cache")
+    assert store.read_manifest() is None
+    store.write_manifest(_manifest())
+    assert CacheStore(str(tmp_path / "cache")).read_manifest() == _manifest()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["manifest.json"]
 
 
 def test_a_manifest_that_does_not_fit_names_each_field():

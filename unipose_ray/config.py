@@ -263,6 +263,38 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class TeacherCacheConfig:
+    """Teacher targets read from a cache (``jobs/build_cache.py``) instead of teacher actors.
+
+    Attributes:
+        uri: the cache folder (local path or ``s3://`` / ``gs://`` URI); ``None``: the
+            teachers run online. A run refuses a cache built for other teachers, grid,
+            keypoints, augmentation or records, naming the field.
+        views: augmentation views per training instance; epoch ``e`` trains on view
+            ``e mod views`` (``views >= optim.epochs``: the crops an online run sees).
+        topk: SimCC bins kept per axis per joint (fp16 + uint16 index, the rest of the mass
+            as one number); 0 keeps every bin in fp16 (``full-fp16``).
+        shard_records: training instances per shard (one shard per view and block).
+        actors: teacher actors per teacher while building.
+        batch_size: instances per teacher call while building.
+    """
+
+    uri: str | None = None
+    views: int = 1
+    topk: int = 8
+    shard_records: int = 512
+    actors: int = 1
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.views < 1 or self.shard_records < 1 or self.actors < 1 or self.batch_size < 1:
+            raise ConfigError("teacher_cache.views, shard_records, actors and batch_size must "
+                              "be >= 1")
+        if self.topk < 0:
+            raise ConfigError(f"teacher_cache.topk must be >= 0 (0: every bin), got {self.topk}")
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow: ``tracking_uri`` ``None`` = ``MLFLOW_TRACKING_URI`` or the embedded SQLite store.
 
@@ -285,6 +317,8 @@ class DistillConfig:
             from it (the demo).
         pretrain: train a backbone first and start every model from it (see
             :class:`PretrainConfig`); ignored when ``student.backbone_checkpoint`` is set.
+        teacher_cache: read the teachers' targets from a built cache (see
+            :class:`TeacherCacheConfig`).
         teacher_epochs: epochs for teachers trained here (0: ``optim.epochs``).
         baseline: also train the joint student without KD, for the comparison table.
         parallel_runs: independent trainings (the teachers; the baseline and the distilled
@@ -301,6 +335,7 @@ class DistillConfig:
     run: RunConfig = field(default_factory=RunConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     pretrain: PretrainConfig | None = None
+    teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
     teacher_epochs: int = 0
     baseline: bool = False
     parallel_runs: int = 1

@@ -28,7 +28,9 @@ from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, evaluate_mode
 from unipose_ray.evaluation.pictures import validation_picture
 from unipose_ray.models import build_from_config
 from unipose_ray.skeleton import keypoint_set_of
+from unipose_ray.teachers.cache_build import ensure_cache
 from unipose_ray.tracking import PARENT_TAG, RunTracker, child_key, flatten_config, resolve_tracking_uri
+from unipose_ray.train.driver import uses_cache
 from unipose_ray.workflow import (
     PreparedData,
     Run,
@@ -86,6 +88,8 @@ def _compare(config: DistillConfig, data: PreparedData, output_dir: Path,
                   "dataset": teacher.dataset})
 
     datasets = sorted(data.train)
+    if uses_cache(config):  # built once (or completed); the distilled student reads it
+        ensure_cache(config, data.train_records(datasets, output_dir / "records"), specs)
     runs = [Run(config, datasets, specs, DISTILLED)]
     if config.baseline:
         joint = replace(config, teachers=(), run=replace(config.run, name=f"{config.run.name}_joint"))

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unipose_ray.teachers.compress import TopK, kd_loss_topk
+
 # --- Ground truth --------------------------------------------------------------------------
 
 
@@ -281,7 +283,9 @@ def distillation_loss(
         student_out: ``((B, K, Wx), (B, K, Wy))`` student logits.
         targets: the batch's :class:`SimCCTargets`.
         teacher_outputs: ``name -> ((B, K_t, Wx), (B, K_t, Wy))`` teacher logits already
-            on the student's bins (:func:`map_teacher_logits` for a different crop).
+            on the student's bins (:func:`map_teacher_logits` for a different crop), or
+            a pair of cached :class:`~unipose_ray.teachers.compress.TopK` targets (their
+            KD term is :func:`~unipose_ray.teachers.compress.kd_loss_topk`).
         gt_weight: w1.
         teachers: one :class:`TeacherTerm` per teacher (w2, w3, ...).
         kd_scale: multiplies every KD term, e.g. :func:`kd_decay`.
@@ -312,9 +316,13 @@ def distillation_loss(
                 raise KeyError(f"teacher '{term.name}' masks joints: pass kd_joint_weights "
                                "= (B, K) per student channel")
             joints = kd_joint_weights.index_select(1, idx)
-        terms[term.loss_name] = simcc_kd_loss(
-            sx.index_select(1, idx), sy.index_select(1, idx), tx, ty, beta, None, joints
-        )
+        if isinstance(tx, TopK):  # cached, compressed targets
+            terms[term.loss_name] = kd_loss_topk(
+                sx.index_select(1, idx), sy.index_select(1, idx), tx, ty, beta, joints)
+        else:
+            terms[term.loss_name] = simcc_kd_loss(
+                sx.index_select(1, idx), sy.index_select(1, idx), tx, ty, beta, None, joints
+            )
         total = total + kd_scale * term.weight * terms[term.loss_name]
     terms["loss"] = total
     return total, terms

@@ -19,6 +19,7 @@ NOISE = re.compile("|".join((
     r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store",
     r"PYTHON worker processes have been started on node",
     r"Requesting resources: \{",
+    r"Failed to send resource request for train-",  # transient: the controller retries
     r"Attempting to start training worker group",
     r"Started training worker group",
     r"Setting up process group for",
@@ -112,3 +113,11 @@ def quiet_driver_logging() -> None:
         logging.ERROR)
     for name in ("ray.data", "ray.train", "ray.tune", "mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's notes in this process (call after importing ``ray.data``, which sets up its
+    own loggers): warnings, without the "progress bars disabled" note (our own lines say how
+    far the work is)."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)

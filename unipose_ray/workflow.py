@@ -31,8 +31,9 @@ from unipose_ray.checkpoints import load_backbone
 from unipose_ray.models import PoseModelSpec, build_from_config, build_teacher
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.teachers.service import StudentGrid, start_teachers, stop_teachers
+from unipose_ray.paths import resolve_path
 from unipose_ray.tracking import RunTracker, resolve_tracking_uri
-from unipose_ray.train.driver import export_best, run_training
+from unipose_ray.train.driver import export_best, run_training, uses_cache
 from unipose_ray.train.job import TrainJob, build_student
 
 
@@ -107,7 +108,7 @@ def prepare_data(config: DistillConfig, output_dir: Path) -> tuple[DistillConfig
 
 def resolve_teachers(config: DistillConfig) -> DistillConfig:
     """The teachers' config and checkpoint paths made absolute on the driver (actors and
-    workers run in other folders); each must exist."""
+    workers run in other folders); each must exist. A local cache folder, too."""
     teachers = []
     for teacher in config.teachers:
         paths = {}
@@ -119,7 +120,10 @@ def resolve_teachers(config: DistillConfig) -> DistillConfig:
                     f"are read from {Path.cwd()}; set teachers.N.{what}=...)")
             paths[what] = str(Path(path).resolve())
         teachers.append(replace(teacher, **paths))
-    return replace(config, teachers=tuple(teachers))
+    cache = config.teacher_cache
+    if cache.uri is not None:
+        cache = replace(cache, uri=resolve_path(cache.uri))
+    return replace(config, teachers=tuple(teachers), teacher_cache=cache)
 
 
 def check_teachers(config: DistillConfig) -> dict[str, PoseModelSpec]:
@@ -170,7 +174,7 @@ def fit_with_teachers(job: TrainJob):
     """Start the job's teacher services (when online), fit, stop them; returns the Result."""
     config = job.config
     pools = None
-    if config.teachers and job.teachers_online:
+    if config.teachers and job.teachers_online and not uses_cache(config):
         grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
         pools, group = start_teachers(config.teachers, grid)
         for pool in pools.values():

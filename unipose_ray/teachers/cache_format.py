@@ -13,12 +13,11 @@ it with what it would compute itself and refuses a cache that differs, naming th
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
@@ -130,24 +129,60 @@ def table_to_targets(table: pa.Table, joints: int, bins: tuple[int, int]
     return out[0], out[1]
 
 
-def write_shard(table: pa.Table, folder: Path, name: str) -> Path:
-    """Write ``folder/name`` whole or not at all (temporary name, then rename)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name
-    partial = folder / f".{name}.partial"
-    pq.write_table(table, partial)
-    os.replace(partial, final)
-    return final
+class CacheStore:
+    """A cache folder: a local path or a URI (``s3://``, ``gs://``) through pyarrow's
+    filesystems. Shards and the manifest are written under a temporary name and moved into
+    place, so a file that exists is whole (on object stores the final object appears in
+    one piece)."""
 
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.fs, self.root = pafs.FileSystem.from_uri(uri) if "://" in uri else (
+            pafs.LocalFileSystem(), uri)
 
-def read_shard(path: Path) -> pa.Table:
-    """A shard, or an error naming it when it is not a readable shard of this format."""
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as error:
-        raise ValueError(f"cache shard {path} is corrupt ({error}); delete it and run "
-                         "jobs/build_cache.py again: it rebuilds only missing shards") from None
-    if not table.schema.equals(SCHEMA, check_metadata=False):
-        raise ValueError(f"cache shard {path} does not have the cache's columns "
-                         f"(found {table.schema.names})")
-    return table
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return self.fs.get_file_info(self.path(name)).type == pafs.FileType.File
+
+    def _write(self, name: str, write) -> None:
+        self.fs.create_dir(self.root, recursive=True)
+        partial = self.path(f".{name}.partial")
+        with self.fs.open_output_stream(partial) as stream:
+            write(stream)
+        self.fs.move(partial, self.path(name))
+
+    def write_shard(self, table: pa.Table, name: str) -> None:
+        self._write(name, lambda stream: pq.write_table(table, stream))
+
+    def read_shard(self, name: str) -> pa.Table:
+        """A shard, or an error naming it when it is not a readable shard of this format."""
+        where = self.path(name)
+        try:
+            table = pq.read_table(where, filesystem=self.fs)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise ValueError(f"cache shard {where} is corrupt ({error}); delete it and run "
+                             "jobs/build_cache.py again: it rebuilds only missing shards") from None
+        if not table.schema.equals(SCHEMA, check_metadata=False):
+            raise ValueError(f"cache shard {where} does not have the cache's columns "
+                             f"(found {table.schema.names})")
+        return table
+
+    def write_manifest(self, manifest: CacheManifest) -> None:
+        self._write(MANIFEST_NAME, lambda stream: stream.write(manifest.to_json().encode()))
+
+    def read_manifest(self) -> CacheManifest | None:
+        """The manifest, ``None`` when the folder has none (nothing built yet)."""
+        if not self.exists(MANIFEST_NAME):
+            return None
+        with self.fs.open_input_stream(self.path(MANIFEST_NAME)) as stream:
+            text = stream.read().decode()
+        try:
+            return CacheManifest.from_json(text)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{self.path(MANIFEST_NAME)} is not a cache manifest ({error}); "
+                             "delete the folder and build the cache again") from None
+
+    def size_of(self, name: str) -> int:
+        return self.fs.get_file_info(self.path(name)).size

@@ -42,6 +42,10 @@ class TopK:
     def k(self) -> int:
         return self.values.shape[-1]
 
+    def to(self, device) -> TopK:
+        return TopK(self.values.to(device), self.indices.to(device), self.rest.to(device),
+                    self.bins)
+
 
 def compress(logits: Tensor, beta: float, k: int | None) -> TopK:
     """Top-``k`` of ``softmax(beta * logits)`` over the last axis; ``k=None``: every bin
@@ -95,8 +99,8 @@ def kd_loss_topk(student_x: Tensor, student_y: Tensor, target_x: TopK, target_y:
             share = t.rest.float() / others
             rest_log_s = log_s.sum(-1) - kept_log_s.sum(-1)
             cross = cross + share * rest_log_s
-            entropy = entropy + torch.where(share > 0, t.rest.float() * share.clamp(min=1e-30).log(),
-                                            torch.zeros_like(share))
+            rest_entropy = t.rest.float() * share.clamp(min=1e-30).log()
+            entropy = entropy + torch.where(share > 0, rest_entropy, torch.zeros_like(share))
         per_joint = entropy - cross  # KL(q || p_s) for each (sample, joint)
         loss = loss + (per_joint * weight).sum(dim=1).mean()
     return loss / k_joints

@@ -26,6 +26,7 @@ import numpy as np
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, load_image
 from unipose_ray.data.records import read_records
 from unipose_ray.data.geometry import invert_affine
+from unipose_ray.teachers.cache import CacheSource, ViewTargets
 
 DATASET_CODES = {"coco": 0, "mpii": 1, "aic": 2, "unified": 3}
 
@@ -42,6 +43,8 @@ class StreamSpec:
             crop actors read it instead of ``records_path``, which may be on another node.
         skip_bad_images: replace an unreadable image's sample by the next readable
             record's (``data.skip_bad_images``); off, raise naming the file.
+        cache: the teacher-logit cache the run reads instead of teachers: epoch ``e``
+            replays view ``e mod views`` of each sample and carries its cached targets.
     """
 
     records_path: str
@@ -49,6 +52,7 @@ class StreamSpec:
     teacher_sizes: tuple[tuple[int, int], ...] = ()
     records_ref: object = None
     skip_bad_images: bool = False
+    cache: CacheSource | None = None
 
     def read_records(self):
         if self.records_ref is None:
@@ -119,7 +123,8 @@ class CropStage:
     ``teacher_b_S``, and ``substituted`` (1 where an unreadable image's sample was replaced
     by the next readable record's). With a ``plan`` the ids are a worker's stream positions
     (mapped to rows by :meth:`StepPlan.rows`) and a ``step`` column says which step each
-    belongs to.
+    belongs to. With a cache, the crop is the cached view's and the teachers' targets come
+    as ``kd_<teacher>_<axis>_<part>`` columns (:meth:`ViewTargets.columns`).
     """
 
     def __init__(self, spec: StreamSpec, plan: StepPlan | None = None):
@@ -130,6 +135,13 @@ class CropStage:
         self.dataset = TopdownDataset(spec.read_records(), spec.pipeline)
         self._orders: dict[int, np.ndarray] = {}
         self._unreadable: set[int] = set()
+        self._view: ViewTargets | None = None
+
+    def _cached(self, view: int) -> ViewTargets:
+        """The cached targets of ``view`` (one view in memory: epochs change rarely)."""
+        if self._view is None or self._view.view != view:
+            self._view = ViewTargets(self.spec.cache, view, len(self.dataset))
+        return self._view
 
     def _index(self, row: int) -> tuple[int, int]:
         n = len(self.dataset)
@@ -164,7 +176,9 @@ class CropStage:
             epoch, index = self._index(int(row))
             index, image, substituted = self._readable(index)
             record = self.dataset.records[index]
-            params = self.dataset.params(index, epoch)
+            cache = self.spec.cache
+            view = epoch if cache is None else epoch % cache.views
+            params = self.dataset.params(index, view)
             sample = self.dataset.replay(index, params, image=image)
             columns = {
                 "image": sample.image, "keypoints": sample.keypoints, "target_x": sample.target_x,
@@ -175,11 +189,13 @@ class CropStage:
                 "dataset": DATASET_CODES[record.dataset], "substituted": substituted,
             }
             for size in self.spec.teacher_sizes:
-                view = self.dataset.teacher_view(index, params, size, image=image)
+                crop = self.dataset.teacher_view(index, params, size, image=image)
                 key = size_key(size)
-                columns[f"teacher_image_{key}"] = view.image
-                columns[f"teacher_a_{key}"] = view.a.astype(np.float32)
-                columns[f"teacher_b_{key}"] = view.b.astype(np.float32)
+                columns[f"teacher_image_{key}"] = crop.image
+                columns[f"teacher_a_{key}"] = crop.a.astype(np.float32)
+                columns[f"teacher_b_{key}"] = crop.b.astype(np.float32)
+            if cache is not None:
+                columns |= self._cached(epoch % cache.views).columns(index)
             for name, value in columns.items():
                 out.setdefault(name, []).append(value)
         columns = {name: np.stack(values) for name, values in out.items()}

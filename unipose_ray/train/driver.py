@@ -16,6 +16,7 @@ from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.records import read_records
 from unipose_ray.distributed import print0, started_local_ray
 from unipose_ray.paths import is_uri, resolve_path
+from unipose_ray.teachers.cache import open_cache
 from unipose_ray.teachers.service import TeacherPool
 from unipose_ray.train.data import StreamSpec
 from unipose_ray.train.job import TrainJob
@@ -23,10 +24,16 @@ from unipose_ray.train.loop import train_fn_per_worker
 from unipose_ray.train.report import CHECKPOINT_SCORE, UNSCORED
 
 
+def uses_cache(config: DistillConfig) -> bool:
+    """The run reads its teachers' targets from ``teacher_cache.uri``: no teacher runs."""
+    return bool(config.teachers) and config.teacher_cache.uri is not None
+
+
 def gpus_wanted(config: DistillConfig) -> float:
-    """GPUs the run holds at once: its workers (with ``use_gpu``) and every teacher replica."""
-    return (config.run.num_workers if config.run.use_gpu else 0) + sum(
-        t.num_gpus * t.replicas for t in config.teachers)
+    """GPUs the run holds at once: its workers (with ``use_gpu``) and every teacher replica
+    (none when the teachers' targets come from a cache)."""
+    teachers = 0 if uses_cache(config) else sum(t.num_gpus * t.replicas for t in config.teachers)
+    return (config.run.num_workers if config.run.use_gpu else 0) + teachers
 
 
 def max_cluster_gpus() -> float | None:
@@ -118,10 +125,13 @@ def shared_paths(job: TrainJob) -> dict[str, str]:
         paths["the MLflow SQLite store (--tracking-uri)"] = uri.removeprefix("sqlite:///")
     if config.student.backbone_checkpoint:
         paths["student.backbone_checkpoint"] = config.student.backbone_checkpoint
-    for i, teacher in enumerate(config.teachers):
-        for what in ("config", "checkpoint"):
-            if getattr(teacher, what):
-                paths[f"teachers.{i}.{what}"] = getattr(teacher, what)
+    if uses_cache(config):  # crop actors read the shards; the teachers do not run
+        paths["teacher_cache.uri"] = config.teacher_cache.uri
+    else:
+        for i, teacher in enumerate(config.teachers):
+            for what in ("config", "checkpoint"):
+                if getattr(teacher, what):
+                    paths[f"teachers.{i}.{what}"] = getattr(teacher, what)
     for eval_set in job.eval_sets:
         for what in ("records_path", "ann_file", "unified_ann_file", "img_dir", "bbox_file"):
             value = getattr(eval_set, what)
@@ -178,12 +188,18 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None):
     if n < global_batch:
         raise ValueError(f"{job.train_records} has {n} training instances, fewer than one "
                          f"global batch ({global_batch}); lower optim.batch_size")
-    teacher_sizes = tuple(sorted({tuple(s.input_size) for s in job.teacher_specs.values()}
-                                 - {tuple(config.student.codec.input_size)}))
+    cache = None
+    if uses_cache(config):  # the teachers' targets come with the data: no teacher inputs
+        cache = open_cache(config, records, job.teacher_specs)
+        print0(f"[{config.run.name}] teacher targets from the cache {cache.uri} "
+               f"({cache.views} view(s); epoch e trains on view e mod {cache.views})")
+    teacher_sizes = () if cache else tuple(sorted(
+        {tuple(s.input_size) for s in job.teacher_specs.values()}
+        - {tuple(config.student.codec.input_size)}))
     stream = StreamSpec(job.train_records,
                         PipelineConfig(config.student.codec, config.augment, config.run.seed),
                         teacher_sizes, records_ref=ray.put(records),
-                        skip_bad_images=config.data.skip_bad_images)
+                        skip_bad_images=config.data.skip_bad_images, cache=cache)
     job = replace(job, steps_per_epoch=n // global_batch, submitted_at=time.time(),
                   stream=stream, num_records=n)
     trainer = TorchTrainer(

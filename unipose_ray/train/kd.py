@@ -19,6 +19,7 @@ from unipose_ray import distributed as dist
 from unipose_ray.config import DistillConfig
 from unipose_ray.losses import TeacherTerm
 from unipose_ray.skeleton import UNIFIED, mapping_for
+from unipose_ray.teachers.cache import batch_targets
 from unipose_ray.teachers.service import StudentGrid, TeacherPool, TeacherService
 from unipose_ray.train.data import DATASET_CODES, size_key
 
@@ -86,15 +87,18 @@ class TeacherClient:
 
     Online: ``request`` puts each distinct teacher input once in the object store and
     submits to all teachers without waiting; ``collect`` does one ``ray.get`` for all.
-    In-process: ``request`` runs the teachers right away (no overlap).
+    In-process: ``request`` runs the teachers right away (no overlap). From the cache: the
+    batch already carries the teachers' compressed targets (:class:`TopK` pairs).
     """
 
     def __init__(self, job: TrainJob, pools: dict[str, TeacherPool] | None):
         self.job = job
         self.pools = {name: pool.starting_at(dist.rank()) for name, pool in (pools or {}).items()}
         grid = StudentGrid(job.config.student.codec.num_bins, job.config.student.codec.split_ratio)
+        self.bins = grid.bins
+        self.cached = job.stream is not None and job.stream.cache is not None
         self.local = {}
-        if not job.teachers_online:
+        if not job.teachers_online and not self.cached:
             self.local = {t.name: TeacherService(t, grid, device=str(dist.device()))
                           for t in job.config.teachers}
 
@@ -109,6 +113,9 @@ class TeacherClient:
     def request(self, batch: dict) -> dict:
         if not self.job.config.teachers:
             return {}
+        if self.cached:
+            return {t.name: batch_targets(batch, t.name, self.bins)
+                    for t in self.job.config.teachers}
         if self.local:
             return {name: service.logits(*self._inputs(batch, name)[:3])
                     for name, service in self.local.items()}
@@ -124,6 +131,8 @@ class TeacherClient:
         return refs
 
     def collect(self, handle: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if self.cached:
+            return handle
         if not handle or self.local:
             values = handle
         else:

@@ -1,0 +1,64 @@
+"""Build the teacher-logit cache: every teacher's targets for K augmentation views of every
+training instance, once, for every later run and Tune trial.
+
+    python jobs/build_cache.py --config demo --views 6 --out outputs/demo/teacher_cache
+    python jobs/distill.py --config demo teacher_cache.uri=outputs/demo/teacher_cache
+    ray job submit --working-dir . -- python jobs/build_cache.py --config paper \\
+        --out s3://bucket/unipose/cache-paper --views 10 teachers.0.checkpoint=...
+
+A Ray Data pipeline (crop actors, one actor pool per teacher on the GPUs its config asks
+for) writes Parquet shards and a manifest of everything the targets depend on. Started
+again, it adds only the shards that are missing; a folder holding a cache of other
+settings is refused with the fields that differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from unipose_ray.config import PRESETS, load_config
+from unipose_ray.distributed import init_ray
+from unipose_ray.teachers.cache_build import build_cache
+from unipose_ray.workflow import check_teachers, prepare_data, resolve_teachers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="demo",
+                        help=f"a preset ({', '.join(PRESETS)}) or a YAML file")
+    parser.add_argument("--out", help="cache folder or URI (default: teacher_cache.uri, else "
+                        "<output-dir>/teacher_cache)")
+    parser.add_argument("--views", type=int, help="augmentation views per instance "
+                        "(teacher_cache.views); 1 with augmentation off is the plain crop")
+    parser.add_argument("--topk", type=int, help="bins kept per axis per joint "
+                        "(teacher_cache.topk; 0: every bin in fp16)")
+    parser.add_argument("--output-dir", default="outputs/demo",
+                        help="where the records (and generated data) are, as for distill.py")
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. run.seed=1")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    overrides = list(args.overrides)
+    out = args.out or None
+    if out is None and not any(o.startswith("teacher_cache.uri=") for o in overrides):
+        out = str(Path(args.output_dir) / "teacher_cache")
+    for key, value in (("uri", out), ("views", args.views), ("topk", args.topk)):
+        if value is not None:
+            overrides.append(f"teacher_cache.{key}={value}")
+    config = load_config(args.config, overrides)
+    init_ray(args.address)
+    output_dir = Path(args.output_dir).resolve()
+    config, data = prepare_data(config, output_dir)
+    config = resolve_teachers(config)
+    specs = check_teachers(config)
+    datasets = sorted(data.train)
+    build_cache(config, data.train_records(datasets, output_dir / "records"), specs,
+                crop_actors=max(1, config.run.data_actors))
+
+
+if __name__ == "__main__":
+    main()

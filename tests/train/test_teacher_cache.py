@@ -1,0 +1,216 @@
+"""The teacher-logit cache end to end on one local Ray instance (shared by this module).
+
+A tiny generated dataset and the released demo teachers (MMPose config + checkpoint files):
+the Ray Data build writes every shard and resumes an interrupted one; the training
+stream's replayed crops, fed to the live teachers, give the cached targets; a run trains
+from the cache without starting a teacher; a cache that does not fit the run is refused,
+naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unipose_ray.config import load_config
+from unipose_ray.data.records import read_records
+from unipose_ray.teachers.cache import ViewTargets, open_cache, shard_layout
+from unipose_ray.teachers.cache_build import build_cache
+from unipose_ray.teachers.cache_format import CacheStore
+from unipose_ray.teachers.compress import TopK
+from unipose_ray.teachers.service import StudentGrid, TeacherService
+from unipose_ray.train.data import CropStage, StepPlan, StreamSpec, size_key
+from unipose_ray.data.pipeline import PipelineConfig
+from unipose_ray.workflow import (
+    check_teachers,
+    ensure_backbone,
+    prepare_data,
+    resolve_teachers,
+    train_model,
+)
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TINY = ["generate.coco_train=12", "generate.mpii_train=12", "generate.coco_val=3",
+        "generate.mpii_val=3", "optim.batch_size=8", "optim.epochs=2", "optim.warmup_steps=2",
+        "run.val_every_epochs=2", "run.val_flip_test=false", "baseline=false",
+        "teacher_cache.views=2", "teacher_cache.shard_records=10", "teacher_cache.batch_size=8",
+        "augment.rotate_prob=1.0", "augment.scale_range=[0.8,1.2]"]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from unipose_ray.distributed import start_local_ray
+
+    start_local_ray(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, ray_session):
+    """The demo's released teachers, a tiny generated set, a cache of 2 views built."""
+    out = tmp_path_factory.mktemp("cache")
+    cwd = os.getcwd()
+    os.chdir(Path(__file__).resolve().parents[2])  # the preset's released/ paths
+    try:
+        config = load_config("demo", TINY + [f"teacher_cache.uri={out / 'cache'}"])
+        config, data = prepare_data(config, out)
+        config = resolve_teachers(ensure_backbone(config, data, out))
+    finally:
+        os.chdir(cwd)
+    specs = check_teachers(config)
+    records_path = data.train_records(sorted(data.train), out / "records")
+    report = build_cache(config, records_path, specs)
+    return config, data, specs, records_path, report, out
+
+
+def test_the_build_writes_every_shard_and_resumes_an_interrupted_one(setup):
+    config, _, specs, records_path, report, out = setup
+    n = read_records(records_path).num_rows
+    layout = shard_layout(n, 2, 10)
+    store = CacheStore(config.teacher_cache.uri)
+    manifest = store.read_manifest()
+    assert sorted(manifest.shards) == sorted(s.name for s in layout)
+    assert report.computed == 2 * n and report.teacher_passes == 2 * 2 * n
+
+    # an interrupted build: one shard never written, a half-written file left behind
+    victim = layout[-2]
+    before = {s.name: store.read_shard(s.name) for s in layout}
+    stamps = {s.name: os.stat(store.path(s.name)).st_mtime_ns for s in layout}
+    os.remove(store.path(victim.name))
+    (out / "cache" / f".{victim.name}.partial").write_bytes(b"PAR1 half")
+    again = build_cache(config, records_path, specs)
+    assert again.computed == victim.stop - victim.start
+    for shard in layout:
+        table = store.read_shard(shard.name)
+        assert table.equals(before[shard.name]), shard.name
+        if shard != victim:  # finished shards are kept as they were
+            assert os.stat(store.path(shard.name)).st_mtime_ns == stamps[shard.name]
+    assert build_cache(config, records_path, specs).computed == 0
+
+
+def test_replayed_crops_fed_to_the_live_teachers_give_the_cached_targets(setup):
+    config, _, specs, records_path, _, _ = setup
+    records = read_records(records_path)
+    source = open_cache(config, records, specs)
+    sizes = tuple(sorted({tuple(s.input_size) for s in specs.values()}))
+    stream = StreamSpec(records_path, PipelineConfig(config.student.codec, config.augment,
+                                                     config.run.seed),
+                        sizes, cache=source)
+    n = records.num_rows
+    plan = StepPlan(n, 8, total_steps=2 * (n // 8))  # both epochs: views 0 and 1
+    stage = CropStage(stream, plan)
+    grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
+    beta = config.loss.beta
+    for ids in (np.arange(8), np.arange(plan.num_rows - 8, plan.num_rows)):
+        batch = stage({"id": ids})
+        assert set(batch["epoch"]) == ({0} if ids[0] == 0 else {1})
+        for teacher in config.teachers:
+            key = size_key(tuple(specs[teacher.name].input_size))
+            live = TeacherService(teacher, grid, device="cpu").logits(
+                batch[f"teacher_image_{key}"], batch[f"teacher_a_{key}"],
+                batch[f"teacher_b_{key}"])
+            for axis, logits in zip("xy", live, strict=True):
+                probs = torch.softmax(torch.from_numpy(logits) * beta, dim=-1)
+                values = torch.from_numpy(batch[f"kd_{teacher.name}_{axis}_values"]).float()
+                indices = torch.from_numpy(batch[f"kd_{teacher.name}_{axis}_indices"]
+                                           .astype(np.int64))
+                rest = torch.from_numpy(batch[f"kd_{teacher.name}_{axis}_rest"])
+                # the cached bins hold the live teacher's probabilities (fp16) ...
+                torch.testing.assert_close(probs.gather(-1, indices), values,
+                                           atol=2e-3, rtol=2e-3)
+                # ... they are its largest, and the rest is the mass outside them
+                kth = probs.topk(values.shape[-1], dim=-1).values[..., -1]
+                assert (values.min(-1).values >= kth - 2e-3).all()
+                torch.testing.assert_close(1 - probs.gather(-1, indices).sum(-1), rest,
+                                           atol=3e-3, rtol=0)
+
+
+def test_a_run_trains_from_the_cache_without_a_teacher(setup, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    import unipose_ray.workflow as workflow
+
+    config, data, specs, _, _, out = setup
+
+    def no_teachers(*args, **kwargs):
+        raise AssertionError("a run reading the cache started teacher actors")
+
+    monkeypatch.setattr(workflow, "start_teachers", no_teachers)
+    run_dir, _ = train_model(config, data, out, ["coco", "mpii"], specs)
+    assert (run_dir / "best.pth").is_file()
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name(
+        config.tracking.experiment).experiment_id])
+    for name in ("train/loss_kd_coco", "train/loss_kd_mpii"):
+        history = [m.value for m in client.get_metric_history(run.info.run_id, name)]
+        assert history and all(np.isfinite(history)) and min(history) > 0, name
+
+
+def test_a_cache_that_does_not_fit_the_run_is_refused(setup, tmp_path):
+    config, _, specs, records_path, _, _ = setup
+    records = read_records(records_path)
+
+    def refused(changed, match, error=ValueError):
+        with pytest.raises(error, match=match):
+            open_cache(changed, records, specs)
+
+    refused(replace(config, augment=replace(config.augment, flip_prob=0.0)),
+            r"pipeline\.augment\.flip_prob: cache 0\.5, run 0\.0")
+    refused(replace(config, run=replace(config.run, seed=7)), r"pipeline\.seed")
+    refused(replace(config, loss=replace(config.loss, beta=5.0)), r"student_grid\.beta")
+    codec = replace(config.student.codec, input_size=(48, 64))
+    refused(replace(config, student=replace(config.student, codec=codec)),
+            r"student_grid\.bins.*\n.*student_grid\.input_size")
+    # other teacher weights: a copy of the checkpoint with one byte changed
+    teacher = config.teachers[0]
+    other = tmp_path / "other.pth"
+    shutil.copyfile(teacher.checkpoint, other)
+    with open(other, "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    changed = replace(config, teachers=(replace(teacher, checkpoint=str(other)),
+                                        *config.teachers[1:]))
+    refused(changed, r"teachers\.coco\.checkpoint_sha256")
+    # other records
+    with pytest.raises(ValueError, match="records_sha256"):
+        open_cache(config, records.slice(0, records.num_rows - 1), specs)
+
+    # missing and corrupt shards, and a folder never built
+    copy = tmp_path / "copy"
+    shutil.copytree(config.teacher_cache.uri, copy)
+    at_copy = replace(config, teacher_cache=replace(config.teacher_cache, uri=str(copy)))
+    source = open_cache(at_copy, records, specs)
+    (copy / source.shards[1].name).write_bytes(b"PAR1 truncated")
+    with pytest.raises(ValueError, match=f"cache shard .*{source.shards[1].name} is corrupt"):
+        ViewTargets(source, 0, records.num_rows)
+    os.remove(copy / source.shards[0].name)
+    refused(at_copy, rf"lacks 1 of {len(source.shards)} shards \(first: {source.shards[0].name}\)",
+            FileNotFoundError)
+    empty = replace(config, teacher_cache=replace(config.teacher_cache, uri=str(tmp_path / "e")))
+    refused(empty, "has no manifest.json: it was never built", FileNotFoundError)
+
+
+def test_cached_targets_load_as_topk_pairs(setup):
+    config, _, specs, records_path, _, _ = setup
+    from unipose_ray.teachers.cache import batch_targets
+
+    records = read_records(records_path)
+    source = open_cache(config, records, specs)
+    view = ViewTargets(source, 1, records.num_rows)
+    rows = [view.columns(i) for i in (0, 5)]
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    x, y = batch_targets(batch, "mpii", config.student.codec.num_bins)
+    assert isinstance(x, TopK) and x.values.shape == (2, 16, config.teacher_cache.topk)
+    assert (x.bins, y.bins) == config.student.codec.num_bins

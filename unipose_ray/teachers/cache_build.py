@@ -1,0 +1,291 @@
+"""Building the teacher-logit cache: teacher inference paid once for every run and trial.
+
+A Ray Data pipeline over (view, instance) rows of the missing shards:
+
+1. :class:`ViewCrops` (a pool of CPU actors) replays each row's crop with the training
+   pipeline's own code (:meth:`TopdownDataset.params` of epoch ``view``) and cuts every
+   teacher's input from the same box;
+2. one :class:`TeacherTargets` actor pool per teacher (``map_batches`` with
+   ``ActorPoolStrategy``; ``num_gpus``/``num_cpus`` from the teacher's config, the CPU
+   when no GPU is there) maps its logits onto the student's grid and compresses them;
+3. the driver gathers each shard's rows and writes the shard atomically, then the
+   manifest; an interrupted build started again skips the shards it finished.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from unipose_ray.config import DistillConfig, TeacherConfig
+from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, load_image
+from unipose_ray.data.records import read_records
+from unipose_ray.distributed import print0
+from unipose_ray.models import PoseModelSpec
+from unipose_ray.ray_output import quiet_ray_data
+from unipose_ray.teachers.cache import AXES, Shard, open_cache, shard_layout, wanted_manifest
+from unipose_ray.teachers.cache_format import CacheManifest, CacheStore, mismatches, SCHEMA
+from unipose_ray.teachers.service import StudentGrid
+from unipose_ray.train.data import size_key
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """What :class:`ViewCrops` needs: the records, the crop pipeline, the teacher input
+    sizes, and the (view, record) of each row id."""
+
+    records_ref: object
+    pipeline: PipelineConfig
+    sizes: tuple[tuple[int, int], ...]
+    views: np.ndarray
+    records: np.ndarray
+    skip_bad_images: bool = False
+
+
+class ViewCrops:
+    """Ray Data callable class: row ids -> ``view``, ``record`` and, per teacher input size
+    ``S``, ``image_S`` (uint8 crops), ``a_S``, ``b_S`` (``teacher_px = a * student_px + b``).
+
+    A teacher at the student's input size gets the student's own (augmented) crop, as
+    online teachers do.
+    """
+
+    def __init__(self, plan: CropPlan):
+        import cv2  # noqa: PLC0415
+        import ray  # noqa: PLC0415
+
+        cv2.setNumThreads(1)
+        self.plan = plan
+        self.dataset = TopdownDataset(ray.get(plan.records_ref), plan.pipeline)
+
+    def _image(self, index: int) -> np.ndarray:
+        try:
+            return load_image(self.dataset.records[index].image_path)
+        except FileNotFoundError:
+            if not self.plan.skip_bad_images:
+                raise
+            # training replaces this sample by the next readable record's: its row is unused
+            record = self.dataset.records[index]
+            return np.zeros((record.image_height, record.image_width, 3), np.uint8)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        student_size = tuple(self.plan.pipeline.codec.input_size)
+        views, records = self.plan.views[batch["id"]], self.plan.records[batch["id"]]
+        out: dict[str, list] = {}
+        for view, index in zip(views, records, strict=True):
+            image = self._image(int(index))
+            params = self.dataset.params(int(index), int(view))
+            for size in self.plan.sizes:
+                key = size_key(size)
+                if tuple(size) == student_size:
+                    crop = self.dataset.replay(int(index), params, image=image).image
+                    a, b = np.ones(2, np.float32), np.zeros(2, np.float32)
+                else:
+                    teacher = self.dataset.teacher_view(int(index), params, size, image=image)
+                    crop, a, b = teacher.image, teacher.a, teacher.b
+                for name, value in ((f"image_{key}", crop), (f"a_{key}", a), (f"b_{key}", b)):
+                    out.setdefault(name, []).append(np.asarray(value))
+        columns = {name: np.stack(values) for name, values in out.items()}
+        columns["view"], columns["record"] = views, records
+        return columns
+
+
+class TeacherTargets:
+    """Ray Data callable class: one teacher's compressed targets of a batch of crops.
+
+    Adds ``<teacher>_<axis>_values`` ``(B, K, k)`` fp16, ``_indices`` uint16 and ``_rest``
+    ``(B, K)`` float32 (see :mod:`unipose_ray.teachers.compress`).
+    """
+
+    def __init__(self, teacher: TeacherConfig, grid: StudentGrid, input_size: tuple[int, int],
+                 k: int | None, beta: float):
+        from unipose_ray.teachers.service import TeacherService  # noqa: PLC0415
+
+        device = "cuda" if teacher.num_gpus > 0 else "cpu"
+        self.service = TeacherService(teacher, grid, device=device,
+                                      threads=max(1, round(teacher.num_cpus)))
+        self.name, self.key, self.k, self.beta = teacher.name, size_key(input_size), k, beta
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch  # noqa: PLC0415
+
+        from unipose_ray.teachers.compress import compress  # noqa: PLC0415
+
+        logits = self.service.logits(batch[f"image_{self.key}"], batch[f"a_{self.key}"],
+                                     batch[f"b_{self.key}"])
+        for axis, values in zip(AXES, logits, strict=True):
+            target = compress(torch.from_numpy(values), self.beta, self.k)
+            batch[f"{self.name}_{axis}_values"] = target.values.numpy()
+            batch[f"{self.name}_{axis}_indices"] = target.indices.numpy().astype(np.uint16)
+            batch[f"{self.name}_{axis}_rest"] = target.rest.numpy().astype(np.float32)
+        return batch
+
+
+def shard_table(rows: dict[str, np.ndarray], teachers: list[str]):
+    """A shard's Parquet table: every teacher's rows of one block, teacher by teacher."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    tables = []
+    n = len(rows["record"])
+    for name in teachers:
+        columns = {"record": pa.array(rows["record"], pa.int32()),
+                   "view": pa.array(rows["view"], pa.int16()),
+                   "teacher": pa.array([name] * n, pa.string())}
+        for axis in AXES:
+            for part, dtype in (("values", pa.float16()), ("indices", pa.uint16()),
+                                ("rest", pa.float32())):
+                flat = rows[f"{name}_{axis}_{part}"].reshape(n, -1)
+                columns[f"{axis}_{part}"] = pa.FixedSizeListArray.from_arrays(
+                    pa.array(flat.reshape(-1), dtype), flat.shape[1]).cast(pa.list_(dtype))
+        tables.append(pa.table(columns, schema=SCHEMA))
+    return pa.concat_tables(tables)
+
+
+class Progress:
+    """One line per finished shard: a bar, instance-views done, views/s and the ETA."""
+
+    def __init__(self, total: int, done_before: int):
+        self.total, self.done, self.start_done = total, done_before, done_before
+        self.tic = time.perf_counter()
+
+    def update(self, rows: int, shard: Shard) -> float:
+        self.done += rows
+        elapsed = time.perf_counter() - self.tic
+        rate = (self.done - self.start_done) / max(elapsed, 1e-9)
+        filled = int(30 * self.done / max(self.total, 1))
+        eta = (self.total - self.done) / max(rate, 1e-9)
+        print0(f"[cache] [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
+               f"instance-views ({self.done / max(self.total, 1):.0%}), {rate:.1f} views/s, "
+               f"ETA {eta:.0f} s  ({shard.name})")
+        return rate
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a build did: the manifest, the views it computed now, its throughput, and the
+    teacher forward passes (one per instance-view per teacher)."""
+
+    manifest: CacheManifest
+    computed: int
+    seconds: float
+    teacher_passes: int
+
+    @property
+    def views_per_s(self) -> float:
+        return self.computed / self.seconds if self.seconds else 0.0
+
+
+def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseModelSpec],
+                crop_actors: int = 1) -> BuildReport:
+    """Build (or complete) the cache ``config.teacher_cache.uri`` for the training records.
+
+    Refuses a folder holding a cache of other settings, naming what differs. Expects Ray
+    to be initialised and :func:`~unipose_ray.workflow.resolve_teachers`' absolute paths.
+    """
+    import ray  # noqa: PLC0415
+    import ray.data  # noqa: PLC0415
+
+    cache = config.teacher_cache
+    if not config.teachers:
+        raise ValueError("the config has no teachers: there is nothing to cache")
+    if cache.uri is None:
+        raise ValueError("no cache folder: pass --out (or set teacher_cache.uri)")
+    records = read_records(records_path)
+    wanted = wanted_manifest(config, records, specs)
+    store = CacheStore(cache.uri)
+    cached = store.read_manifest()
+    if cached is not None:
+        differ = mismatches(cached, wanted)
+        if differ:
+            raise ValueError(f"{cache.uri} holds a teacher cache built for other settings; it "
+                             "differs in:\n  " + "\n  ".join(differ)
+                             + "\nuse another --out, or delete that folder to rebuild it")
+        wanted = replace(wanted, shards={name: rows for name, rows in cached.shards.items()
+                                         if store.exists(name)})
+    layout = shard_layout(records.num_rows, cache.views, cache.shard_records)
+    todo = [s for s in layout if s.name not in wanted.shards]
+    store.write_manifest(wanted)
+    total = records.num_rows * cache.views
+    if not todo:
+        print0(f"[cache] {cache.uri} is complete ({len(layout)} shards, {total} instance-views)")
+        return BuildReport(wanted, 0, 0.0, 0)
+    print0(f"[cache] building {len(todo)} of {len(layout)} shards into {cache.uri}: "
+           f"{len(config.teachers)} teacher(s), {cache.views} view(s), top-"
+           f"{cache.topk or 'all (fp16)'} bins")
+
+    views = np.concatenate([np.full(s.stop - s.start, s.view) for s in todo])
+    rows = np.concatenate([np.arange(s.start, s.stop) for s in todo])
+    sizes = tuple(sorted({tuple(spec.input_size) for spec in specs.values()}))
+    pipeline = PipelineConfig(config.student.codec, config.augment, config.run.seed)
+    plan = CropPlan(ray.put(records), pipeline, sizes, views, rows,
+                    config.data.skip_bad_images)
+    quiet_ray_data()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the shard lines below say how far it is
+    context.execution_options.preserve_order = True  # shards complete one after the other
+    grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    # No actor restarts (``max_restarts=0``, only a "deprecated" keyword in Ray 2.60): a
+    # failed build is started again and keeps its shards; with restarts Ray prints an
+    # error-level note for every actor whose constructor arguments are in the object store.
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+    ds = ray.data.range(len(rows)).map_batches(
+        ViewCrops, fn_constructor_kwargs={"plan": plan}, batch_size=cache.batch_size,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=crop_actors), num_cpus=1,
+        max_restarts=0)
+    for teacher in config.teachers:
+        num_gpus = teacher.num_gpus if gpus >= teacher.num_gpus else 0.0
+        if num_gpus < teacher.num_gpus:
+            print0(f"[cache] teacher '{teacher.name}' asks for {teacher.num_gpus:g} GPU(s); "
+                   "the cluster has none: it runs on the CPU")
+            teacher = replace(teacher, num_gpus=0.0)
+        size = tuple(specs[teacher.name].input_size)
+        ds = ds.map_batches(
+            TeacherTargets,
+            fn_constructor_args=(teacher, grid, size, cache.topk or None, config.loss.beta),
+            batch_size=cache.batch_size, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=cache.actors),
+            num_cpus=teacher.num_cpus, num_gpus=num_gpus, max_restarts=0)
+    ds = ds.drop_columns([f"{p}_{size_key(s)}" for s in sizes for p in ("image", "a", "b")])
+
+    names = [t.name for t in config.teachers]
+    progress = Progress(total, total - len(rows))
+    start = time.perf_counter()
+    pending: dict[str, list[np.ndarray]] = {}
+    queue = list(todo)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for column, values in batch.items():
+            pending.setdefault(column, []).append(values)
+        while queue and sum(len(v) for v in pending["record"]) >= queue[0].stop - queue[0].start:
+            shard = queue.pop(0)
+            n = shard.stop - shard.start
+            merged = {c: np.concatenate(v) for c, v in pending.items()}
+            head = {c: v[:n] for c, v in merged.items()}
+            if not (np.array_equal(head["record"], np.arange(shard.start, shard.stop))
+                    and (head["view"] == shard.view).all()):
+                raise RuntimeError(f"cache build: rows out of order at {shard.name}")
+            store.write_shard(shard_table(head, names), shard.name)
+            wanted.shards[shard.name] = n
+            store.write_manifest(wanted)
+            pending = {c: [v[n:]] for c, v in merged.items()}
+            progress.update(n, shard)
+    seconds = time.perf_counter() - start
+    report = BuildReport(wanted, len(rows), seconds, len(rows) * len(names))
+    print0(f"[cache] done: {len(rows)} instance-views in {seconds:.1f} s "
+           f"({report.views_per_s:.1f} views/s, {report.teacher_passes} teacher passes)")
+    return report
+
+
+def ensure_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseModelSpec]
+                 ) -> None:
+    """A complete cache at ``teacher_cache.uri`` for this run: an existing one is used as
+    it is (whatever its views and compression), a missing or unfinished one is built."""
+    try:
+        open_cache(config, read_records(records_path), specs)
+        return
+    except FileNotFoundError as error:  # never built, or interrupted: build (the rest of) it
+        print0(f"[cache] {error}".split("; build it")[0])
+    build_cache(config, records_path, specs, crop_actors=max(1, config.run.data_actors))
