@@ -31,33 +31,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from unipose_ray.config import DistillConfig, TeacherConfig, load_config
+from unipose_ray import bench
+from unipose_ray.bench import paper_sizes, write_random_teacher
+from unipose_ray.config import DistillConfig, load_config
 from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.distributed import init_ray
-from unipose_ray.checkpoints import save_checkpoint
-from unipose_ray.models import build_rtmpose, write_mmpose_config
-from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.train.job import TrainJob
-from unipose_ray.workflow import check_teachers, fit_with_teachers, prepare_data
-
-
-def write_random_teacher(teacher: TeacherConfig, default_codec: CodecConfig, out: Path
-                         ) -> TeacherConfig:
-    """An RTMPose teacher with random weights, as MMPose config + checkpoint files."""
-    codec = teacher.train_codec or default_codec
-    model = build_rtmpose(teacher.train_size, KEYPOINT_SETS[teacher.dataset].num_keypoints,
-                          codec.input_size, codec.sigma)
-    config = write_mmpose_config(model, teacher.train_size, out / f"{teacher.name}.py")
-    checkpoint = save_checkpoint(model, out / f"{teacher.name}.pth")
-    return replace(teacher, config=str(config), checkpoint=str(checkpoint))
-
-
-def paper_sizes(config: DistillConfig) -> DistillConfig:
-    """RTMPose-s student at 192x256, RTMPose-m teachers at 192x256 (COCO) / 256x256 (MPII)."""
-    student = CodecConfig((192, 256), (4.9, 5.66))
-    sizes = {"coco": student, "mpii": CodecConfig((256, 256), (5.66, 5.66))}
-    teachers = tuple(replace(t, train_size="m", train_codec=sizes[t.dataset]) for t in config.teachers)
-    return replace(config, student=replace(config.student, size="s", codec=student), teachers=teachers)
+from unipose_ray.workflow import check_teachers, prepare_data
 
 
 def teacher_bound(config: DistillConfig) -> DistillConfig:
@@ -69,11 +49,7 @@ def teacher_bound(config: DistillConfig) -> DistillConfig:
 
 def measure(job: TrainJob, online: bool, replicas: int = 1) -> float:
     name = f"bench_{'online' if online else 'inprocess'}_{replicas}"
-    config = job.config
-    teachers = tuple(replace(t, replicas=replicas) for t in config.teachers)
-    job = replace(job, teachers_online=online,
-                  config=replace(config, teachers=teachers, run=replace(config.run, name=name)))
-    return float(fit_with_teachers(job).metrics["train/throughput"])
+    return bench.measure(job, name, online, replicas)
 
 
 def main(argv: list[str] | None = None) -> None:

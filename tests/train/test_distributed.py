@@ -32,17 +32,6 @@ TINY = ["generate.coco_train=24", "generate.mpii_train=24", "generate.coco_val=4
         "run.val_every_epochs=1", "baseline=false", "parallel_runs=1"]
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from unipose_ray.distributed import start_local_ray
-
-    start_local_ray(num_cpus=8, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def random_teacher_files(config, out):
     teachers = []
     for t in config.teachers:

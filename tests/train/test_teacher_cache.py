@@ -45,17 +45,6 @@ TINY = ["generate.coco_train=12", "generate.mpii_train=12", "generate.coco_val=3
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from unipose_ray.distributed import start_local_ray
-
-    start_local_ray(num_cpus=8, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def setup(tmp_path_factory, ray_session):
     """The demo's released teachers, a tiny generated set, a cache of 2 views built."""
     out = tmp_path_factory.mktemp("cache")

@@ -117,12 +117,14 @@ class CacheSource:
         views: views per instance (epoch ``e`` reads view ``e mod views``).
         teachers: ``(name, joints)`` of each teacher.
         shards: the cache's shards.
+        topk: bins kept per axis (``None``: every bin, fp16).
     """
 
     uri: str
     views: int
     teachers: tuple[tuple[str, int], ...]
     shards: tuple[Shard, ...]
+    topk: int | None = None
 
 
 def open_cache(config: DistillConfig, records: pa.Table,
@@ -151,7 +153,7 @@ def open_cache(config: DistillConfig, records: pa.Table,
         raise FileNotFoundError(f"teacher cache {uri} lacks {len(missing)} of {len(shards)} "
                                 f"shards (first: {missing[0]}), an interrupted build; {fix}")
     teachers = tuple((t.name, KEYPOINT_SETS[t.dataset].num_keypoints) for t in config.teachers)
-    return CacheSource(uri, cached.views, teachers, tuple(shards))
+    return CacheSource(uri, cached.views, teachers, tuple(shards), cached.compression["k"])
 
 
 class ViewTargets:

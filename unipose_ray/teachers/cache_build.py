@@ -172,6 +172,7 @@ class BuildReport:
     computed: int
     seconds: float
     teacher_passes: int
+    first_shard_s: float = 0.0  # start-up: actors up, the first shard's rows through
 
     @property
     def views_per_s(self) -> float:
@@ -232,7 +233,9 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
     # failed build is started again and keeps its shards; with restarts Ray prints an
     # error-level note for every actor whose constructor arguments are in the object store.
     warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-    ds = ray.data.range(len(rows)).map_batches(
+    # blocks of a shard's size: rows stream through the stages a shard at a time
+    blocks = -(-len(rows) // cache.shard_records)
+    ds = ray.data.range(len(rows), override_num_blocks=blocks).map_batches(
         ViewCrops, fn_constructor_kwargs={"plan": plan}, batch_size=cache.batch_size,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=crop_actors), num_cpus=1,
         max_restarts=0)
@@ -256,6 +259,7 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
     start = time.perf_counter()
     pending: dict[str, list[np.ndarray]] = {}
     queue = list(todo)
+    first = None  # seconds to the first shard
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for column, values in batch.items():
             pending.setdefault(column, []).append(values)
@@ -272,8 +276,10 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
             store.write_manifest(wanted)
             pending = {c: [v[n:]] for c, v in merged.items()}
             progress.update(n, shard)
+            if first is None:
+                first = time.perf_counter() - start
     seconds = time.perf_counter() - start
-    report = BuildReport(wanted, len(rows), seconds, len(rows) * len(names))
+    report = BuildReport(wanted, len(rows), seconds, len(rows) * len(names), first or 0.0)
     print0(f"[cache] done: {len(rows)} instance-views in {seconds:.1f} s "
            f"({report.views_per_s:.1f} views/s, {report.teacher_passes} teacher passes)")
     return report

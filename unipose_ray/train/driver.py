@@ -192,7 +192,8 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None):
     if uses_cache(config):  # the teachers' targets come with the data: no teacher inputs
         cache = open_cache(config, records, job.teacher_specs)
         print0(f"[{config.run.name}] teacher targets from the cache {cache.uri} "
-               f"({cache.views} view(s); epoch e trains on view e mod {cache.views})")
+               f"({cache.views} view(s): epoch e trains on view e mod {cache.views}; "
+               f"{f'top-{cache.topk}' if cache.topk else 'every'} bin(s) per axis)")
     teacher_sizes = () if cache else tuple(sorted(
         {tuple(s.input_size) for s in job.teacher_specs.values()}
         - {tuple(config.student.codec.input_size)}))

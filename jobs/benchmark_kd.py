@@ -1,0 +1,214 @@
+"""Benchmark the teacher-logit cache against teachers that run during training.
+
+One run, side by side, same student, batch and steps on Ray Train:
+
+- cached: the student reads compressed teacher targets from a cache built first by
+  ``jobs/build_cache.py``'s pipeline (its build throughput is measured too);
+- online: teacher actors answer batch i+1 while batch i trains (this product's default);
+- in-process: the training worker runs the teachers itself (the paper authors' approach).
+
+Then the cache's bytes per instance-view against fp32 full logits, and the KD-loss
+deviation of top-k targets (k = 4, 8, 16, 32, full-fp16) from full fp32 logits: measured
+with the released demo teachers (trained models: random weights have no peaks to keep) on
+generated images, each teacher standing as the "student" of the other on the 12 joints
+both datasets annotate.
+
+    python jobs/benchmark_kd.py                                  # demo sizes
+    python jobs/benchmark_kd.py --paper-sizes                    # RTMPose-s 192x256 student,
+                                                                 # RTMPose-m teachers (CPU: slow)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from unipose_ray.bench import measure, paper_sizes, write_random_teacher
+from unipose_ray.config import DistillConfig, load_config
+from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
+from unipose_ray.data.records import read_records
+from unipose_ray.distributed import init_ray
+from unipose_ray.losses import simcc_kd_loss
+from unipose_ray.skeleton import mapping_for
+from unipose_ray.teachers.cache_build import build_cache
+from unipose_ray.teachers.cache_format import CacheStore, targets_to_table
+from unipose_ray.teachers.compress import compress, kd_loss_topk
+from unipose_ray.teachers.service import StudentGrid, TeacherService
+from unipose_ray.train.job import TrainJob
+from unipose_ray.workflow import check_teachers, prepare_data, resolve_teachers
+
+KS = (4, 8, 16, 32, None)  # None: every bin, fp16
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paper-sizes", action="store_true",
+                        help="RTMPose-s student 192x256, RTMPose-m teachers 192x256 / 256x256")
+    parser.add_argument("--steps", type=int, help="training steps per variant (> 5: the "
+                        "first 5 are warm-up; default 30, 12 with --paper-sizes)")
+    parser.add_argument("--batch-size", type=int, help="default 16, 8 with --paper-sizes")
+    parser.add_argument("--topk", type=int, default=8, help="the cache's bins per axis")
+    parser.add_argument("--deviation-views", type=int, default=64,
+                        help="instance-views in the KD-loss deviation table")
+    return parser.parse_args(argv)
+
+
+def demo_config(overrides: list[str]) -> DistillConfig:
+    """The demo preset (its released teachers), paths read from the repository root."""
+    cwd = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        return resolve_teachers(load_config("demo", overrides))
+    finally:
+        os.chdir(cwd)
+
+
+def benchmark_config(args, out: Path) -> DistillConfig:
+    """The compared runs' config: demo sizes (the released teachers) or the paper's sizes
+    (random-weight RTMPose-m teachers); one epoch of generated data covers the steps."""
+    images = (args.steps * args.batch_size) // 2 + 8  # ~1.5 instances an image, both sets
+    config = demo_config([
+        f"optim.batch_size={args.batch_size}", "optim.epochs=1000", "baseline=false",
+        f"generate.coco_train={images}", f"generate.mpii_train={images}",
+        "generate.coco_val=2", "generate.mpii_val=2", "teacher_cache.views=1",
+        f"teacher_cache.topk={args.topk}", "teacher_cache.shard_records=64"])
+    # speed does not depend on the weights: the student starts from scratch
+    config = replace(config, student=replace(config.student, backbone_checkpoint=None))
+    if args.paper_sizes:
+        config = replace(paper_sizes(config), pretrain=None)
+        config = replace(config, teachers=tuple(
+            write_random_teacher(t, config.student.codec, out / "teachers")
+            for t in config.teachers))
+    return replace(config, run=replace(config.run, storage_path=str(out / "ray_results")))
+
+
+def live_targets(config: DistillConfig, records_path: str, views: int):
+    """Both demo teachers' logits on the student's grid for ``views`` training crops."""
+    records = read_records(records_path)
+    dataset = TopdownDataset(records, PipelineConfig(config.student.codec, config.augment,
+                                                     config.run.seed))
+    grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
+    specs = check_teachers(config)
+    out = {}
+    for teacher in config.teachers:
+        crops = [dataset.teacher_view(i, dataset.params(i, 0), specs[teacher.name].input_size)
+                 for i in range(min(views, len(dataset)))]
+        service = TeacherService(teacher, grid, device="cpu")
+        x, y = service.logits(np.stack([c.image for c in crops]), np.stack([c.a for c in crops]),
+                              np.stack([c.b for c in crops]))
+        out[teacher.dataset] = (torch.from_numpy(x), torch.from_numpy(y))
+    return out
+
+
+def shared_channels() -> tuple[list[int], list[int]]:
+    """COCO and MPII channels of the joints both annotate."""
+    coco, mpii = (list(mapping_for(d).to_unified) for d in ("coco", "mpii"))
+    shared = [u for u in coco if u in mpii]
+    return [coco.index(u) for u in shared], [mpii.index(u) for u in shared]
+
+
+def deviation_table(logits: dict, beta: float) -> dict:
+    """``k -> (bytes per joint, loss deviation %, gradient deviation %)``: each teacher is
+    the other's student on the shared joints; the larger deviation of the two. The gradient
+    deviation is ``|g_k - g| / |g|`` of the loss' gradient in the student's logits (what
+    training follows)."""
+    channels = dict(zip(("coco", "mpii"), shared_channels(), strict=True))
+    rows = {}
+    for k in KS:
+        loss_dev, grad_dev, nbytes = 0.0, 0.0, 0.0
+        for student, teacher in (("coco", "mpii"), ("mpii", "coco")):
+            sx, sy = (t[:, channels[student]].clone().requires_grad_()
+                      for t in logits[student])
+            tx, ty = (t[:, channels[teacher]] for t in logits[teacher])
+            full = simcc_kd_loss(sx, sy, tx, ty, beta)
+            cx, cy = compress(tx, beta, k), compress(ty, beta, k)
+            approx = kd_loss_topk(sx, sy, cx, cy, beta)
+            exact = torch.autograd.grad(full, (sx, sy))
+            cached = torch.autograd.grad(approx, (sx, sy))
+            diff = torch.cat([(a - b).flatten() for a, b in zip(cached, exact, strict=True)])
+            norm = torch.cat([b.flatten() for b in exact]).norm()
+            loss_dev = max(loss_dev, abs(approx.item() - full.item()) / full.item() * 100)
+            grad_dev = max(grad_dev, (diff.norm() / norm).item() * 100)
+            nbytes = parquet_bytes(cx, cy)
+        rows[k] = (nbytes, loss_dev, grad_dev)
+    return rows
+
+
+def parquet_bytes(x, y) -> float:
+    """Bytes of one (instance-view, joint) in a cache shard of these targets."""
+    b, joints = x.values.shape[:2]
+    table = targets_to_table(np.arange(b), np.zeros(b, np.int16), "t", x, y)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().size / (b * joints)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.steps = args.steps or (12 if args.paper_sizes else 30)
+    args.batch_size = args.batch_size or (8 if args.paper_sizes else 16)
+    init_ray()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        config, data = prepare_data(benchmark_config(args, out), out)
+        records_path = data.train_records(["coco", "mpii"], out / "records")
+        specs = check_teachers(config)
+        cache_uri = str(out / "cache")
+        built = build_cache(replace(config, teacher_cache=replace(config.teacher_cache,
+                                                                  uri=cache_uri)),
+                            records_path, specs, crop_actors=max(1, config.run.data_actors))
+        job = TrainJob(config=config, train_records=records_path, eval_sets=(),
+                       teacher_specs=specs, output_dir=str(out / "runs"), max_steps=args.steps)
+        rates = {"cached targets": measure(job, "bench_cached", cache_uri=cache_uri),
+                 "online teacher actors": measure(job, "bench_online", online=True),
+                 "in-process teachers": measure(job, "bench_inprocess", online=False)}
+
+        store = CacheStore(cache_uri)
+        cache_bytes = sum(store.size_of(name) for name in built.manifest.shards)
+        views = sum(built.manifest.shards.values())
+        bins = sum(config.student.codec.num_bins)
+        fp32 = sum(spec.num_keypoints for spec in specs.values()) * bins * 4
+        demo = demo_config([f"generate.coco_train={args.deviation_views}",
+                            f"generate.mpii_train={args.deviation_views}",
+                            "generate.coco_val=2", "generate.mpii_val=2"])
+        demo, demo_data = prepare_data(demo, out / "deviation")
+        demo_records = demo_data.train_records(["coco", "mpii"], out / "deviation")
+        table = deviation_table(live_targets(demo, demo_records, args.deviation_views),
+                                demo.loss.beta)
+
+    student = config.student
+    print(f"\nstudent RTMPose-{student.size} {tuple(student.codec.input_size)}, teachers "
+          + ", ".join(f"{n}: RTMPose {tuple(s.input_size)}" for n, s in specs.items())
+          + f", batch {args.batch_size}, {args.steps} steps, 1 worker ({os.cpu_count()} cores)")
+    for name, rate in rates.items():
+        print(f"  {name:<24}{rate:8.2f} samples/s")
+    print(f"cache build: {built.computed} instance-views in {built.seconds:.1f} s "
+          f"({built.views_per_s:.1f} views/s, start-up included: {built.first_shard_s:.1f} s to "
+          f"the first shard), {built.teacher_passes} teacher passes")
+    print(f"cache bytes per instance-view: {cache_bytes / views:,.0f} (top-{args.topk}, "
+          f"Parquet) vs {fp32:,} fp32 full logits")
+    demo_bins = sum(demo.student.codec.num_bins)
+    print(f"\nKD-loss deviation from fp32 logits (released demo teachers, {args.deviation_views}"
+          f" instance-views per dataset's images, student grid {demo_bins} bins x+y):")
+    print(f"  {'k':<10}{'bytes/joint':>12}{'fp32/joint':>12}{'ratio':>8}{'loss dev':>11}"
+          f"{'grad dev':>11}")
+    for k, (nbytes, dev, grad) in table.items():
+        print(f"  {str(k or 'full-fp16'):<10}{nbytes:12.1f}{demo_bins * 4:12d}"
+              f"{demo_bins * 4 / nbytes:7.1f}x{dev:10.2f}%{grad:10.2f}%")
+    ratio = rates["cached targets"] / rates["in-process teachers"]
+    deviation = table.get(args.topk, (0, float("nan"), 0))[1]
+    print(f"\ncached/in-process: {ratio:.2f}x  bytes: 1/{fp32 / (cache_bytes / views):.0f} of "
+          f"fp32  kd-loss deviation: {deviation:.2f}%")
+
+
+if __name__ == "__main__":
+    main()
