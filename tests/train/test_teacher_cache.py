@@ -40,7 +40,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TINY = ["generate.coco_train=12", "generate.mpii_train=12", "generate.coco_val=3",
         "generate.mpii_val=3", "optim.batch_size=8", "optim.epochs=2", "optim.warmup_steps=2",
         "run.val_every_epochs=2", "run.val_flip_test=false", "baseline=false",
-        "teacher_cache.views=2", "teacher_cache.shard_records=10", "teacher_cache.batch_size=8",
+        "teacher_cache.views=2", "teacher_cache.topk=8", "teacher_cache.shard_records=10",
+        "teacher_cache.batch_size=8",
         "augment.rotate_prob=1.0", "augment.scale_range=[0.8,1.2]"]
 
 
@@ -203,3 +204,25 @@ def test_cached_targets_load_as_topk_pairs(setup):
     x, y = batch_targets(batch, "mpii", config.student.codec.num_bins)
     assert isinstance(x, TopK) and x.values.shape == (2, 16, config.teacher_cache.topk)
     assert (x.bins, y.bins) == config.student.codec.num_bins
+
+
+def test_the_build_job_takes_its_flags(tmp_path):
+    """``jobs/build_cache.py`` as a user runs it: --out, --views and --topk reach the
+    manifest; a second run finds the cache complete."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    tiny = ["generate.coco_train=6", "generate.mpii_train=6", "generate.coco_val=2",
+            "generate.mpii_val=2"]
+    command = [sys.executable, "jobs/build_cache.py", "--config", "demo", "--views", "1",
+               "--topk", "4", "--out", str(tmp_path / "cache"), "--output-dir",
+               str(tmp_path / "out"), *tiny]
+    first = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[cache] done:" in first.stdout
+    manifest = CacheStore(str(tmp_path / "cache")).read_manifest()
+    assert manifest.views == 1 and manifest.compression["k"] == 4
+    assert "teacher mass outside the kept bins" in first.stdout
+    again = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "is complete" in again.stdout, again.stderr[-3000:]

@@ -26,6 +26,7 @@ from unipose_ray.data.records import read_records
 from unipose_ray.distributed import print0
 from unipose_ray.models import PoseModelSpec
 from unipose_ray.ray_output import quiet_ray_data
+from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.teachers.cache import AXES, Shard, open_cache, shard_layout, wanted_manifest
 from unipose_ray.teachers.cache_format import CacheManifest, CacheStore, mismatches, SCHEMA
 from unipose_ray.teachers.service import StudentGrid
@@ -186,9 +187,6 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
     Refuses a folder holding a cache of other settings, naming what differs. Expects Ray
     to be initialised and :func:`~unipose_ray.workflow.resolve_teachers`' absolute paths.
     """
-    import ray  # noqa: PLC0415
-    import ray.data  # noqa: PLC0415
-
     cache = config.teacher_cache
     if not config.teachers:
         raise ValueError("the config has no teachers: there is nothing to cache")
@@ -214,18 +212,46 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
         print0(f"[cache] {cache.uri} is complete ({len(layout)} shards, {total} instance-views)")
         return BuildReport(wanted, 0, 0.0, 0)
     print0(f"[cache] building {len(todo)} of {len(layout)} shards into {cache.uri}: "
-           f"{len(config.teachers)} teacher(s), {cache.views} view(s), top-"
-           f"{cache.topk or 'all (fp16)'} bins")
+           f"{len(config.teachers)} teacher(s), {cache.views} view(s), "
+           + (f"top-{cache.topk} bins" if cache.topk else "every bin (fp16)"))
 
+    rows = sum(s.stop - s.start for s in todo)
+    writer = ShardWriter(store, wanted, todo, [t.name for t in config.teachers],
+                         Progress(total, total - rows))
+    start = time.perf_counter()
+    for batch in target_pipeline(config, records, specs, todo, crop_actors).iter_batches(
+            batch_size=None, batch_format="numpy"):
+        writer.add(batch)
+    seconds = time.perf_counter() - start
+    if cache.topk:
+        joints = {t.name: KEYPOINT_SETS[t.dataset].num_keypoints for t in config.teachers}
+        print0("[cache] teacher mass outside the kept bins (mean per joint and axis): "
+               + ", ".join(f"{name} {mass / (2 * joints[name] * rows):.1%}"
+                           for name, mass in writer.outside.items())
+               + " (the KD gradient moves by about as much: jobs/benchmark_kd.py)")
+    report = BuildReport(wanted, rows, seconds, rows * len(config.teachers),
+                         (writer.first_at or start) - start)
+    print0(f"[cache] done: {rows} instance-views in {seconds:.1f} s "
+           f"({report.views_per_s:.1f} views/s, {report.teacher_passes} teacher passes)")
+    return report
+
+
+def target_pipeline(config: DistillConfig, records, specs: dict[str, PoseModelSpec],
+                    todo: list[Shard], crop_actors: int):
+    """The lazy Ray Dataset of the ``todo`` shards' rows, in order, with every teacher's
+    compressed targets (the crops dropped)."""
+    import ray  # noqa: PLC0415
+    import ray.data  # noqa: PLC0415
+
+    cache = config.teacher_cache
     views = np.concatenate([np.full(s.stop - s.start, s.view) for s in todo])
     rows = np.concatenate([np.arange(s.start, s.stop) for s in todo])
     sizes = tuple(sorted({tuple(spec.input_size) for spec in specs.values()}))
     pipeline = PipelineConfig(config.student.codec, config.augment, config.run.seed)
-    plan = CropPlan(ray.put(records), pipeline, sizes, views, rows,
-                    config.data.skip_bad_images)
+    plan = CropPlan(ray.put(records), pipeline, sizes, views, rows, config.data.skip_bad_images)
     quiet_ray_data()
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the shard lines below say how far it is
+    context.enable_progress_bars = False  # the shard lines say how far it is
     context.execution_options.preserve_order = True  # shards complete one after the other
     grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -252,37 +278,51 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
             batch_size=cache.batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=cache.actors),
             num_cpus=teacher.num_cpus, num_gpus=num_gpus, max_restarts=0)
-    ds = ds.drop_columns([f"{p}_{size_key(s)}" for s in sizes for p in ("image", "a", "b")])
+    return ds.drop_columns([f"{p}_{size_key(s)}" for s in sizes for p in ("image", "a", "b")])
 
-    names = [t.name for t in config.teachers]
-    progress = Progress(total, total - len(rows))
-    start = time.perf_counter()
-    pending: dict[str, list[np.ndarray]] = {}
-    queue = list(todo)
-    first = None  # seconds to the first shard
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+
+class ShardWriter:
+    """Gathers the pipeline's rows into shards; writes each whole, then the manifest.
+
+    Attributes:
+        outside: per teacher, the summed mass outside the kept bins.
+        first_at: ``perf_counter()`` when the first shard was written (start-up).
+    """
+
+    def __init__(self, store: CacheStore, manifest: CacheManifest, todo: list[Shard],
+                 teachers: list[str], progress: Progress):
+        self.store, self.manifest, self.queue = store, manifest, list(todo)
+        self.teachers, self.progress = teachers, progress
+        self.pending: dict[str, list[np.ndarray]] = {}
+        self.outside = dict.fromkeys(teachers, 0.0)
+        self.first_at: float | None = None
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
         for column, values in batch.items():
-            pending.setdefault(column, []).append(values)
-        while queue and sum(len(v) for v in pending["record"]) >= queue[0].stop - queue[0].start:
-            shard = queue.pop(0)
-            n = shard.stop - shard.start
-            merged = {c: np.concatenate(v) for c, v in pending.items()}
-            head = {c: v[:n] for c, v in merged.items()}
-            if not (np.array_equal(head["record"], np.arange(shard.start, shard.stop))
-                    and (head["view"] == shard.view).all()):
-                raise RuntimeError(f"cache build: rows out of order at {shard.name}")
-            store.write_shard(shard_table(head, names), shard.name)
-            wanted.shards[shard.name] = n
-            store.write_manifest(wanted)
-            pending = {c: [v[n:]] for c, v in merged.items()}
-            progress.update(n, shard)
-            if first is None:
-                first = time.perf_counter() - start
-    seconds = time.perf_counter() - start
-    report = BuildReport(wanted, len(rows), seconds, len(rows) * len(names), first or 0.0)
-    print0(f"[cache] done: {len(rows)} instance-views in {seconds:.1f} s "
-           f"({report.views_per_s:.1f} views/s, {report.teacher_passes} teacher passes)")
-    return report
+            self.pending.setdefault(column, []).append(values)
+        for name in self.teachers:
+            for axis in AXES:
+                self.outside[name] += float(batch[f"{name}_{axis}_rest"].sum())
+        while self.queue and self._rows() >= self.queue[0].stop - self.queue[0].start:
+            self._write(self.queue.pop(0))
+
+    def _rows(self) -> int:
+        return sum(len(v) for v in self.pending.get("record", []))
+
+    def _write(self, shard: Shard) -> None:
+        n = shard.stop - shard.start
+        merged = {c: np.concatenate(v) for c, v in self.pending.items()}
+        head = {c: v[:n] for c, v in merged.items()}
+        if not (np.array_equal(head["record"], np.arange(shard.start, shard.stop))
+                and (head["view"] == shard.view).all()):
+            raise RuntimeError(f"cache build: rows out of order at {shard.name}")
+        self.store.write_shard(shard_table(head, self.teachers), shard.name)
+        self.manifest.shards[shard.name] = n
+        self.store.write_manifest(self.manifest)
+        self.pending = {c: [v[n:]] for c, v in merged.items()}
+        self.progress.update(n, shard)
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
 
 
 def ensure_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseModelSpec]
