@@ -228,7 +228,7 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
         print0("[cache] teacher mass outside the kept bins (mean per joint and axis): "
                + ", ".join(f"{name} {mass / (2 * joints[name] * rows):.1%}"
                            for name, mass in writer.outside.items())
-               + " (the KD gradient moves by about as much: jobs/benchmark_kd.py)")
+               + " (jobs/benchmark_kd.py measures what it does to the KD gradient)")
     report = BuildReport(wanted, rows, seconds, rows * len(config.teachers),
                          (writer.first_at or start) - start)
     print0(f"[cache] done: {rows} instance-views in {seconds:.1f} s "
