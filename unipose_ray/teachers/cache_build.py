@@ -152,7 +152,7 @@ class Progress:
         self.total, self.done, self.start_done = total, done_before, done_before
         self.tic = time.perf_counter()
 
-    def update(self, rows: int, shard: Shard) -> float:
+    def update(self, rows: int, shard: Shard) -> None:
         self.done += rows
         elapsed = time.perf_counter() - self.tic
         rate = (self.done - self.start_done) / max(elapsed, 1e-9)
@@ -161,7 +161,6 @@ class Progress:
         print0(f"[cache] [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
                f"instance-views ({self.done / max(self.total, 1):.0%}), {rate:.1f} views/s, "
                f"ETA {eta:.0f} s  ({shard.name})")
-        return rate
 
 
 @dataclass(frozen=True)
