@@ -298,6 +298,60 @@ class TeacherCacheConfig:
             raise ConfigError(f"teacher_cache.topk must be >= 0 (0: every bin), got {self.topk}")
 
 
+SWEEP_SEARCHES = ("random", "grid")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A Ray Tune sweep of the loss weights and the student size (``jobs/sweep.py``).
+
+    Attributes:
+        num_samples: trials drawn (``random``), or repeats of the grid (``grid``).
+        metric, mode: what ASHA and the summary rank trials by (a validation metric).
+        search: ``random``: w1 and each teacher's weight log-uniform in their ranges, the
+            size from ``sizes``; ``grid``: every ``(w1, w_coco, w_mpii)`` of ``grid`` x
+            ``sizes``.
+        w_gt, w_teacher: log-uniform ranges of w1 and of each teacher weight.
+        sizes: student sizes to try.
+        lr: log-uniform range of the learning rate (``None``: the config's).
+        grid: the weight triples of ``grid`` mode (the paper's 0.45/0.25/0.45 first).
+        grace_period, reduction_factor: ASHA's, in validations.
+        max_concurrent_trials: 0: as many as the cluster's CPUs hold.
+    """
+
+    num_samples: int = 6
+    metric: str = "val/score"
+    mode: str = "max"
+    search: str = "random"
+    w_gt: tuple[float, float] = (0.1, 1.0)
+    w_teacher: tuple[float, float] = (0.05, 1.0)
+    sizes: tuple[str, ...] = ("t",)
+    lr: tuple[float, float] | None = None
+    grid: tuple[tuple[float, float, float], ...] = ((0.45, 0.25, 0.45),)
+    grace_period: int = 1
+    reduction_factor: int = 2
+    max_concurrent_trials: int = 0
+
+    def __post_init__(self) -> None:
+        if self.search not in SWEEP_SEARCHES:
+            raise ConfigError(f"sweep.search must be one of {SWEEP_SEARCHES}, got "
+                              f"'{self.search}'")
+        if self.mode not in ("max", "min"):
+            raise ConfigError(f"sweep.mode must be 'max' or 'min', got '{self.mode}'")
+        if self.num_samples < 1:
+            raise ConfigError("sweep.num_samples must be >= 1")
+        if not self.sizes or set(self.sizes) - set(STUDENT_SIZES):
+            raise ConfigError(f"sweep.sizes must be a non-empty subset of {STUDENT_SIZES}, "
+                              f"got {list(self.sizes)}")
+        for name in ("w_gt", "w_teacher") + (("lr",) if self.lr else ()):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ConfigError(f"sweep.{name} must be a range 0 < low <= high, got "
+                                  f"[{low}, {high}]")
+        if self.search == "grid" and not self.grid:
+            raise ConfigError("sweep.grid is empty: give (w_gt, w_coco, w_mpii) triples")
+
+
 @dataclass(frozen=True)
 class TrackingConfig:
     """MLflow: ``tracking_uri`` ``None`` = ``MLFLOW_TRACKING_URI`` or the embedded SQLite store.
@@ -340,6 +394,7 @@ class DistillConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     pretrain: PretrainConfig | None = None
     teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     teacher_epochs: int = 0
     baseline: bool = False
     parallel_runs: int = 1
@@ -366,7 +421,7 @@ class DistillConfig:
                               "set loss.w_gt > 0 or give a teacher a positive weight")
 
 
-PRESETS = ("demo", "demo_self_trained", "demo_models", "paper")
+PRESETS = ("demo", "demo_self_trained", "demo_models", "demo_sweep", "paper")
 
 
 def load_config(source: str, overrides: list[str] = ()) -> DistillConfig:

@@ -168,8 +168,12 @@ def storage_path(job: TrainJob) -> str:
     return resolve_path(Path(job.output_dir) / "ray_results")
 
 
-def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None):
+def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
+                 callbacks: list | None = None):
     """Build and fit the ``TorchTrainer`` for ``job``; returns the Ray ``Result``.
+
+    ``callbacks`` go to the run's ``RunConfig`` (a Tune trial passes its
+    ``TuneReportCallback``).
 
     Expects Ray to be initialised (the job scripts do that). Teacher pools, when given,
     are the online teacher services; ``job.teacher_specs`` must describe them.
@@ -213,6 +217,7 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None):
         run_config=ray.train.RunConfig(
             name=config.run.name, storage_path=storage_path(job),
             failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
+            callbacks=callbacks or None,
             # the best validated checkpoint and the latest (Ray keeps it) survive
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
