@@ -19,7 +19,14 @@ from pathlib import Path
 
 from unipose_ray.config import PRESETS, load_config
 from unipose_ray.distributed import init_ray, print0
-from unipose_ray.sweep import SweepBase, concurrent_trials, param_space, run_trial, summary_rows
+from unipose_ray.sweep import (
+    SweepBase,
+    concurrent_trials,
+    param_space,
+    progress_callback,
+    run_trial,
+    summary_rows,
+)
 from unipose_ray.teachers.cache_build import ensure_cache
 from unipose_ray.tracking import RunTracker, flatten_config, resolve_tracking_uri
 from unipose_ray.workflow import check_teachers, ensure_backbone, prepare_data, resolve_teachers
@@ -82,7 +89,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                         grace_period=sweep.grace_period,
                                         reduction_factor=sweep.reduction_factor,
                                         max_t=config.optim.epochs // config.run.val_every_epochs)),
-            run_config=tune.RunConfig(name=name, storage_path=storage))
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                                      callbacks=[progress_callback(sweep.metric)]))
     results = tuner.fit()
     rows = summary_rows(results, sweep.metric, sweep.mode)
     (out / "sweep_results.json").write_text(json.dumps(rows, indent=2))

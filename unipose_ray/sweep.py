@@ -114,3 +114,26 @@ def summary_rows(results, metric: str, mode: str) -> list[dict]:
             "error": str(result.error).splitlines()[0] if result.error else ""})
     sign = -1 if mode == "max" else 1
     return sorted(rows, key=lambda r: sign * r.get(metric, -math.inf * sign))
+
+
+def progress_callback(metric: str):
+    """A Tune callback printing one line per validation and per finished trial, instead of
+    Tune's tables of every metric."""
+    from ray import tune  # noqa: PLC0415
+
+    from unipose_ray.distributed import print0  # noqa: PLC0415
+
+    class SweepProgress(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            weights = " ".join(f"{k}={v:.3g}" for k, v in trial.config["weights"].items())
+            print0(f"[sweep] {trial.trial_id} ({trial.config['size']}, {weights}) validation "
+                   f"{result.get('training_iteration')}: {metric}="
+                   f"{result.get(metric, float('nan')):.4g} at step {result.get('train/step')}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            running = sum(t.status == "RUNNING" for t in trials)
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            print0(f"[sweep] {trial.trial_id} finished; {done}/{len(trials)} done, "
+                   f"{running} running")
+
+    return SweepProgress()
