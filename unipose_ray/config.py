@@ -313,8 +313,16 @@ class SweepConfig:
             ``sizes``.
         w_gt, w_teacher: log-uniform ranges of w1 and of each teacher weight.
         sizes: student sizes to try.
-        lr: log-uniform range of the learning rate (``None``: the config's).
-        grid: the weight triples of ``grid`` mode (the paper's 0.45/0.25/0.45 first).
+        backbones: ``size -> checkpoint`` the student of that size starts from (as
+            ``student.backbone_checkpoint``, which serves ``student.size``); every size of
+            ``sizes`` needs one when the student has a backbone.
+        lr: ``random``: a log-uniform range of the learning rate; ``grid``: the learning
+            rates to try; ``None``: the config's ``optim.lr``.
+        grid: the ``(w_gt, w_coco, w_mpii)`` triples of ``grid`` mode (the paper's
+            0.45/0.25/0.45 first), the teachers in the config's order.
+        include_base: ``random`` search: the first trial takes the config's own weights,
+            first size and lr (the paper's 0.45/0.25/0.45 in the presets), so the table
+            shows what the search found against them.
         grace_period, reduction_factor: ASHA's, in validations.
         max_concurrent_trials: 0: as many as the cluster's CPUs hold.
     """
@@ -326,8 +334,10 @@ class SweepConfig:
     w_gt: tuple[float, float] = (0.1, 1.0)
     w_teacher: tuple[float, float] = (0.05, 1.0)
     sizes: tuple[str, ...] = ("t",)
-    lr: tuple[float, float] | None = None
-    grid: tuple[tuple[float, float, float], ...] = ((0.45, 0.25, 0.45),)
+    backbones: dict[str, str] = field(default_factory=dict)
+    lr: tuple[float, ...] | None = None
+    grid: tuple[tuple[float, ...], ...] = ((0.45, 0.25, 0.45),)
+    include_base: bool = True
     grace_period: int = 1
     reduction_factor: int = 2
     max_concurrent_trials: int = 0
@@ -343,13 +353,19 @@ class SweepConfig:
         if not self.sizes or set(self.sizes) - set(STUDENT_SIZES):
             raise ConfigError(f"sweep.sizes must be a non-empty subset of {STUDENT_SIZES}, "
                               f"got {list(self.sizes)}")
-        for name in ("w_gt", "w_teacher") + (("lr",) if self.lr else ()):
+        ranges = ("w_gt", "w_teacher") + (("lr",) if self.lr and self.search == "random" else ())
+        for name in ranges:
+            if len(getattr(self, name)) != 2:
+                raise ConfigError(f"sweep.{name} must be a range [low, high], got "
+                                  f"{list(getattr(self, name))}")
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ConfigError(f"sweep.{name} must be a range 0 < low <= high, got "
                                   f"[{low}, {high}]")
         if self.search == "grid" and not self.grid:
             raise ConfigError("sweep.grid is empty: give (w_gt, w_coco, w_mpii) triples")
+        if self.search == "grid" and self.lr and min(self.lr) <= 0:
+            raise ConfigError(f"sweep.lr must hold positive learning rates, got {list(self.lr)}")
 
 
 @dataclass(frozen=True)

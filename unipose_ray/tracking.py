@@ -149,7 +149,8 @@ def resolve_tracking_uri(explicit: str | None, work_dir: str | Path) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(work_dir)
 
 
-def _sqlite_path(tracking_uri: str) -> Path | None:
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, None for any other store."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
     return Path(tracking_uri[len("sqlite:///") :]).resolve()
@@ -161,7 +162,7 @@ def default_artifact_root(tracking_uri: str) -> Path | None:
     MLflow would otherwise put a SQLite store's artifacts under ``./mlruns`` of whatever
     directory the process happens to run in (a Ray worker's session dir, for instance).
     """
-    db = _sqlite_path(tracking_uri)
+    db = sqlite_path(tracking_uri)
     return None if db is None else db.parent / "mlartifacts"
 
 
@@ -269,7 +270,7 @@ class RunTracker:
         the same SQLite store at once race in its schema migration.
         """
         check_reachable(self.tracking_uri, self.connect_timeout_s)
-        db = _sqlite_path(self.tracking_uri)
+        db = sqlite_path(self.tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(self.tracking_uri)

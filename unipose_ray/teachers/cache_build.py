@@ -27,8 +27,15 @@ from unipose_ray.distributed import print0
 from unipose_ray.models import PoseModelSpec
 from unipose_ray.ray_output import quiet_ray_data
 from unipose_ray.skeleton import KEYPOINT_SETS
-from unipose_ray.teachers.cache import AXES, Shard, open_cache, shard_layout, wanted_manifest
-from unipose_ray.teachers.cache_format import CacheManifest, CacheStore, mismatches, SCHEMA
+from unipose_ray.teachers.cache import (
+    AXES,
+    CacheSource,
+    Shard,
+    open_cache,
+    shard_layout,
+    wanted_manifest,
+)
+from unipose_ray.teachers.cache_format import SCHEMA, CacheManifest, CacheStore, mismatches
 from unipose_ray.teachers.service import StudentGrid
 from unipose_ray.train.data import size_key
 
@@ -325,12 +332,13 @@ class ShardWriter:
 
 
 def ensure_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseModelSpec]
-                 ) -> None:
+                 ) -> CacheSource:
     """A complete cache at ``teacher_cache.uri`` for this run: an existing one is used as
     it is (whatever its views and compression), a missing or unfinished one is built."""
+    records = read_records(records_path)
     try:
-        open_cache(config, read_records(records_path), specs)
-        return
+        return open_cache(config, records, specs)
     except FileNotFoundError as error:  # never built, or interrupted: build (the rest of) it
         print0(f"[cache] {error}".split("; build it")[0])
     build_cache(config, records_path, specs, crop_actors=max(1, config.run.data_actors))
+    return open_cache(config, records, specs)

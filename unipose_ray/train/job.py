@@ -29,6 +29,8 @@ class TrainJob:
         tracking_name: the MLflow run's name (default ``run.name``), e.g. its row in
             the demo's table.
         parent_run_id: nest the MLflow run under this one.
+        tracking_tags, tracking_params: more tags and params for the MLflow run (a sweep
+            trial's id, size and weights under short names).
         submitted_at: ``time.time()`` when the driver called ``fit()`` (start-up figure).
         stream: the training stream's records and crop settings (set by
             :func:`run_training`).
@@ -46,6 +48,8 @@ class TrainJob:
     steps_per_epoch: int = 1
     tracking_name: str | None = None
     parent_run_id: str | None = None
+    tracking_tags: dict[str, str] = field(default_factory=dict)
+    tracking_params: dict[str, str | float] = field(default_factory=dict)
     submitted_at: float = 0.0
     stream: StreamSpec | None = None
     num_records: int = 0

@@ -139,12 +139,13 @@ def start_tracker(job: TrainJob) -> RunTracker | NullTracker:
         return NullTracker()
     tracker = RunTracker(job.tracking_uri)
     tags = {"unipose_ray.kind": "distill" if job.config.teachers else "train",
-            "unipose_ray.run_name": job.config.run.name}
+            "unipose_ray.run_name": job.config.run.name, **job.tracking_tags}
     if job.parent_run_id:
         tags[PARENT_TAG] = job.parent_run_id
     name = job.tracking_name or job.config.run.name
-    tracker.start(job.config.tracking.experiment, name, params=flatten_config(job.config),
-                  tags=tags, key=child_key(job.parent_run_id, name))
+    params = flatten_config(job.config) | job.tracking_params
+    tracker.start(job.config.tracking.experiment, name, params=params, tags=tags,
+                  key=child_key(job.parent_run_id, name))
     tracker.log_dict(job.config, "config.yaml")
     return tracker
 

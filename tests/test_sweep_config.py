@@ -1,0 +1,128 @@
+"""The sweep's search space and its refusals, before any Ray or training starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unipose_ray.config import ConfigError, load_config
+from unipose_ray.evaluation.cross_dataset import EvalSet
+from unipose_ray.sweep import (
+    check_sweep,
+    concurrent_trials,
+    param_space,
+    short_params,
+    total_trials,
+    trial_config,
+)
+
+COCO = EvalSet("coco", "coco.parquet", ann_file="coco.json", unified_ann_file="coco21.json")
+MPII = EvalSet("mpii", "mpii.parquet", unified_ann_file="mpii21.json")
+
+
+@pytest.mark.parametrize(("override", "named"), [
+    ("sweep.sizes=[]", "sweep.sizes"),
+    ("sweep.sizes=[xl]", "sweep.sizes"),
+    ("sweep.search=bayes", "sweep.search"),
+    ("sweep.w_gt=[0,1]", "sweep.w_gt"),
+    ("sweep.w_teacher=[1.0,0.5]", "sweep.w_teacher"),
+    ("sweep.w_gt=[0.1,0.5,1.0]", "sweep.w_gt"),
+    ("sweep.lr=[0.001]", "sweep.lr"),
+    ("sweep.num_samples=0", "sweep.num_samples"),
+    ("sweep.mode=best", "sweep.mode"),
+])
+def test_an_empty_or_invalid_search_space_is_refused(override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config("demo_sweep", [override])
+
+
+def test_an_empty_grid_and_a_grid_of_the_wrong_width_are_refused():
+    with pytest.raises(ConfigError, match="sweep.grid is empty"):
+        load_config("demo_sweep", ["sweep.search=grid", "sweep.grid=[]"])
+    config = load_config("demo_sweep", ["sweep.search=grid", "sweep.grid=[[0.45,0.25]]",
+                                        "teacher_cache.uri=/tmp/c"])
+    with pytest.raises(ConfigError, match=r"\(w_gt, coco, mpii\) tuples of 3 numbers"):
+        check_sweep(config, (COCO, MPII))
+
+
+def test_the_grid_holds_the_papers_weights_every_size_and_learning_rate():
+    config = load_config("demo_sweep", ["sweep.search=grid", "sweep.sizes=[t,s]",
+                                        "sweep.lr=[0.001,0.004]", "sweep.num_samples=2"])
+    space = param_space(config)
+    assert space["weights"]["grid_search"][0] == {"w_gt": 0.45, "coco": 0.25, "mpii": 0.45}
+    assert space["size"]["grid_search"] == ["t", "s"]
+    assert space["lr"]["grid_search"] == [0.001, 0.004]
+    assert total_trials(config) == 1 * 2 * 2 * 2
+
+
+def test_random_search_draws_weights_in_their_ranges():
+    config = load_config("demo_sweep", ["sweep.w_gt=[0.2,0.3]", "sweep.lr=[1e-4,1e-3]"])
+    space = param_space(config)
+    for _ in range(50):
+        w = space["weights"]["w_gt"].sample()
+        assert 0.2 <= w <= 0.3 and 1e-4 <= space["lr"].sample() <= 1e-3
+        assert 0.05 <= space["weights"]["mpii"].sample() <= 1.0
+    assert total_trials(config) == config.sweep.num_samples
+
+
+def test_a_trial_config_carries_its_weights_size_and_learning_rate():
+    config = load_config("demo_sweep")
+    params = {"weights": {"w_gt": 0.7, "coco": 0.1, "mpii": 0.3}, "size": "s", "lr": 3e-3}
+    trial = trial_config(config, params, "demo_sweep_abc_00001")
+    assert trial.loss.w_gt == 0.7 and trial.student.size == "s" and trial.optim.lr == 3e-3
+    assert {t.name: t.weight for t in trial.teachers} == {"coco": 0.1, "mpii": 0.3}
+    assert trial.run.name == "demo_sweep_abc_00001"
+    assert config.loss.w_gt == 0.45  # the base is left alone
+    assert short_params(params) == {"size": "s", "w1_gt": 0.7, "w_coco": 0.1, "w_mpii": 0.3,
+                                    "lr": 3e-3}
+
+
+def test_concurrent_trials_follow_what_a_trial_takes():
+    config = load_config("demo_sweep")  # a trial: driver 1 + worker 1 + crop actor 1
+    assert concurrent_trials(config, 8) == 2 and concurrent_trials(config, 2) == 1
+    assert concurrent_trials(load_config("demo_sweep", ["sweep.max_concurrent_trials=5"]),
+                             2) == 5
+
+
+def test_a_metric_that_is_never_reported_is_refused():
+    config = load_config("demo_sweep", ["sweep.metric=val/coco_APP"])
+    with pytest.raises(ConfigError, match=r"'val/coco_APP' is never reported.*val/coco_AP,"):
+        check_sweep(config, (COCO, MPII))
+    mpii_only = load_config("demo_sweep", ["sweep.metric=val/coco_AP"])
+    with pytest.raises(ConfigError, match="never reported"):
+        check_sweep(mpii_only, (MPII,))
+    never = load_config("demo_sweep", ["run.val_every_epochs=5", "optim.epochs=4",
+                                       "teacher_cache.uri=/tmp/c"])
+    with pytest.raises(ConfigError, match="no trial would validate"):
+        check_sweep(never, (COCO, MPII))
+    no_teachers = load_config("demo_sweep", ["teachers=[]", "teacher_cache.uri=/tmp/c"])
+    with pytest.raises(ConfigError, match="needs teachers"):
+        check_sweep(no_teachers, (COCO, MPII))
+    check_sweep(load_config("demo_sweep", ["teacher_cache.uri=/tmp/c"]), (COCO, MPII))
+
+
+def test_the_base_point_is_the_configs_own_choice():
+    from unipose_ray.sweep import base_point
+
+    config = load_config("demo_sweep", ["sweep.sizes=[s,t]", "sweep.lr=[1e-4,1e-2]"])
+    assert base_point(config) == {"weights": {"w_gt": 0.45, "coco": 0.25, "mpii": 0.45},
+                                  "size": "s", "lr": config.optim.lr}
+
+
+def test_every_swept_size_needs_a_backbone_that_fits_it():
+    from unipose_ray.sweep import resolve_backbones, trial_config
+
+    released = "released/demo/cspnext-t_udp-demo-coco_64x96.pth"
+    with pytest.raises(ConfigError, match=r"sizes \['s'\] have none; give sweep.backbones"):
+        resolve_backbones(load_config("demo_sweep", ["sweep.sizes=[t,s]"]))
+    with pytest.raises(Exception, match="size mismatch|shape"):  # RTMPose-t's file for s
+        resolve_backbones(load_config("demo_sweep", ["sweep.sizes=[t,s]",
+                                                     f"sweep.backbones.s={released}"]))
+    config = resolve_backbones(load_config("demo_sweep", ["sweep.sizes=[t]"]))
+    assert config.sweep.backbones == {"t": str(Path(released).resolve())}
+    params = {"weights": {"w_gt": 0.7, "coco": 0.1, "mpii": 0.3}, "size": "t"}
+    trial = trial_config(config, params, "x")
+    assert trial.student.backbone_checkpoint == str(Path(released).resolve())
+    scratch = load_config("demo_sweep", ["student.backbone_checkpoint=null", "sweep.sizes=[t,s]"])
+    assert resolve_backbones(scratch).sweep.backbones == {}  # both from scratch, as asked
