@@ -214,8 +214,9 @@ def progress_callback(metric: str, total: int):
 
     class SweepProgress(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            weights = " ".join(f"{k}={v:.3g}" for k, v in trial.config[WEIGHT_KEY].items())
-            print0(f"[sweep] {trial.trial_id} ({trial.config['size']}, {weights}) validation "
+            choices = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in short_params(trial.config).items())
+            print0(f"[sweep] {trial.trial_id} ({choices}) validation "
                    f"{result.get('training_iteration')}: {metric}="
                    f"{result.get(metric, float('nan')):.4g} at step {result.get('train/step')}")
 

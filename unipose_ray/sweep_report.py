@@ -112,7 +112,8 @@ def plot_weights(rows: list[dict], metric: str, reference: dict[str, float], pat
         ax.set_xlabel(weight)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    axes[0][0].legend(fontsize=8, title="student size", title_fontsize=8)
+    if scored:
+        axes[0][0].legend(fontsize=8, title="student size", title_fontsize=8)
     fig.suptitle(f"{metric} of each trial's best validation (dashed: the config's weights)",
                  fontsize=10)
     fig.tight_layout()

@@ -90,6 +90,9 @@ def run_sweep(config: DistillConfig, output_dir: str | Path, callbacks: tuple = 
                 f"their results, unfinished ones resume from their checkpoints")
         passes = cache.views * len(cache.teachers) * len(read_records(records))
         rows = _summarise(config, base, results, parent, data, passes)
+        if results.num_errors == len(results):
+            raise RuntimeError(f"every trial of the sweep failed; the first: {rows[0]['error']} "
+                               f"(tracebacks in {out / 'tune'}, each trial's error.txt)")
     except BaseException as error:
         parent.end("KILLED" if isinstance(error, KeyboardInterrupt | SweepInterrupted)
                    else "FAILED")
@@ -128,6 +131,7 @@ def _summarise(config: DistillConfig, base: SweepBase, results, parent: RunTrack
                f"jobs/evaluate.py does:\n{table}")
     print0(f"\nsummary in {json_path} and {csv_path}, picture {picture_path}; MLflow parent "
            f"run {parent.run_id} in {parent.tracking_uri}")
+    return rows
 
 
 def _tuner(config: DistillConfig, base: SweepBase, out: Path, callbacks: tuple):

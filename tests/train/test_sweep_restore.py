@@ -58,6 +58,7 @@ def test_a_stopped_sweep_resumes_and_keeps_its_finished_trials(tmp_path):
                 if line.startswith("[sweep]") and " finished after 2 " in line]
     assert len(finished) == 1, first[-3000:]
     done = finished[0]
+    assert f"[demo_sweep_{done}]" in first  # its workers' lines reach the driver
     before = trial_results(tmp_path)
     [folder] = [name for name in before if f"_{done}_" in name]
     assert before[folder].count("\n") == 2  # its two validations
