@@ -82,8 +82,9 @@ def run_sweep(config: DistillConfig, output_dir: str | Path, callbacks: tuple = 
             base = SweepBase(config, records, data.eval_sets, specs, str(out), uri,
                              parent.run_id)
             results = _tuner(config, base, out, callbacks).fit()
-        unfinished = len(results) - results.num_terminated - results.num_errors
-        if unfinished:  # Ctrl+C: Tune saved its state and returned
+        # Ctrl+C: Tune saved its state and returned (trials not yet drawn are not in results)
+        unfinished = total_trials(config) - results.num_terminated - results.num_errors
+        if unfinished > 0:
             raise SweepInterrupted(
                 f"the sweep stopped with {unfinished} trial(s) unfinished; run the same "
                 f"command again (same --output-dir) to resume it: finished trials keep "
@@ -116,8 +117,8 @@ def _summarise(config: DistillConfig, base: SweepBase, results, parent: RunTrack
     tag_trials(parent.tracking_uri, parent.run_id, rows,
                {r["trial"]: child_key(parent.run_id, base.trial_name(r["trial"])) for r in rows})
     print0(f"\n{format_rows(rows, sweep.metric)}\n")
-    print0(f"teacher forward passes: {passes}, paid once by the cache; in the {len(rows)} "
-           f"trials: 0")
+    print0(f"teacher forward passes: {passes}, paid once by the cache (the {len(rows)} "
+           f"trial(s) ran none)")
     best = next((r for r in rows if r["checkpoint"]), None)
     if best is not None:
         metrics = evaluate_checkpoint(Path(best["checkpoint"]).parent, config.student.dataset,

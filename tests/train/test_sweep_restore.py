@@ -25,7 +25,8 @@ TWO_TRIALS = [o for o in TINY if not o.startswith("sweep.lr")] + ["sweep.lr=[0.0
 
 
 def sweep(out: Path, stop_after_first: bool) -> tuple[int, str]:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(REPO)}
     for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     command = [sys.executable, "jobs/sweep.py", "--config", "demo_sweep", "--output-dir",
