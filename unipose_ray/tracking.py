@@ -32,9 +32,15 @@ from typing import Any
 
 import cv2
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+# MLflow's usage telemetry thread adds and removes a variable of os.environ while requests
+# iterates it for proxies; a sweep trial's log-batch failed on it (KeyError
+# '_MLFLOW_TELEMETRY_SESSION_ID'). Off unless the user chose otherwise; Ray workers inherit it.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
