@@ -88,6 +88,12 @@ SELECT_BOX = """(() => {{
   const r = boxes[{n}].getBoundingClientRect();
   return [r.x + r.width / 2, r.y + r.height / 2, boxes.length];
 }})()"""
+CLOSE_ASSISTANT = """(() => {
+  const close = [...document.querySelectorAll('button')].filter(b =>
+    /close/i.test(b.getAttribute('aria-label') || '') && b.getBoundingClientRect().x > 900);
+  close.forEach(b => b.click());
+  return close.length;
+})()"""
 CLEAR_ALL = """(() => {
   const b = [...document.querySelectorAll('button')].find(e => e.textContent.trim() === 'Clear All');
   if (b) b.click();
@@ -109,6 +115,8 @@ async def shoot(url: str, out: Path, port: int) -> None:
             await page.wait_for("document.body && document.body.innerText.includes("
                                 "'Parallel Coordinates Plot')")
             await asyncio.sleep(3)
+            await page.js(CLOSE_ASSISTANT)  # the UI's chat panel, not what this shows
+            await asyncio.sleep(1)
             await page.js(CLEAR_ALL)
             await asyncio.sleep(1)
             for n, values in ((0, PARAMS), (1, (METRIC,))):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unipose_ray.evaluation.cross_dataset import as_percent
 from unipose_ray.sweep import WEIGHT_KEY, short_params
 
 BEST_TAG = "unipose_ray.best_trial"
@@ -71,7 +72,7 @@ def format_rows(rows: list[dict], metric: str) -> str:
         for key in choices:
             value = row.get(key, "")
             cells.append(f"{value:.3g}" if isinstance(value, float) else str(value))
-        cells += [f"{row[m]:.2f}" if m in row else "-" for m in metrics]
+        cells += [f"{as_percent(m, row[m]):.2f}" if m in row else "-" for m in metrics]
         cells += [str(row["steps"]), "ASHA" if row["stopped_early"] else
                   ("ERROR" if row["error"] else "no")]
         lines.append(cells)
@@ -90,6 +91,7 @@ def plot_weights(rows: list[dict], metric: str, reference: dict[str, float], pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib import ticker  # noqa: PLC0415
 
     weights = [k for k in rows[0] if k.startswith(("w1", "w_"))] if rows else []
     scored = [r for r in rows if metric in r]
@@ -109,13 +111,16 @@ def plot_weights(rows: list[dict], metric: str, reference: dict[str, float], pat
         if weight in reference:
             ax.axvline(reference[weight], color="grey", linestyle="--", linewidth=1)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(weight)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
     if scored:
         axes[0][0].legend(fontsize=8, title="student size", title_fontsize=8)
-    fig.suptitle(f"{metric} of each trial's best validation (dashed: the config's weights)",
-                 fontsize=10)
+    fig.suptitle(f"{metric} of each trial's best validation (hollow: stopped by ASHA, so "
+                 f"trained for fewer steps; dashed: the config's weights)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     fig.canvas.draw()
@@ -133,7 +138,8 @@ def reference_weights(config) -> dict[str, float]:
 
 def tag_trials(tracking_uri: str, parent_run_id: str, rows: list[dict], run_keys: dict[str, str]
                ) -> None:
-    """Tag each trial's MLflow run (stopped early, best) and the parent (best trial)."""
+    """Tag each trial's MLflow run (stopped early, rank) and the parent (best trial); a
+    trial ASHA stopped ends as KILLED (its workers never got to end the run)."""
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
     from unipose_ray.tracking import RUN_KEY_TAG  # noqa: PLC0415
@@ -148,6 +154,10 @@ def tag_trials(tracking_uri: str, parent_run_id: str, rows: list[dict], run_keys
             continue
         run_id = found[0].info.run_id
         client.set_tag(run_id, STOPPED_TAG, str(row["stopped_early"]).lower())
+        if found[0].info.status == "RUNNING":  # ASHA killed it, or it failed, mid-run
+            last = max((m.timestamp for m in client.get_metric_history(run_id, "train/loss")),
+                       default=None)
+            client.set_terminated(run_id, "FAILED" if row["error"] else "KILLED", end_time=last)
         client.set_tag(run_id, "unipose_ray.sweep_rank", str(i + 1))
         if i == 0:
             client.set_tag(parent_run_id, BEST_TAG, row["trial"])

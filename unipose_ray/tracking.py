@@ -37,6 +37,9 @@ import numpy as np
 # iterates it for proxies; a sweep trial's log-batch failed on it (KeyError
 # '_MLFLOW_TELEMETRY_SESSION_ID'). Off unless the user chose otherwise; Ray workers inherit it.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Not two "View run ... at http://..." lines per finished run (a sweep ends dozens); the jobs
+# say where their runs are.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402

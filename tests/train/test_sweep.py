@@ -145,6 +145,9 @@ def test_mlflow_has_the_sweep_as_a_parent_run_and_each_trial_as_its_child(sweep)
         assert float(params["optim.lr"]) == row["lr"] and params["size"] == row["size"]
         assert child.data.tags["unipose_ray.student_size"] == row["size"]
         assert child.data.tags["unipose_ray.stopped_early"] == str(row["stopped_early"]).lower()
+        # a stopped trial ends KILLED, unless it finished its last steps before Tune's stop
+        assert child.info.status == "FINISHED" or (row["stopped_early"]
+                                                   and child.info.status == "KILLED")
         assert child.data.tags["unipose_ray.sweep_rank"] == str(rank)
         history = sorted(client.get_metric_history(child.info.run_id, "val/score"),
                          key=lambda m: m.step)

@@ -247,6 +247,12 @@ def cross_dataset_score(metrics: dict[str, float]) -> float:
     return float(np.mean(parts)) if parts else math.nan
 
 
+def as_percent(metric: str, value: float) -> float:
+    """A metric as tables show it: AP (a fraction, as MMPose reports it) in %, like PCKh."""
+    return 100 * value if metric.removeprefix("val/").startswith(("coco_AP", "unified_AP")) \
+        else value
+
+
 def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str] = HEADLINE) -> str:
     """A plain-text table: one row per model, one column per metric."""
     width = max([len("model"), *map(len, rows)]) + 2
@@ -255,9 +261,6 @@ def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str] = HEA
     for name, metrics in rows.items():
         cells = []
         for column, w in zip(columns, widths, strict=True):
-            value = metrics.get(column, math.nan)
-            if column.startswith(("coco_AP", "unified_AP")) and not math.isnan(value):
-                value *= 100  # AP shown in %, like PCKh
-            cells.append(f"{value:{w}.2f}")
+            cells.append(f"{as_percent(column, metrics.get(column, math.nan)):{w}.2f}")
         lines.append(name.ljust(width) + "".join(cells))
     return "\n".join(lines)
