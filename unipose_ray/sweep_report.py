@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,15 @@ TABLE_METRICS = ("val/coco_AP", "val/mpii_PCKh", "val/unified_AP", "val/transfer
                  "val/score")
 
 
+def trial_id(result) -> str:
+    """The Tune trial id of a result (from its folder name when it never reported)."""
+    found = result.metrics.get("trial_id") if result.metrics else None
+    if found:
+        return found
+    match = re.match(r"run_trial_([0-9a-f]+_\d+)_", Path(result.path).name)
+    return match.group(1) if match else Path(result.path).name
+
+
 def summary_rows(results, metric: str, mode: str, max_validations: int,
                  checkpoints: dict[str, Path | None]) -> list[dict]:
     """One row per trial, best first: its choices, the ``val/*`` metrics of its best
@@ -30,8 +40,7 @@ def summary_rows(results, metric: str, mode: str, max_validations: int,
     rows = []
     for result in results:
         frame = result.metrics_dataframe
-        trial_id = result.metrics.get("trial_id") or Path(result.path).name
-        row: dict = {"trial": trial_id, **short_params(result.config)}
+        row: dict = {"trial": trial_id(result), **short_params(result.config)}
         if frame is not None and metric in frame and frame[metric].notna().any():
             best = frame[metric].idxmax() if mode == "max" else frame[metric].idxmin()
             row |= {k: float(frame.loc[best, k]) for k in frame.columns
@@ -41,7 +50,7 @@ def summary_rows(results, metric: str, mode: str, max_validations: int,
         else:
             row |= {"steps": 0, "validations": 0}
         row["stopped_early"] = result.error is None and row["validations"] < max_validations
-        row["checkpoint"] = str(checkpoints.get(trial_id) or "")
+        row["checkpoint"] = str(checkpoints.get(row["trial"]) or "")
         row["error"] = str(result.error).strip().splitlines()[-1] if result.error else ""
         rows.append(row)
     sign = -1.0 if mode == "max" else 1.0

@@ -14,7 +14,6 @@ every trial a distillation run on the teacher-logit cache, tracked in MLflow.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from unipose_ray.sweep_report import (
     reference_weights,
     summary_rows,
     tag_trials,
+    trial_id,
     write_summary,
 )
 from unipose_ray.teachers.cache_build import ensure_cache
@@ -163,15 +163,6 @@ def _tuner(config: DistillConfig, base: SweepBase, out: Path, callbacks: tuple):
                                   verbose=0,
                                   callbacks=[progress_callback(sweep.metric, total_trials(config)),
                                              *callbacks]))
-
-
-def trial_id(result) -> str:
-    """The Tune trial id of a result (from its folder name when it never reported)."""
-    found = result.metrics.get("trial_id") if result.metrics else None
-    if found:
-        return found
-    match = re.match(r"run_trial_([0-9a-f]+_\d+)_", Path(result.path).name)
-    return match.group(1) if match else Path(result.path).name
 
 
 def _export(base: SweepBase, result) -> Path | None:
