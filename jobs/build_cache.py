@@ -31,8 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "<output-dir>/teacher_cache)")
     parser.add_argument("--views", type=int, help="augmentation views per instance "
                         "(teacher_cache.views); 1 with augmentation off is the plain crop")
-    parser.add_argument("--topk", type=int, help="bins kept per axis per joint "
-                        "(teacher_cache.topk; 0: every bin in fp16)")
+    parser.add_argument("--components", type=int, help="basis components per teacher joint "
+                        "(teacher_cache.components, the default format; 0: --topk's)")
+    parser.add_argument("--topk", type=int, help="top-k bins per axis per joint instead of a "
+                        "basis (teacher_cache.topk; 0: every bin in fp16)")
     parser.add_argument("--output-dir", default="outputs/demo",
                         help="where the records (and generated data) are, as for distill.py")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
@@ -46,7 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or None
     if out is None and not any(o.startswith("teacher_cache.uri=") for o in overrides):
         out = str(Path(args.output_dir) / "teacher_cache")
-    for key, value in (("uri", out), ("views", args.views), ("topk", args.topk)):
+    if args.topk is not None and args.components is None:
+        args.components = 0  # --topk asks for the top-k format
+    for key, value in (("uri", out), ("views", args.views), ("components", args.components),
+                       ("topk", args.topk)):
         if value is not None:
             overrides.append(f"teacher_cache.{key}={value}")
     config = load_config(args.config, overrides)

@@ -272,12 +272,20 @@ class TeacherCacheConfig:
             keypoints, augmentation or records, naming the field.
         views: augmentation views per training instance; epoch ``e`` trains on view
             ``e mod views`` (``views >= optim.epochs``: the crops an online run sees).
-        topk: SimCC bins kept per axis per joint (fp16 + uint16 index, the rest of the mass
-            as one number); 0 keeps every bin in fp16 (``full-fp16``, the default: exact to
-            fp16). Top-k is ~10x smaller again but drops the teacher's mass outside the
-            kept bins, which the build prints; on the demo's teachers top-8 dropped 20-25%
-            and lost the distilled student's COCO AP gain, top-32 dropped 3.5% and kept it
-            (README, "Teacher-logit cache").
+        components: the basis format (the default): each teacher joint's logits on the
+            teacher's grid as ``components`` fp16 coefficients of a per-joint PCA basis
+            fitted on ``calibration`` instance-views at build time
+            (:mod:`unipose_ray.teachers.basis`); decoded exactly as an online teacher's
+            logits are mapped. 0 turns it off (then ``topk``). On the demo's teachers 28
+            components are 1/22 of fp32's bytes and move the KD loss by < 0.5%
+            (``jobs/benchmark_kd.py``).
+        calibration: instance-views the basis is fitted on (spread over records and views).
+        topk: with ``components: 0``: SimCC bins kept per axis per joint on the student's
+            grid (fp16 + uint16 index, the rest of the mass as one number); 0 keeps every
+            bin in fp16 (``full-fp16``: exact to fp16, 1/2 of fp32). Top-k drops the
+            teacher's mass outside the kept bins, which the build prints; on the demo's
+            teachers top-8 dropped 20-25% and lost the distilled student's COCO AP gain,
+            top-32 dropped 3.5% and kept it (README, "Teacher-logit cache").
         shard_records: training instances per shard (one shard per view and block).
         actors: teacher actors per teacher while building.
         batch_size: instances per teacher call while building.
@@ -285,6 +293,8 @@ class TeacherCacheConfig:
 
     uri: str | None = None
     views: int = 1
+    components: int = 28
+    calibration: int = 512
     topk: int = 0
     shard_records: int = 512
     actors: int = 1
@@ -296,6 +306,30 @@ class TeacherCacheConfig:
                               "be >= 1")
         if self.topk < 0:
             raise ConfigError(f"teacher_cache.topk must be >= 0 (0: every bin), got {self.topk}")
+        if self.components < 0:
+            raise ConfigError("teacher_cache.components must be >= 0 (0: top-k / fp16 "
+                              f"targets), got {self.components}")
+        if self.components and self.topk:
+            raise ConfigError("teacher_cache.components (the basis format) and "
+                              "teacher_cache.topk exclude each other: set components=0 for "
+                              "top-k targets")
+        if self.components and self.calibration < self.components:
+            raise ConfigError(f"teacher_cache.calibration ({self.calibration}) must be >= "
+                              f"teacher_cache.components ({self.components}): a basis is "
+                              "fitted on that many instance-views")
+
+    @property
+    def compression(self) -> dict:
+        """The manifest's ``compression`` entry of a cache built with these settings."""
+        if self.components:
+            return {"components": self.components, "calibration": self.calibration,
+                    "k": None, "shard_records": self.shard_records}
+        return {"k": self.topk or None, "shard_records": self.shard_records}
+
+    def describe(self) -> str:
+        if self.components:
+            return f"a {self.components}-component basis per joint (fp16 coefficients)"
+        return f"top-{self.topk} bins per axis" if self.topk else "every bin (fp16)"
 
 
 SWEEP_SEARCHES = ("random", "grid")

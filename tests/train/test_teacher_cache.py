@@ -1,10 +1,11 @@
 """The teacher-logit cache end to end on one local Ray instance (shared by this module).
 
-A tiny generated dataset and the released demo teachers (MMPose config + checkpoint files):
-the Ray Data build writes every shard and resumes an interrupted one; the training
-stream's replayed crops, fed to the live teachers, give the cached targets; a run trains
-from the cache without starting a teacher; a cache that does not fit the run is refused,
-naming the field.
+A tiny generated dataset and the released demo teachers (MMPose config + checkpoint files),
+two caches: top-8 and the basis format. The Ray Data build writes every shard and resumes
+an interrupted one; the training stream's replayed crops, fed to the live teachers, give
+the cached targets (both formats); a run trains from the basis cache without starting a
+teacher; a cache that does not fit the run, or whose basis is gone, is refused, naming
+what is wrong.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import pytest
 import torch
 
 from unipose_ray.config import load_config
+from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.records import read_records
-from unipose_ray.teachers.cache import ViewTargets, open_cache, shard_layout
+from unipose_ray.teachers.cache import ViewTargets, batch_targets, open_cache, shard_layout
 from unipose_ray.teachers.cache_build import build_cache
 from unipose_ray.teachers.cache_format import CacheStore
 from unipose_ray.teachers.compress import TopK
 from unipose_ray.teachers.service import StudentGrid, TeacherService
 from unipose_ray.train.data import CropStage, StepPlan, StreamSpec, size_key
-from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.workflow import (
     check_teachers,
     ensure_backbone,
@@ -40,7 +41,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TINY = ["generate.coco_train=12", "generate.mpii_train=12", "generate.coco_val=3",
         "generate.mpii_val=3", "optim.batch_size=8", "optim.epochs=2", "optim.warmup_steps=2",
         "run.val_every_epochs=2", "run.val_flip_test=false", "baseline=false",
-        "teacher_cache.views=2", "teacher_cache.topk=8", "teacher_cache.shard_records=10",
+        "teacher_cache.views=2", "teacher_cache.components=0", "teacher_cache.topk=8",
+        "teacher_cache.shard_records=10",
         "teacher_cache.batch_size=8",
         "augment.rotate_prob=1.0", "augment.scale_range=[0.8,1.2]"]
 
@@ -61,6 +63,34 @@ def setup(tmp_path_factory, ray_session):
     records_path = data.train_records(sorted(data.train), out / "records")
     report = build_cache(config, records_path, specs)
     return config, data, specs, records_path, report, out
+
+
+@pytest.fixture(scope="module")
+def basis_setup(setup):
+    """The same run with a basis-format cache of more components than instance-views: the
+    basis spans every view, so its logits are the live teachers' up to fp16."""
+    config, data, specs, records_path, _, out = setup
+    cache = replace(config.teacher_cache, uri=str(out / "basis_cache"), topk=0,
+                    components=512, calibration=512)
+    config = replace(config, teacher_cache=cache)
+    report = build_cache(config, records_path, specs)
+    return config, data, specs, records_path, report, out
+
+
+def _stream_batches(config, specs, records_path, source):
+    """The training stream's first and last batch of 8 (epoch 0 and 1: views 0 and 1)."""
+    records = read_records(records_path)
+    sizes = tuple(sorted({tuple(s.input_size) for s in specs.values()}))
+    stream = StreamSpec(records_path, PipelineConfig(config.student.codec, config.augment,
+                                                     config.run.seed),
+                        sizes, cache=source)
+    n = records.num_rows
+    plan = StepPlan(n, 8, total_steps=2 * (n // 8))  # both epochs: views 0 and 1
+    stage = CropStage(stream, plan)
+    for ids in (np.arange(8), np.arange(plan.num_rows - 8, plan.num_rows)):
+        batch = stage({"id": ids})
+        assert set(batch["epoch"]) == ({0} if ids[0] == 0 else {1})
+        yield batch
 
 
 def test_the_build_writes_every_shard_and_resumes_an_interrupted_one(setup):
@@ -90,20 +120,10 @@ def test_the_build_writes_every_shard_and_resumes_an_interrupted_one(setup):
 
 def test_replayed_crops_fed_to_the_live_teachers_give_the_cached_targets(setup):
     config, _, specs, records_path, _, _ = setup
-    records = read_records(records_path)
-    source = open_cache(config, records, specs)
-    sizes = tuple(sorted({tuple(s.input_size) for s in specs.values()}))
-    stream = StreamSpec(records_path, PipelineConfig(config.student.codec, config.augment,
-                                                     config.run.seed),
-                        sizes, cache=source)
-    n = records.num_rows
-    plan = StepPlan(n, 8, total_steps=2 * (n // 8))  # both epochs: views 0 and 1
-    stage = CropStage(stream, plan)
+    source = open_cache(config, read_records(records_path), specs)
     grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
     beta = config.loss.beta
-    for ids in (np.arange(8), np.arange(plan.num_rows - 8, plan.num_rows)):
-        batch = stage({"id": ids})
-        assert set(batch["epoch"]) == ({0} if ids[0] == 0 else {1})
+    for batch in _stream_batches(config, specs, records_path, source):
         for teacher in config.teachers:
             key = size_key(tuple(specs[teacher.name].input_size))
             live = TeacherService(teacher, grid, device="cpu").logits(
@@ -125,12 +145,53 @@ def test_replayed_crops_fed_to_the_live_teachers_give_the_cached_targets(setup):
                                            atol=3e-3, rtol=0)
 
 
-def test_a_run_trains_from_the_cache_without_a_teacher(setup, monkeypatch):
+def test_the_basis_cache_decodes_to_the_live_teachers_logits(basis_setup):
+    config, _, specs, records_path, report, _ = basis_setup
+    records = read_records(records_path)
+    source = open_cache(config, records, specs)
+    assert source.basis and source.compression["components"] == 512
+    bases = source.load_bases()
+    # every instance-view was a calibration sample: the basis holds them all
+    assert {b.num_components for b in bases.values()} == {2 * records.num_rows}
+    assert report.computed == 2 * records.num_rows
+    grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
+    for batch in _stream_batches(config, specs, records_path, source):
+        for teacher in config.teachers:
+            key = size_key(tuple(specs[teacher.name].input_size))
+            live = TeacherService(teacher, grid, device="cpu").logits(
+                batch[f"teacher_image_{key}"], batch[f"teacher_a_{key}"],
+                batch[f"teacher_b_{key}"])
+            assert np.array_equal(batch[f"kd_{teacher.name}_a"], batch[f"teacher_a_{key}"])
+            cached = batch_targets(batch, teacher.name, grid, bases[teacher.name])
+            coef = torch.from_numpy(batch[f"kd_{teacher.name}_coef"]).float()
+            # fp16 coefficients: each off by at most |c| 2^-11
+            bound = float(torch.einsum("bkm,kmd->bkd", coef.abs() * 2.0 ** -11,
+                                       bases[teacher.name].components.abs()).amax()) + 1e-3
+            for got, want in zip(cached, live, strict=True):
+                inside = torch.from_numpy(want > -1e3)
+                assert torch.equal(inside, got > -1e3)
+                assert (got[inside] - torch.from_numpy(want)[inside]).abs().max() <= bound
+
+
+def test_a_basis_cache_without_its_basis_is_refused(basis_setup, tmp_path):
+    config, _, specs, records_path, _, _ = basis_setup
+    copy = tmp_path / "copy"
+    shutil.copytree(config.teacher_cache.uri, copy)
+    at_copy = replace(config, teacher_cache=replace(config.teacher_cache, uri=str(copy)))
+    os.remove(copy / "basis-mpii.npz")
+    with pytest.raises(FileNotFoundError, match=r"lacks 1 of .*first: basis-mpii\.npz"):
+        open_cache(at_copy, read_records(records_path), specs)
+    # the build does not re-fit a basis under shards coded in the old one
+    with pytest.raises(ValueError, match="shards hold coefficients in basis-mpii.npz"):
+        build_cache(at_copy, records_path, specs)
+
+
+def test_a_run_trains_from_the_cache_without_a_teacher(basis_setup, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     import unipose_ray.workflow as workflow
 
-    config, data, specs, _, _, out = setup
+    config, data, specs, _, _, out = basis_setup
 
     def no_teachers(*args, **kwargs):
         raise AssertionError("a run reading the cache started teacher actors")
@@ -194,14 +255,13 @@ def test_a_cache_that_does_not_fit_the_run_is_refused(setup, tmp_path):
 
 def test_cached_targets_load_as_topk_pairs(setup):
     config, _, specs, records_path, _, _ = setup
-    from unipose_ray.teachers.cache import batch_targets
-
     records = read_records(records_path)
     source = open_cache(config, records, specs)
     view = ViewTargets(source, 1, records.num_rows)
     rows = [view.columns(i) for i in (0, 5)]
     batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-    x, y = batch_targets(batch, "mpii", config.student.codec.num_bins)
+    grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
+    x, y = batch_targets(batch, "mpii", grid)
     assert isinstance(x, TopK) and x.values.shape == (2, 16, config.teacher_cache.topk)
     assert (x.bins, y.bins) == config.student.codec.num_bins
 

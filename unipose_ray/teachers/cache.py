@@ -2,8 +2,8 @@
 cached targets of one augmentation view.
 
 A cache holds, for every training instance and each of ``views`` augmentation views,
-every teacher's compressed targets on the student's grid (built by
-:mod:`unipose_ray.teachers.cache_build`). View ``v`` of instance ``i`` is the crop the
+every teacher's compressed targets (built by :mod:`unipose_ray.teachers.cache_build`;
+formats in :mod:`unipose_ray.teachers.cache_format`). View ``v`` of instance ``i`` is the crop the
 training pipeline draws for ``i`` in epoch ``v`` (:meth:`TopdownDataset.params`), so a
 run replays it exactly; epoch ``e`` of a run trains on view ``e mod views``.
 
@@ -21,15 +21,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from torch import Tensor
 
 from unipose_ray.config import DistillConfig
 from unipose_ray.models import PoseModelSpec
 from unipose_ray.skeleton import KEYPOINT_SETS
-from unipose_ray.teachers.cache_format import CacheManifest, CacheStore, mismatches
+from unipose_ray.teachers.basis import Basis
+from unipose_ray.teachers.cache_format import (
+    CacheManifest,
+    CacheStore,
+    basis_name,
+    mismatches,
+    shard_schema,
+    table_columns,
+    uses_basis,
+)
 from unipose_ray.teachers.compress import TopK
+from unipose_ray.teachers.service import StudentGrid
 
 AXES = ("x", "y")
-PARTS = ("values", "indices", "rest")
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,7 @@ def wanted_manifest(config: DistillConfig, records: pa.Table,
                       "split_ratio": codec.split_ratio, "beta": config.loss.beta},
         pipeline={"seed": config.run.seed, "augment": asdict(config.augment)},
         records_sha256=records_fingerprint(records), views=cache.views,
-        compression={"k": cache.topk or None, "shard_records": cache.shard_records})
+        compression=cache.compression)
 
 
 def manifest_shards(manifest: CacheManifest, num_records: int) -> list[Shard]:
@@ -117,14 +127,32 @@ class CacheSource:
         views: views per instance (epoch ``e`` reads view ``e mod views``).
         teachers: ``(name, joints)`` of each teacher.
         shards: the cache's shards.
-        topk: bins kept per axis (``None``: every bin, fp16).
+        compression: the manifest's (``components``: the basis format, else top-``k``).
     """
 
     uri: str
     views: int
     teachers: tuple[tuple[str, int], ...]
     shards: tuple[Shard, ...]
-    topk: int | None = None
+    compression: dict
+
+    @property
+    def basis(self) -> bool:
+        return uses_basis(self.compression)
+
+    def describe(self) -> str:
+        if self.basis:
+            return f"a {self.compression['components']}-component basis per joint"
+        k = self.compression.get("k")
+        return f"top-{k} bins per axis" if k else "every bin (fp16)"
+
+    def load_bases(self) -> dict[str, Basis]:
+        """Each teacher's basis (the basis format; ``{}`` otherwise)."""
+        if not self.basis:
+            return {}
+        store = CacheStore(self.uri)
+        return {name: Basis.from_bytes(store.read_bytes(basis_name(name)))
+                for name, _ in self.teachers}
 
 
 def open_cache(config: DistillConfig, records: pa.Table,
@@ -149,27 +177,28 @@ def open_cache(config: DistillConfig, records: pa.Table,
                          + "\nbuild a cache for this run under another --out (or rebuild it)")
     shards = manifest_shards(cached, records.num_rows)
     missing = [s.name for s in shards if s.name not in cached.shards or not store.exists(s.name)]
+    if uses_basis(cached.compression):
+        missing += [basis_name(t.name) for t in config.teachers
+                    if t.name not in cached.bases or not store.exists(basis_name(t.name))]
     if missing:
         raise FileNotFoundError(f"teacher cache {uri} lacks {len(missing)} of {len(shards)} "
                                 f"shards (first: {missing[0]}), an interrupted build; {fix}")
     teachers = tuple((t.name, KEYPOINT_SETS[t.dataset].num_keypoints) for t in config.teachers)
-    return CacheSource(uri, cached.views, teachers, tuple(shards), cached.compression["k"])
+    return CacheSource(uri, cached.views, teachers, tuple(shards), cached.compression)
 
 
 class ViewTargets:
-    """Every teacher's cached targets of one view, indexed by record.
-
-    Arrays per teacher and axis: ``values (N, K, k)`` fp16, ``indices (N, K, k)`` uint16,
-    ``rest (N, K)`` float32.
-    """
+    """Every teacher's cached targets of one view, indexed by record: per teacher, the
+    target columns of the cache's format (:func:`table_columns`), ``N`` records first."""
 
     def __init__(self, source: CacheSource, view: int, num_records: int):
         self.view = view
         store = CacheStore(source.uri)
+        schema = shard_schema(source.compression)
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
         filled = {name: np.zeros(num_records, bool) for name, _ in source.teachers}
         for shard in (s for s in source.shards if s.view == view):
-            table = store.read_shard(shard.name)
+            table = store.read_shard(shard.name, schema)
             for name, joints in source.teachers:
                 rows = table.filter(pc.equal(table.column("teacher"), name))
                 records = rows.column("record").to_numpy()
@@ -178,17 +207,10 @@ class ViewTargets:
                     raise ValueError(f"cache shard {store.path(shard.name)} lacks teacher "
                                      f"'{name}' rows of records {shard.start}..{shard.stop}")
                 out = self.arrays.setdefault(name, {})
-                for axis in AXES:
-                    for part in PARTS:
-                        column = rows.column(f"{axis}_{part}").combine_chunks()
-                        flat = column.flatten().to_numpy(zero_copy_only=False)
-                        per_row = flat.reshape(len(records), joints, -1)
-                        if part == "rest":
-                            per_row = per_row[..., 0]
-                        key = f"{axis}_{part}"
-                        if key not in out:
-                            out[key] = np.zeros((num_records, *per_row.shape[1:]), per_row.dtype)
-                        out[key][records] = per_row
+                for key, per_row in table_columns(rows, joints, source.compression).items():
+                    if key not in out:
+                        out[key] = np.zeros((num_records, *per_row.shape[1:]), per_row.dtype)
+                    out[key][records] = per_row
                 filled[name][records] = True
         for name, done in filled.items():
             if not done.all():
@@ -196,18 +218,26 @@ class ViewTargets:
                                  f"targets for {int((~done).sum())} records")
 
     def columns(self, index: int) -> dict[str, np.ndarray]:
-        """The ``kd_<teacher>_<axis>_<part>`` columns of one record."""
+        """The ``kd_<teacher>_<column>`` columns of one record."""
         return {f"kd_{name}_{key}": array[index] for name, arrays in self.arrays.items()
                 for key, array in arrays.items()}
 
 
-def batch_targets(batch: dict, name: str, bins: tuple[int, int]) -> tuple[TopK, TopK]:
-    """A training batch's cached targets of one teacher (see :meth:`ViewTargets.columns`)."""
+def batch_targets(batch: dict, name: str, grid: StudentGrid, basis: Basis | None = None
+                  ) -> tuple[Tensor, Tensor] | tuple[TopK, TopK]:
+    """A training batch's cached targets of one teacher (:meth:`ViewTargets.columns`):
+    logits on the student's grid decoded from the teacher's ``basis``, or top-k pairs."""
+    def column(key: str, dtype=None) -> Tensor:
+        return torch.from_numpy(np.asarray(batch[f"kd_{name}_{key}"], dtype))
+
+    if basis is not None:
+        return basis.decode(column("coef"), column("a", np.float32), column("b", np.float32),
+                            grid.bins, grid.split_ratio)
+    if f"kd_{name}_coef" in batch:
+        raise ValueError(f"teacher '{name}': the batch carries basis coefficients; pass its "
+                         "basis (CacheSource.load_bases)")
     out = []
-    for axis, width in zip(AXES, bins, strict=True):
-        out.append(TopK(torch.from_numpy(np.asarray(batch[f"kd_{name}_{axis}_values"])),
-                        torch.from_numpy(np.asarray(batch[f"kd_{name}_{axis}_indices"]
-                                                    ).astype(np.int32)),
-                        torch.from_numpy(np.asarray(batch[f"kd_{name}_{axis}_rest"],
-                                                    np.float32)), width))
+    for axis, width in zip(AXES, grid.bins, strict=True):
+        out.append(TopK(column(f"{axis}_values"), column(f"{axis}_indices", np.int32),
+                        column(f"{axis}_rest", np.float32), width))
     return out[0], out[1]

@@ -2,12 +2,14 @@
 
 A Ray Data pipeline over (view, instance) rows of the missing shards:
 
-1. :class:`ViewCrops` (a pool of CPU actors) replays each row's crop with the training
-   pipeline's own code (:meth:`TopdownDataset.params` of epoch ``view``) and cuts every
-   teacher's input from the same box;
+1. :class:`~unipose_ray.teachers.cache_crops.ViewCrops` (a pool of CPU actors) replays
+   each row's crop with the training pipeline's own code (:meth:`TopdownDataset.params` of
+   epoch ``view``) and cuts every teacher's input from the same box;
 2. one :class:`TeacherTargets` actor pool per teacher (``map_batches`` with
    ``ActorPoolStrategy``; ``num_gpus``/``num_cpus`` from the teacher's config, the CPU
-   when no GPU is there) maps its logits onto the student's grid and compresses them;
+   when no GPU is there) turns its logits into the cache's format: coefficients in the
+   teacher's basis (fitted first, :mod:`unipose_ray.teachers.cache_basis`), or top-k
+   bins on the student's grid;
 3. the driver gathers each shard's rows and writes the shard atomically, then the
    manifest; an interrupted build started again skips the shards it finished.
 """
@@ -21,12 +23,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from unipose_ray.config import DistillConfig, TeacherConfig
-from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, load_image
+from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.records import read_records
 from unipose_ray.distributed import print0
 from unipose_ray.models import PoseModelSpec
 from unipose_ray.ray_output import quiet_ray_data
 from unipose_ray.skeleton import KEYPOINT_SETS
+from unipose_ray.teachers.basis import Basis
 from unipose_ray.teachers.cache import (
     AXES,
     CacheSource,
@@ -35,121 +38,55 @@ from unipose_ray.teachers.cache import (
     shard_layout,
     wanted_manifest,
 )
-from unipose_ray.teachers.cache_format import SCHEMA, CacheManifest, CacheStore, mismatches
+from unipose_ray.teachers.cache_basis import ensure_bases, teacher_on_cluster
+from unipose_ray.teachers.cache_crops import CropPlan, ViewCrops
+from unipose_ray.teachers.cache_format import (
+    CacheManifest,
+    CacheStore,
+    mismatches,
+    rows_to_table,
+    uses_basis,
+)
 from unipose_ray.teachers.service import StudentGrid
 from unipose_ray.train.data import size_key
 
 
-@dataclass(frozen=True)
-class CropPlan:
-    """What :class:`ViewCrops` needs: the records, the crop pipeline, the teacher input
-    sizes, and the (view, record) of each row id."""
-
-    records_ref: object
-    pipeline: PipelineConfig
-    sizes: tuple[tuple[int, int], ...]
-    views: np.ndarray
-    records: np.ndarray
-    skip_bad_images: bool = False
-
-
-class ViewCrops:
-    """Ray Data callable class: row ids -> ``view``, ``record`` and, per teacher input size
-    ``S``, ``image_S`` (uint8 crops), ``a_S``, ``b_S`` (``teacher_px = a * student_px + b``).
-
-    A teacher at the student's input size gets the student's own (augmented) crop, as
-    online teachers do.
-    """
-
-    def __init__(self, plan: CropPlan):
-        import cv2  # noqa: PLC0415
-        import ray  # noqa: PLC0415
-
-        cv2.setNumThreads(1)
-        self.plan = plan
-        self.dataset = TopdownDataset(ray.get(plan.records_ref), plan.pipeline)
-
-    def _image(self, index: int) -> np.ndarray:
-        try:
-            return load_image(self.dataset.records[index].image_path)
-        except FileNotFoundError:
-            if not self.plan.skip_bad_images:
-                raise
-            # training replaces this sample by the next readable record's: its row is unused
-            record = self.dataset.records[index]
-            return np.zeros((record.image_height, record.image_width, 3), np.uint8)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        student_size = tuple(self.plan.pipeline.codec.input_size)
-        views, records = self.plan.views[batch["id"]], self.plan.records[batch["id"]]
-        out: dict[str, list] = {}
-        for view, index in zip(views, records, strict=True):
-            image = self._image(int(index))
-            params = self.dataset.params(int(index), int(view))
-            for size in self.plan.sizes:
-                key = size_key(size)
-                if tuple(size) == student_size:
-                    crop = self.dataset.replay(int(index), params, image=image).image
-                    a, b = np.ones(2, np.float32), np.zeros(2, np.float32)
-                else:
-                    teacher = self.dataset.teacher_view(int(index), params, size, image=image)
-                    crop, a, b = teacher.image, teacher.a, teacher.b
-                for name, value in ((f"image_{key}", crop), (f"a_{key}", a), (f"b_{key}", b)):
-                    out.setdefault(name, []).append(np.asarray(value))
-        columns = {name: np.stack(values) for name, values in out.items()}
-        columns["view"], columns["record"] = views, records
-        return columns
-
-
 class TeacherTargets:
-    """Ray Data callable class: one teacher's compressed targets of a batch of crops.
-
-    Adds ``<teacher>_<axis>_values`` ``(B, K, k)`` fp16, ``_indices`` uint16 and ``_rest``
-    ``(B, K)`` float32 (see :mod:`unipose_ray.teachers.compress`).
+    """Ray Data callable class: one teacher's targets of a batch of crops, as the cache's
+    ``<teacher>_<column>`` columns: with a ``basis``, ``coef`` ``(B, K, M)`` fp16 and the
+    crops' ``a``, ``b``; else ``<axis>_values`` ``(B, K, k)`` fp16, ``_indices`` uint16 and
+    ``_rest`` ``(B, K)`` float32 on the student's grid
+    (:mod:`unipose_ray.teachers.compress`).
     """
 
     def __init__(self, teacher: TeacherConfig, grid: StudentGrid, input_size: tuple[int, int],
-                 k: int | None, beta: float):
+                 k: int | None, beta: float, basis: Basis | None = None):
         from unipose_ray.teachers.service import TeacherService  # noqa: PLC0415
 
         device = "cuda" if teacher.num_gpus > 0 else "cpu"
         self.service = TeacherService(teacher, grid, device=device,
                                       threads=max(1, round(teacher.num_cpus)))
         self.name, self.key, self.k, self.beta = teacher.name, size_key(input_size), k, beta
+        self.basis = basis
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch  # noqa: PLC0415
 
         from unipose_ray.teachers.compress import compress  # noqa: PLC0415
 
-        logits = self.service.logits(batch[f"image_{self.key}"], batch[f"a_{self.key}"],
-                                     batch[f"b_{self.key}"])
+        images, a, b = (batch[f"{part}_{self.key}"] for part in ("image", "a", "b"))
+        if self.basis is not None:
+            x, y = self.service.raw_logits(images)
+            batch[f"{self.name}_coef"] = self.basis.encode(x.cpu(), y.cpu()).numpy()
+            batch[f"{self.name}_a"], batch[f"{self.name}_b"] = a, b
+            return batch
+        logits = self.service.logits(images, a, b)
         for axis, values in zip(AXES, logits, strict=True):
             target = compress(torch.from_numpy(values), self.beta, self.k)
             batch[f"{self.name}_{axis}_values"] = target.values.numpy()
             batch[f"{self.name}_{axis}_indices"] = target.indices.numpy().astype(np.uint16)
             batch[f"{self.name}_{axis}_rest"] = target.rest.numpy().astype(np.float32)
         return batch
-
-
-def shard_table(rows: dict[str, np.ndarray], teachers: list[str]):
-    """A shard's Parquet table: every teacher's rows of one block, teacher by teacher."""
-    import pyarrow as pa  # noqa: PLC0415
-
-    tables = []
-    n = len(rows["record"])
-    for name in teachers:
-        columns = {"record": pa.array(rows["record"], pa.int32()),
-                   "view": pa.array(rows["view"], pa.int16()),
-                   "teacher": pa.array([name] * n, pa.string())}
-        for axis in AXES:
-            for part, dtype in (("values", pa.float16()), ("indices", pa.uint16()),
-                                ("rest", pa.float32())):
-                flat = rows[f"{name}_{axis}_{part}"].reshape(n, -1)
-                columns[f"{axis}_{part}"] = pa.FixedSizeListArray.from_arrays(
-                    pa.array(flat.reshape(-1), dtype), flat.shape[1]).cast(pa.list_(dtype))
-        tables.append(pa.table(columns, schema=SCHEMA))
-    return pa.concat_tables(tables)
 
 
 class Progress:
@@ -209,23 +146,24 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
                              "differs in:\n  " + "\n  ".join(differ)
                              + "\nuse another --out, or delete that folder to rebuild it")
         wanted = replace(wanted, shards={name: rows for name, rows in cached.shards.items()
-                                         if store.exists(name)})
+                                         if store.exists(name)}, bases=dict(cached.bases))
     layout = shard_layout(records.num_rows, cache.views, cache.shard_records)
     todo = [s for s in layout if s.name not in wanted.shards]
     store.write_manifest(wanted)
+    start = time.perf_counter()
+    bases = (ensure_bases(config, records, specs, store, wanted)
+             if uses_basis(wanted.compression) else {})
     total = records.num_rows * cache.views
     if not todo:
         print0(f"[cache] {cache.uri} is complete ({len(layout)} shards, {total} instance-views)")
         return BuildReport(wanted, 0, 0.0, 0)
     print0(f"[cache] building {len(todo)} of {len(layout)} shards into {cache.uri}: "
-           f"{len(config.teachers)} teacher(s), {cache.views} view(s), "
-           + (f"top-{cache.topk} bins" if cache.topk else "every bin (fp16)"))
+           f"{len(config.teachers)} teacher(s), {cache.views} view(s), {cache.describe()}")
 
     rows = sum(s.stop - s.start for s in todo)
     writer = ShardWriter(store, wanted, todo, [t.name for t in config.teachers],
                          Progress(total, total - rows))
-    start = time.perf_counter()
-    for batch in target_pipeline(config, records, specs, todo, crop_actors).iter_batches(
+    for batch in target_pipeline(config, records, specs, todo, crop_actors, bases).iter_batches(
             batch_size=None, batch_format="numpy"):
         writer.add(batch)
     seconds = time.perf_counter() - start
@@ -243,9 +181,9 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
 
 
 def target_pipeline(config: DistillConfig, records, specs: dict[str, PoseModelSpec],
-                    todo: list[Shard], crop_actors: int):
+                    todo: list[Shard], crop_actors: int, bases: dict[str, Basis]):
     """The lazy Ray Dataset of the ``todo`` shards' rows, in order, with every teacher's
-    compressed targets (the crops dropped)."""
+    targets (the crops dropped): coefficients in its basis of ``bases``, else top-k."""
     import ray  # noqa: PLC0415
     import ray.data  # noqa: PLC0415
 
@@ -272,18 +210,15 @@ def target_pipeline(config: DistillConfig, records, specs: dict[str, PoseModelSp
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=crop_actors), num_cpus=1,
         max_restarts=0)
     for teacher in config.teachers:
-        num_gpus = teacher.num_gpus if gpus >= teacher.num_gpus else 0.0
-        if num_gpus < teacher.num_gpus:
-            print0(f"[cache] teacher '{teacher.name}' asks for {teacher.num_gpus:g} GPU(s); "
-                   "the cluster has none: it runs on the CPU")
-            teacher = replace(teacher, num_gpus=0.0)
+        teacher = teacher_on_cluster(teacher, gpus)
         size = tuple(specs[teacher.name].input_size)
         ds = ds.map_batches(
             TeacherTargets,
-            fn_constructor_args=(teacher, grid, size, cache.topk or None, config.loss.beta),
+            fn_constructor_args=(teacher, grid, size, cache.topk or None, config.loss.beta,
+                                 bases.get(teacher.name)),
             batch_size=cache.batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=cache.actors),
-            num_cpus=teacher.num_cpus, num_gpus=num_gpus, max_restarts=0)
+            num_cpus=teacher.num_cpus, num_gpus=teacher.num_gpus, max_restarts=0)
     return ds.drop_columns([f"{p}_{size_key(s)}" for s in sizes for p in ("image", "a", "b")])
 
 
@@ -308,7 +243,8 @@ class ShardWriter:
             self.pending.setdefault(column, []).append(values)
         for name in self.teachers:
             for axis in AXES:
-                self.outside[name] += float(batch[f"{name}_{axis}_rest"].sum())
+                if f"{name}_{axis}_rest" in batch:  # top-k targets
+                    self.outside[name] += float(batch[f"{name}_{axis}_rest"].sum())
         while self.queue and self._rows() >= self.queue[0].stop - self.queue[0].start:
             self._write(self.queue.pop(0))
 
@@ -322,7 +258,8 @@ class ShardWriter:
         if not (np.array_equal(head["record"], np.arange(shard.start, shard.stop))
                 and (head["view"] == shard.view).all()):
             raise RuntimeError(f"cache build: rows out of order at {shard.name}")
-        self.store.write_shard(shard_table(head, self.teachers), shard.name)
+        self.store.write_shard(rows_to_table(head, self.teachers, self.manifest.compression),
+                               shard.name)
         self.manifest.shards[shard.name] = n
         self.store.write_manifest(self.manifest)
         self.pending = {c: [v[n:]] for c, v in merged.items()}

@@ -1,10 +1,18 @@
 """The teacher-logit cache on disk: Parquet shards of compressed targets and a manifest.
 
-A shard holds rows ``(record, view, teacher)`` with the teacher's compressed targets on
-the student's grid, in the teacher's joint order (:mod:`unipose_ray.teachers.compress`):
-``x_values``/``y_values`` fp16 and ``x_indices``/``y_indices`` uint16 (``K x k`` each,
-flattened), ``x_rest``/``y_rest`` float32 (``K``). Shards are written under a temporary
-name and renamed, so a shard that exists is whole; an interrupted build keeps them.
+A shard holds rows ``(record, view, teacher)`` with the teacher's targets in its joint
+order, in one of two formats (lists flattened row by row):
+
+- basis (:mod:`unipose_ray.teachers.basis`): ``coef`` fp16 (``K x M``), the coefficients
+  of the teacher-grid logits in the teacher's per-joint basis (``basis-<teacher>.npz``
+  beside the shards), and ``a``, ``b`` float32 (2 each), the crop relation that maps them
+  onto the student's grid;
+- top-k / full fp16 (:mod:`unipose_ray.teachers.compress`), on the student's grid:
+  ``x_values``/``y_values`` fp16 and ``x_indices``/``y_indices`` uint16 (``K x k``),
+  ``x_rest``/``y_rest`` float32 (``K``).
+
+Shards and bases are written under a temporary name and renamed, so a file that exists is
+whole; an interrupted build keeps them.
 
 The manifest (``manifest.json``) records everything the targets depend on. A run compares
 it with what it would compute itself and refuses a cache that differs, naming the field.
@@ -38,8 +46,11 @@ class CacheManifest:
         pipeline: crop, augmentation and seed settings (the views are replayed from them).
         records_sha256: the training record set the rows index.
         views: augmentation views per record (epoch ``e`` uses view ``e mod views``).
-        compression: ``{"k": k or None (full fp16), "beta": beta}``.
+        compression: ``{"components": M or None, "calibration": N, "k": k or None,
+            "shard_records": n}``: a basis of ``M`` components fitted on ``N``
+            instance-views, else top-``k`` (``None``: every bin in fp16).
         shards: file name -> rows, of every finished shard.
+        bases: teacher -> sha256 of its basis file (the basis format).
     """
 
     teachers: dict
@@ -49,6 +60,7 @@ class CacheManifest:
     views: int
     compression: dict
     shards: dict = field(default_factory=dict)
+    bases: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -61,7 +73,7 @@ class CacheManifest:
 
 def mismatches(cached: CacheManifest, wanted: CacheManifest) -> list[str]:
     """The fields (dotted paths) in which a cache differs from what a run needs; the
-    shard list is not compared."""
+    shard list and the bases (made by the build) are not compared."""
     found: list[str] = []
 
     def walk(a, b, where: str) -> None:
@@ -72,8 +84,9 @@ def mismatches(cached: CacheManifest, wanted: CacheManifest) -> list[str]:
             found.append(f"{where}: cache {a!r}, run {b!r}")
 
     left, right = asdict(cached), asdict(wanted)
-    left.pop("shards")
-    right.pop("shards")
+    for made in ("shards", "bases"):
+        left.pop(made)
+        right.pop(made)
     walk(left, right, "")
     return found
 
@@ -83,50 +96,95 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
-SCHEMA = pa.schema([
-    ("record", pa.int32()), ("view", pa.int16()), ("teacher", pa.string()),
-    ("x_values", pa.list_(pa.float16())), ("x_indices", pa.list_(pa.uint16())),
-    ("x_rest", pa.list_(pa.float32())),
-    ("y_values", pa.list_(pa.float16())), ("y_indices", pa.list_(pa.uint16())),
-    ("y_rest", pa.list_(pa.float32())),
-])
+KEY_COLUMNS = (("record", pa.int32()), ("view", pa.int16()), ("teacher", pa.string()))
+# target columns: name -> (type, layout): "joint" (K x n per row), "per_joint" (K), "row" (n)
+TOPK_COLUMNS = {f"{axis}_{part}": spec for axis in "xy" for part, spec in (
+    ("values", (pa.float16(), "joint")), ("indices", (pa.uint16(), "joint")),
+    ("rest", (pa.float32(), "per_joint")))}
+BASIS_COLUMNS = {"coef": (pa.float16(), "joint"), "a": (pa.float32(), "row"),
+                 "b": (pa.float32(), "row")}
+
+
+def uses_basis(compression: dict) -> bool:
+    return bool(compression.get("components"))
+
+
+def target_columns(compression: dict) -> dict:
+    """The target columns of a cache of this compression."""
+    return BASIS_COLUMNS if uses_basis(compression) else TOPK_COLUMNS
+
+
+def shard_schema(compression: dict) -> pa.Schema:
+    return pa.schema([*KEY_COLUMNS, *((name, pa.list_(kind)) for name, (kind, _)
+                                      in target_columns(compression).items())])
+
+
+SCHEMA = shard_schema({"k": 8})  # the top-k / full-fp16 shards
 
 
 def targets_to_table(records: np.ndarray, views: np.ndarray, teacher: str,
                      x: TopK, y: TopK) -> pa.Table:
-    """One teacher's compressed targets of a batch, ``(B, K, k)``, as shard rows."""
-    b = len(records)
+    """One teacher's top-k targets of a batch, ``(B, K, k)``, as shard rows."""
+    rows = {"record": np.asarray(records), "view": np.asarray(views)}
+    for axis, target in (("x", x), ("y", y)):
+        rows[f"{teacher}_{axis}_values"] = target.values.numpy().astype(np.float16)
+        rows[f"{teacher}_{axis}_indices"] = target.indices.numpy().astype(np.uint16)
+        rows[f"{teacher}_{axis}_rest"] = target.rest.numpy().astype(np.float32)
+    return rows_to_table(rows, [teacher], {"k": x.k})
 
-    def flat(t: torch.Tensor, dtype) -> list:
-        return list(t.reshape(b, -1).numpy().astype(dtype))
 
-    return pa.table({
-        "record": pa.array(records, pa.int32()), "view": pa.array(views, pa.int16()),
-        "teacher": pa.array([teacher] * b, pa.string()),
-        "x_values": pa.array(flat(x.values, np.float16), pa.list_(pa.float16())),
-        "x_indices": pa.array(flat(x.indices, np.uint16), pa.list_(pa.uint16())),
-        "x_rest": pa.array(flat(x.rest, np.float32), pa.list_(pa.float32())),
-        "y_values": pa.array(flat(y.values, np.float16), pa.list_(pa.float16())),
-        "y_indices": pa.array(flat(y.indices, np.uint16), pa.list_(pa.uint16())),
-        "y_rest": pa.array(flat(y.rest, np.float32), pa.list_(pa.float32())),
-    }, schema=SCHEMA)
+def rows_to_table(rows: dict[str, np.ndarray], teachers: list[str], compression: dict
+                  ) -> pa.Table:
+    """A shard's table from the build's columns: ``record``, ``view`` and per teacher
+    ``<teacher>_<column>`` arrays with the batch first; teacher after teacher."""
+    columns = target_columns(compression)
+    n = len(rows["record"])
+    tables = []
+    for name in teachers:
+        table = {"record": pa.array(rows["record"], pa.int32()),
+                 "view": pa.array(rows["view"], pa.int16()),
+                 "teacher": pa.array([name] * n, pa.string())}
+        for column, (kind, _) in columns.items():
+            flat = rows[f"{name}_{column}"].reshape(n, -1)
+            table[column] = pa.FixedSizeListArray.from_arrays(
+                pa.array(flat.reshape(-1), kind), flat.shape[1]).cast(pa.list_(kind))
+        tables.append(pa.table(table, schema=shard_schema(compression)))
+    return pa.concat_tables(tables)
+
+
+def table_columns(table: pa.Table, joints: int, compression: dict) -> dict[str, np.ndarray]:
+    """One teacher's shard rows as arrays, batch first: ``(N, K, n)`` per-joint lists,
+    ``(N, K)`` one number per joint, ``(N, n)`` per-row lists."""
+    out = {}
+    n = table.num_rows
+    for column, (_, layout) in target_columns(compression).items():
+        flat = table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        out[column] = (flat.reshape(n, -1) if layout == "row"
+                       else flat.reshape(n, joints, -1)[..., 0] if layout == "per_joint"
+                       else flat.reshape(n, joints, -1))
+    return out
 
 
 def table_to_targets(table: pa.Table, joints: int, bins: tuple[int, int]
                      ) -> tuple[TopK, TopK]:
-    """Shard rows back to ``(B, K, k)`` targets (``bins``: the student's ``(Wx, Wy)``)."""
-    b = table.num_rows
-
-    def column(name: str, dtype) -> torch.Tensor:
-        values = np.stack(table.column(name).to_numpy(zero_copy_only=False)).astype(dtype)
-        return torch.from_numpy(values.reshape(b, joints, -1))
-
+    """Top-k shard rows back to ``(B, K, k)`` targets (``bins``: the student's ``(Wx, Wy)``)."""
+    arrays = table_columns(table, joints, {"k": 8})
     out = []
     for axis, width in zip("xy", bins, strict=True):
-        out.append(TopK(column(f"{axis}_values", np.float16),
-                        column(f"{axis}_indices", np.int32),
-                        column(f"{axis}_rest", np.float32)[..., 0], width))
+        out.append(TopK(torch.from_numpy(arrays[f"{axis}_values"].copy()),
+                        torch.from_numpy(arrays[f"{axis}_indices"].astype(np.int32)),
+                        torch.from_numpy(arrays[f"{axis}_rest"].astype(np.float32)), width))
     return out[0], out[1]
+
+
+def write_parquet(table: pa.Table, sink) -> None:
+    """A shard as the cache writes it: zstd (5% smaller than snappy on fp16 coefficients),
+    no dictionaries (the values hardly repeat)."""
+    pq.write_table(table, sink, compression="zstd", use_dictionary=["teacher"])
+
+
+def basis_name(teacher: str) -> str:
+    return f"basis-{teacher}.npz"
 
 
 class CacheStore:
@@ -154,9 +212,16 @@ class CacheStore:
         self.fs.move(partial, self.path(name))
 
     def write_shard(self, table: pa.Table, name: str) -> None:
-        self._write(name, lambda stream: pq.write_table(table, stream))
+        self._write(name, lambda stream: write_parquet(table, stream))
 
-    def read_shard(self, name: str) -> pa.Table:
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self._write(name, lambda stream: stream.write(data))
+
+    def read_bytes(self, name: str) -> bytes:
+        with self.fs.open_input_stream(self.path(name)) as stream:
+            return stream.read()
+
+    def read_shard(self, name: str, schema: pa.Schema = SCHEMA) -> pa.Table:
         """A shard, or an error naming it when it is not a readable shard of this format."""
         where = self.path(name)
         try:
@@ -164,7 +229,7 @@ class CacheStore:
         except (OSError, pa.ArrowInvalid) as error:
             raise ValueError(f"cache shard {where} is corrupt ({error}); delete it and run "
                              "jobs/build_cache.py again: it rebuilds only missing shards") from None
-        if not table.schema.equals(SCHEMA, check_metadata=False):
+        if not table.schema.equals(schema, check_metadata=False):
             raise ValueError(f"cache shard {where} does not have the cache's columns "
                              f"(found {table.schema.names})")
         return table

@@ -66,6 +66,17 @@ class TeacherService:
         return self.model.spec
 
     @torch.inference_mode()
+    def raw_logits(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's SimCC logits on its own grid, ``(B, K_t, Wt)`` and ``(B, K_t, Ht)``
+        float32 on the service's device (``images``: ``(B, 3, h_t, w_t)`` uint8 RGB)."""
+        self.calls += 1
+        x = torch.tensor(images, device=self.device)  # a copy: object-store arrays are read-only
+        autocast = self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=autocast):
+            tx, ty = self.model(x)
+        return tx.float(), ty.float()
+
+    @torch.inference_mode()
     def logits(self, images: np.ndarray, a: np.ndarray, b: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
         """Teacher logits on the student's grid.
@@ -77,14 +88,9 @@ class TeacherService:
         Returns:
             ``(B, K_t, Wx)`` and ``(B, K_t, Wy)`` float32 logits on the student's bins.
         """
-        self.calls += 1
-        x = torch.tensor(images, device=self.device)  # a copy: object-store arrays are read-only
-        autocast = self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=autocast):
-            tx, ty = self.model(x)
+        tx, ty = self.raw_logits(images)
         mx, my = map_teacher_logits(
-            tx.float(), ty.float(),
-            torch.tensor(a, device=self.device), torch.tensor(b, device=self.device),
+            tx, ty, torch.tensor(a, device=self.device), torch.tensor(b, device=self.device),
             student_bins=self.grid.bins, split_ratio=self.grid.split_ratio,
             teacher_split_ratio=self.model.spec.simcc_split_ratio)
         return mx.cpu().numpy(), my.cpu().numpy()

@@ -197,7 +197,7 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
         cache = open_cache(config, records, job.teacher_specs)
         print0(f"[{config.run.name}] teacher targets from the cache {cache.uri} "
                f"({cache.views} view(s): epoch e trains on view e mod {cache.views}; "
-               f"{f'top-{cache.topk}' if cache.topk else 'every'} bin(s) per axis)")
+               f"{cache.describe()})")
     teacher_sizes = () if cache else tuple(sorted(
         {tuple(s.input_size) for s in job.teacher_specs.values()}
         - {tuple(config.student.codec.input_size)}))

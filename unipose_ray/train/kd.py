@@ -88,15 +88,17 @@ class TeacherClient:
     Online: ``request`` puts each distinct teacher input once in the object store and
     submits to all teachers without waiting; ``collect`` does one ``ray.get`` for all.
     In-process: ``request`` runs the teachers right away (no overlap). From the cache: the
-    batch already carries the teachers' compressed targets (:class:`TopK` pairs).
+    batch already carries the teachers' compressed targets: coefficients decoded here into
+    student-grid logits with each teacher's basis, or :class:`TopK` pairs.
     """
 
     def __init__(self, job: TrainJob, pools: dict[str, TeacherPool] | None):
         self.job = job
         self.pools = {name: pool.starting_at(dist.rank()) for name, pool in (pools or {}).items()}
         grid = StudentGrid(job.config.student.codec.num_bins, job.config.student.codec.split_ratio)
-        self.bins = grid.bins
+        self.grid = grid
         self.cached = job.stream is not None and job.stream.cache is not None
+        self.bases = job.stream.cache.load_bases() if self.cached else {}
         self.local = {}
         if not job.teachers_online and not self.cached:
             self.local = {t.name: TeacherService(t, grid, device=str(dist.device()))
@@ -114,7 +116,7 @@ class TeacherClient:
         if not self.job.config.teachers:
             return {}
         if self.cached:
-            return {t.name: batch_targets(batch, t.name, self.bins)
+            return {t.name: batch_targets(batch, t.name, self.grid, self.bases.get(t.name))
                     for t in self.job.config.teachers}
         if self.local:
             return {name: service.logits(*self._inputs(batch, name)[:3])
