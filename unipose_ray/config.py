@@ -326,11 +326,6 @@ class TeacherCacheConfig:
                     "k": None, "shard_records": self.shard_records}
         return {"k": self.topk or None, "shard_records": self.shard_records}
 
-    def describe(self) -> str:
-        if self.components:
-            return f"a {self.components}-component basis per joint (fp16 coefficients)"
-        return f"top-{self.topk} bins per axis" if self.topk else "every bin (fp16)"
-
 
 SWEEP_SEARCHES = ("random", "grid")
 

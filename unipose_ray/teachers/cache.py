@@ -140,12 +140,6 @@ class CacheSource:
     def basis(self) -> bool:
         return uses_basis(self.compression)
 
-    def describe(self) -> str:
-        if self.basis:
-            return f"a {self.compression['components']}-component basis per joint"
-        k = self.compression.get("k")
-        return f"top-{k} bins per axis" if k else "every bin (fp16)"
-
     def load_bases(self) -> dict[str, Basis]:
         """Each teacher's basis (the basis format; ``{}`` otherwise)."""
         if not self.basis:

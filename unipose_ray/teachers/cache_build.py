@@ -43,6 +43,7 @@ from unipose_ray.teachers.cache_crops import CropPlan, ViewCrops
 from unipose_ray.teachers.cache_format import (
     CacheManifest,
     CacheStore,
+    describe,
     mismatches,
     rows_to_table,
     uses_basis,
@@ -158,7 +159,8 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
         print0(f"[cache] {cache.uri} is complete ({len(layout)} shards, {total} instance-views)")
         return BuildReport(wanted, 0, 0.0, 0)
     print0(f"[cache] building {len(todo)} of {len(layout)} shards into {cache.uri}: "
-           f"{len(config.teachers)} teacher(s), {cache.views} view(s), {cache.describe()}")
+           f"{len(config.teachers)} teacher(s), {cache.views} view(s), "
+           + describe(cache.compression))
 
     rows = sum(s.stop - s.start for s in todo)
     writer = ShardWriter(store, wanted, todo, [t.name for t in config.teachers],

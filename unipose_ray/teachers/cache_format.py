@@ -109,6 +109,14 @@ def uses_basis(compression: dict) -> bool:
     return bool(compression.get("components"))
 
 
+def describe(compression: dict) -> str:
+    """The format in words, for progress lines."""
+    if uses_basis(compression):
+        return f"a {compression['components']}-component basis per joint (fp16 coefficients)"
+    k = compression.get("k")
+    return f"top-{k} bins per axis" if k else "every bin (fp16)"
+
+
 def target_columns(compression: dict) -> dict:
     """The target columns of a cache of this compression."""
     return BASIS_COLUMNS if uses_basis(compression) else TOPK_COLUMNS

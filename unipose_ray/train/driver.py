@@ -17,6 +17,7 @@ from unipose_ray.data.records import read_records
 from unipose_ray.distributed import print0, started_local_ray
 from unipose_ray.paths import is_uri, resolve_path
 from unipose_ray.teachers.cache import open_cache
+from unipose_ray.teachers.cache_format import describe
 from unipose_ray.teachers.service import TeacherPool
 from unipose_ray.train.data import StreamSpec
 from unipose_ray.train.job import TrainJob
@@ -197,7 +198,7 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
         cache = open_cache(config, records, job.teacher_specs)
         print0(f"[{config.run.name}] teacher targets from the cache {cache.uri} "
                f"({cache.views} view(s): epoch e trains on view e mod {cache.views}; "
-               f"{cache.describe()})")
+               f"{describe(cache.compression)})")
     teacher_sizes = () if cache else tuple(sorted(
         {tuple(s.input_size) for s in job.teacher_specs.values()}
         - {tuple(config.student.codec.input_size)}))
