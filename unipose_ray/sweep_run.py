@@ -89,7 +89,7 @@ def run_sweep(config: DistillConfig, output_dir: str | Path, callbacks: tuple = 
                 f"the sweep stopped with {unfinished} trial(s) unfinished; run the same "
                 f"command again (same --output-dir) to resume it: finished trials keep "
                 f"their results, unfinished ones resume from their checkpoints")
-        passes = cache.views * len(cache.teachers) * len(read_records(records))
+        passes = cache.teacher_passes(len(read_records(records)))
         rows = _summarise(config, base, results, parent, data, passes)
         if results.num_errors == len(results):
             raise RuntimeError(f"every trial of the sweep failed; the first: {rows[0]['error']} "

@@ -154,6 +154,8 @@ def test_the_basis_cache_decodes_to_the_live_teachers_logits(basis_setup):
     # every instance-view was a calibration sample: the basis holds them all
     assert {b.num_components for b in bases.values()} == {2 * records.num_rows}
     assert report.computed == 2 * records.num_rows
+    # each teacher: every instance-view, and each once more to fit its basis
+    assert report.teacher_passes == 2 * (2 * records.num_rows + 2 * records.num_rows)
     grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
     for batch in _stream_batches(config, specs, records_path, source):
         for teacher in config.teachers:

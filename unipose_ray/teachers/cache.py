@@ -140,6 +140,13 @@ class CacheSource:
     def basis(self) -> bool:
         return uses_basis(self.compression)
 
+    def teacher_passes(self, num_records: int) -> int:
+        """Teacher forward passes the cache cost: one per instance-view and teacher, and
+        the bases' calibration views."""
+        views = self.views * num_records
+        calibration = min(self.compression["calibration"], views) if self.basis else 0
+        return len(self.teachers) * (views + calibration)
+
     def load_bases(self) -> dict[str, Basis]:
         """Each teacher's basis (the basis format; ``{}`` otherwise)."""
         if not self.basis:

@@ -69,10 +69,11 @@ def fit_teacher_basis(plan: CropPlan, teacher: TeacherConfig, grid: StudentGrid,
 
 
 def ensure_bases(config: DistillConfig, records, specs: dict[str, PoseModelSpec],
-                 store: CacheStore, manifest: CacheManifest) -> dict[str, Basis]:
-    """Every teacher's basis of the cache at ``store``: the ones ``manifest`` lists (checked
-    against their sha256), else fitted now, written, and listed in ``manifest`` (written
-    too). Refuses shards whose basis is gone."""
+                 store: CacheStore, manifest: CacheManifest) -> tuple[dict[str, Basis], int]:
+    """Every teacher's basis of the cache at ``store``, and the teacher passes spent on
+    fitting now: the ones ``manifest`` lists (checked against their sha256), else fitted
+    now, written, and listed in ``manifest`` (written too). Refuses shards whose basis is
+    gone."""
     import ray  # noqa: PLC0415
 
     cache = config.teacher_cache
@@ -85,7 +86,7 @@ def ensure_bases(config: DistillConfig, records, specs: dict[str, PoseModelSpec]
                 bases[teacher.name] = Basis.from_bytes(data)
     todo = [t for t in config.teachers if t.name not in bases]
     if not todo:
-        return bases
+        return bases, 0
     if manifest.shards:
         raise ValueError(f"teacher cache {cache.uri}: its shards hold coefficients in "
                          f"{basis_name(todo[0].name)}, which is missing or changed; delete "
@@ -116,4 +117,4 @@ def ensure_bases(config: DistillConfig, records, specs: dict[str, PoseModelSpec]
                    f"basis of {bases[teacher_name].num_components} components holds them "
                    "exactly")
     store.write_manifest(manifest)
-    return bases
+    return bases, len(rows) * len(todo)

@@ -111,7 +111,8 @@ class Progress:
 @dataclass(frozen=True)
 class BuildReport:
     """What a build did: the manifest, the views it computed now, its throughput, and the
-    teacher forward passes (one per instance-view per teacher)."""
+    teacher forward passes (one per instance-view per teacher, and the bases' calibration
+    views)."""
 
     manifest: CacheManifest
     computed: int
@@ -152,8 +153,8 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
     todo = [s for s in layout if s.name not in wanted.shards]
     store.write_manifest(wanted)
     start = time.perf_counter()
-    bases = (ensure_bases(config, records, specs, store, wanted)
-             if uses_basis(wanted.compression) else {})
+    bases, calibration_passes = (ensure_bases(config, records, specs, store, wanted)
+                                 if uses_basis(wanted.compression) else ({}, 0))
     total = records.num_rows * cache.views
     if not todo:
         print0(f"[cache] {cache.uri} is complete ({len(layout)} shards, {total} instance-views)")
@@ -175,7 +176,8 @@ def build_cache(config: DistillConfig, records_path: str, specs: dict[str, PoseM
                + ", ".join(f"{name} {mass / (2 * joints[name] * rows):.1%}"
                            for name, mass in writer.outside.items())
                + " (jobs/benchmark_kd.py measures what it does to the KD gradient)")
-    report = BuildReport(wanted, rows, seconds, rows * len(config.teachers),
+    report = BuildReport(wanted, rows, seconds,
+                         rows * len(config.teachers) + calibration_passes,
                          (writer.first_at or start) - start)
     print0(f"[cache] done: {rows} instance-views in {seconds:.1f} s "
            f"({report.views_per_s:.1f} views/s, {report.teacher_passes} teacher passes)")

@@ -22,7 +22,7 @@ import torch
 
 from unipose_ray.config import TeacherConfig
 from unipose_ray.losses import map_teacher_logits
-from unipose_ray.models import PoseModelSpec, build_teacher
+from unipose_ray.models import PoseModelSpec, build_teacher, use_channels_last
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ class TeacherService:
                                and torch.cuda.is_bf16_supported() else torch.float16)
         if threads is not None and self.device.type == "cpu":
             torch.set_num_threads(threads)
-        self.model = build_teacher(config.config, config.checkpoint, device=str(self.device),
-                                   trust_checkpoint=config.trust_checkpoint)
+        self.model = use_channels_last(build_teacher(
+            config.config, config.checkpoint, device=str(self.device),
+            trust_checkpoint=config.trust_checkpoint))
         self.calls = 0
 
     def spec(self) -> PoseModelSpec:

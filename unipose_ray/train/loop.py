@@ -28,7 +28,7 @@ from unipose_ray.losses import (
     udp_heatmap_targets,
 )
 from unipose_ray.checkpoints import load_backbone
-from unipose_ray.models import HEATMAP_SIGMA, PoseModel, heatmap_size
+from unipose_ray.models import HEATMAP_SIGMA, PoseModel, heatmap_size, use_channels_last
 from unipose_ray.skeleton import mapping_for
 from unipose_ray.tracking import NullTracker
 from unipose_ray.train.data import StepPlan, batches_naming_failures, build_stream
@@ -101,7 +101,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
     if checkpoint is None and config.student.backbone_checkpoint:
         load_backbone(student, config.student.backbone_checkpoint)
         dist.print0(f"[{config.run.name}] backbone from {config.student.backbone_checkpoint}")
-    student = student.to(device)
+    student = use_channels_last(student.to(device))
     learner = Learner(
         student, ray.train.torch.prepare_model(student) if dist.world_size() > 1 else student,
         build_optimizer(student, config.optim),
