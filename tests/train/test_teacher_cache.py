@@ -77,8 +77,9 @@ def basis_setup(setup):
     return config, data, specs, records_path, report, out
 
 
-def _stream_batches(config, specs, records_path, source):
-    """The training stream's first and last batch of 8 (epoch 0 and 1: views 0 and 1)."""
+def _live_teachers(config, specs, records_path, source):
+    """``(batch, teacher, live logits)`` of the training stream's first and last batch of 8
+    (epoch 0 and 1: views 0 and 1), each teacher run live on the batch's replayed crops."""
     records = read_records(records_path)
     sizes = tuple(sorted({tuple(s.input_size) for s in specs.values()}))
     stream = StreamSpec(records_path, PipelineConfig(config.student.codec, config.augment,
@@ -87,10 +88,16 @@ def _stream_batches(config, specs, records_path, source):
     n = records.num_rows
     plan = StepPlan(n, 8, total_steps=2 * (n // 8))  # both epochs: views 0 and 1
     stage = CropStage(stream, plan)
+    grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
     for ids in (np.arange(8), np.arange(plan.num_rows - 8, plan.num_rows)):
         batch = stage({"id": ids})
         assert set(batch["epoch"]) == ({0} if ids[0] == 0 else {1})
-        yield batch
+        for teacher in config.teachers:
+            key = size_key(tuple(specs[teacher.name].input_size))
+            live = TeacherService(teacher, grid, device="cpu").logits(
+                batch[f"teacher_image_{key}"], batch[f"teacher_a_{key}"],
+                batch[f"teacher_b_{key}"])
+            yield batch, teacher, live
 
 
 def test_the_build_writes_every_shard_and_resumes_an_interrupted_one(setup):
@@ -121,28 +128,22 @@ def test_the_build_writes_every_shard_and_resumes_an_interrupted_one(setup):
 def test_replayed_crops_fed_to_the_live_teachers_give_the_cached_targets(setup):
     config, _, specs, records_path, _, _ = setup
     source = open_cache(config, read_records(records_path), specs)
-    grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
     beta = config.loss.beta
-    for batch in _stream_batches(config, specs, records_path, source):
-        for teacher in config.teachers:
-            key = size_key(tuple(specs[teacher.name].input_size))
-            live = TeacherService(teacher, grid, device="cpu").logits(
-                batch[f"teacher_image_{key}"], batch[f"teacher_a_{key}"],
-                batch[f"teacher_b_{key}"])
-            for axis, logits in zip("xy", live, strict=True):
-                probs = torch.softmax(torch.from_numpy(logits) * beta, dim=-1)
-                values = torch.from_numpy(batch[f"kd_{teacher.name}_{axis}_values"]).float()
-                indices = torch.from_numpy(batch[f"kd_{teacher.name}_{axis}_indices"]
-                                           .astype(np.int64))
-                rest = torch.from_numpy(batch[f"kd_{teacher.name}_{axis}_rest"])
-                # the cached bins hold the live teacher's probabilities (fp16) ...
-                torch.testing.assert_close(probs.gather(-1, indices), values,
-                                           atol=2e-3, rtol=2e-3)
-                # ... they are its largest, and the rest is the mass outside them
-                kth = probs.topk(values.shape[-1], dim=-1).values[..., -1]
-                assert (values.min(-1).values >= kth - 2e-3).all()
-                torch.testing.assert_close(1 - probs.gather(-1, indices).sum(-1), rest,
-                                           atol=3e-3, rtol=0)
+    for batch, teacher, live in _live_teachers(config, specs, records_path, source):
+        for axis, logits in zip("xy", live, strict=True):
+            probs = torch.softmax(torch.from_numpy(logits) * beta, dim=-1)
+            values = torch.from_numpy(batch[f"kd_{teacher.name}_{axis}_values"]).float()
+            indices = torch.from_numpy(batch[f"kd_{teacher.name}_{axis}_indices"]
+                                       .astype(np.int64))
+            rest = torch.from_numpy(batch[f"kd_{teacher.name}_{axis}_rest"])
+            # the cached bins hold the live teacher's probabilities (fp16) ...
+            torch.testing.assert_close(probs.gather(-1, indices), values,
+                                       atol=2e-3, rtol=2e-3)
+            # ... they are its largest, and the rest is the mass outside them
+            kth = probs.topk(values.shape[-1], dim=-1).values[..., -1]
+            assert (values.min(-1).values >= kth - 2e-3).all()
+            torch.testing.assert_close(1 - probs.gather(-1, indices).sum(-1), rest,
+                                       atol=3e-3, rtol=0)
 
 
 def test_the_basis_cache_decodes_to_the_live_teachers_logits(basis_setup):
@@ -157,22 +158,18 @@ def test_the_basis_cache_decodes_to_the_live_teachers_logits(basis_setup):
     # each teacher: every instance-view, and each once more to fit its basis
     assert report.teacher_passes == 2 * (2 * records.num_rows + 2 * records.num_rows)
     grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
-    for batch in _stream_batches(config, specs, records_path, source):
-        for teacher in config.teachers:
-            key = size_key(tuple(specs[teacher.name].input_size))
-            live = TeacherService(teacher, grid, device="cpu").logits(
-                batch[f"teacher_image_{key}"], batch[f"teacher_a_{key}"],
-                batch[f"teacher_b_{key}"])
-            assert np.array_equal(batch[f"kd_{teacher.name}_a"], batch[f"teacher_a_{key}"])
-            cached = batch_targets(batch, teacher.name, grid, bases[teacher.name])
-            coef = torch.from_numpy(batch[f"kd_{teacher.name}_coef"]).float()
-            # fp16 coefficients: each off by at most |c| 2^-11
-            bound = float(torch.einsum("bkm,kmd->bkd", coef.abs() * 2.0 ** -11,
-                                       bases[teacher.name].components.abs()).amax()) + 1e-3
-            for got, want in zip(cached, live, strict=True):
-                inside = torch.from_numpy(want > -1e3)
-                assert torch.equal(inside, got > -1e3)
-                assert (got[inside] - torch.from_numpy(want)[inside]).abs().max() <= bound
+    for batch, teacher, live in _live_teachers(config, specs, records_path, source):
+        key = size_key(tuple(specs[teacher.name].input_size))
+        assert np.array_equal(batch[f"kd_{teacher.name}_a"], batch[f"teacher_a_{key}"])
+        cached = batch_targets(batch, teacher.name, grid, bases[teacher.name])
+        coef = torch.from_numpy(batch[f"kd_{teacher.name}_coef"]).float()
+        # fp16 coefficients: each off by at most |c| 2^-11
+        bound = float(torch.einsum("bkm,kmd->bkd", coef.abs() * 2.0 ** -11,
+                                   bases[teacher.name].components.abs()).amax()) + 1e-3
+        for got, want in zip(cached, live, strict=True):
+            inside = torch.from_numpy(want > -1e3)
+            assert torch.equal(inside, got > -1e3)
+            assert (got[inside] - torch.from_numpy(want)[inside]).abs().max() <= bound
 
 
 def test_a_basis_cache_without_its_basis_is_refused(basis_setup, tmp_path):
