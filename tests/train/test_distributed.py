@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,7 +21,7 @@ from unipose_ray.checkpoints import CheckpointError, load_weights, save_checkpoi
 from unipose_ray.models import build_from_config, build_rtmpose, write_mmpose_config
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.teachers.service import StudentGrid, TeacherPool
-from unipose_ray.train.data import num_records
+from unipose_ray.train.data import StepPlan, StreamSpec, num_records, stream_batches
 from unipose_ray.train.driver import check_resources, run_training
 from unipose_ray.train.job import TrainJob
 from unipose_ray.workflow import check_teachers, ensure_backbone, prepare_data, train_model
@@ -29,7 +30,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 TINY = ["generate.coco_train=24", "generate.mpii_train=24", "generate.coco_val=4",
         "generate.mpii_val=4", "optim.batch_size=8", "optim.epochs=2", "optim.warmup_steps=2",
-        "run.val_every_epochs=1", "baseline=false", "parallel_runs=1"]
+        "run.val_every_epochs=1", "baseline=false", "parallel_runs=1",
+        "run.data_actors=1"]  # Ray Data's crop actors (the demo presets crop in the worker)
 
 
 def random_teacher_files(config, out):
@@ -50,6 +52,24 @@ def setup(tmp_path_factory, ray_session):
     config = random_teacher_files(config, out / "teachers")
     config = replace(config, run=replace(config.run, storage_path=str(out / "ray_results")))
     return config, data, out
+
+
+def test_ray_data_and_the_inline_stream_give_the_same_batches(setup):
+    from unipose_ray.data.pipeline import PipelineConfig
+
+    config, data, out = setup
+    records = str(data.train_records(["coco", "mpii"], out))
+    spec = StreamSpec(records, PipelineConfig(config.student.codec, config.augment, seed=5),
+                      teacher_sizes=((64, 64),))
+    n = num_records(records)
+    plan = StepPlan(n, 4, world_size=2, rank=1, start_step=3, total_steps=3 + n // 4)
+    by_actors, inline = list(stream_batches(spec, plan, 1)), list(stream_batches(spec, plan, 0))
+    assert [b["step"][0] for b in by_actors] == list(range(3, plan.total_steps))
+    assert len(inline) == len(by_actors)
+    for ours, theirs in zip(inline, by_actors, strict=True):
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
 
 
 def test_distillation_run_checkpoints_tracks_and_resumes(setup):

@@ -20,6 +20,7 @@ from unipose_ray.train.data import (
     StepPlan,
     StreamSpec,
     epoch_order,
+    inline_batches,
 )
 
 CODEC = CodecConfig((64, 96), (1.63, 2.12), 2.0)
@@ -115,8 +116,34 @@ def test_the_crop_stage_marks_each_row_with_its_step(spec):
                                      for r in rows]
 
 
-def test_an_unreadable_image_is_named_or_replaced_by_the_next_record(real_samples, tmp_path):
-    import dataclasses
+def test_the_inline_stream_gives_the_crop_stages_batches_in_step_order(spec):
+    n = len(TopdownDataset(read_records(spec.records_path), spec.pipeline))
+    plan = StepPlan(n, 3, 1, 0, start_step=2, total_steps=2 + 2 * n // 3)  # two epochs on
+    whole = CropStage(spec, plan)({"id": np.arange(plan.num_rows)})
+    batches = list(inline_batches(spec, plan, prefetch=1))
+    assert [b["step"].tolist() for b in batches] == [[s] * 3 for s in range(2, plan.total_steps)]
+    for name, column in whole.items():
+        np.testing.assert_array_equal(np.concatenate([b[name] for b in batches]), column)
+
+
+def test_the_inline_stream_raises_the_crop_failure_and_stops_when_closed(spec, real_samples,
+                                                                         tmp_path):
+    import threading
+
+    records, bad_spec, _ = _coco_with_a_bad_image(real_samples, tmp_path)
+    with pytest.raises(FileNotFoundError, match="data.skip_bad_images=true"):
+        list(inline_batches(bad_spec, StepPlan(len(records), len(records), total_steps=1)))
+
+    n = len(TopdownDataset(read_records(spec.records_path), spec.pipeline))
+    stream = inline_batches(spec, StepPlan(n, 2, total_steps=50), prefetch=1)
+    next(stream)
+    stream.close()
+    assert not any(t.name == "crop-stage" and t.is_alive() for t in threading.enumerate())
+
+
+def _coco_with_a_bad_image(real_samples, tmp_path) -> tuple[list, StreamSpec, str]:
+    """The real COCO samples in a copy whose first image was corrupted after the records
+    were written: ``(records, spec, bad image path)``."""
     import shutil
 
     folder = tmp_path / "coco"
@@ -124,8 +151,14 @@ def test_an_unreadable_image_is_named_or_replaced_by_the_next_record(real_sample
     records = read_coco(folder / "test_coco.json", folder)
     path = write_records(records, tmp_path / "train.parquet")
     bad = records[0].image_path
-    Path(bad).write_bytes(b"not a jpeg")  # corrupt after the records were written
-    spec = StreamSpec(str(path), PipelineConfig(CODEC, AugmentConfig.none(), seed=0))
+    Path(bad).write_bytes(b"not a jpeg")
+    return records, StreamSpec(str(path), PipelineConfig(CODEC, AugmentConfig.none(), seed=0)), bad
+
+
+def test_an_unreadable_image_is_named_or_replaced_by_the_next_record(real_samples, tmp_path):
+    import dataclasses
+
+    records, spec, bad = _coco_with_a_bad_image(real_samples, tmp_path)
     plan = StepPlan(len(records), len(records), total_steps=1)
     with pytest.raises(FileNotFoundError, match=f"{re.escape(bad)}.*data.skip_bad_images=true"):
         CropStage(spec, plan)({"id": np.arange(plan.num_rows)})

@@ -11,12 +11,16 @@ per-axis relation between the crops. Every crop is drawn from its sample seed, s
 sample can be replayed later whichever worker, actor or order produced it.
 
 The record set travels through the object store (``StreamSpec.records_ref``), so crop
-actors on any node can run; only the images themselves must be readable there.
+actors on any node can run; only the images themselves must be readable there. With
+``run.data_actors = 0`` the same stage runs in a thread of the training worker instead
+(:func:`inline_batches`): the same batches, without the start-up of Ray Data's actors.
 """
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -281,3 +285,66 @@ def build_stream(spec: StreamSpec, plan: StepPlan, num_actors: int,
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=cpus_per_actor,
     )
+
+
+def stream_batches(spec: StreamSpec, plan: StepPlan, data_actors: int,
+                   prefetch: int = 2) -> Iterator[dict]:
+    """One worker's training batches, in step order: made by ``data_actors`` Ray Data
+    crop actors, or with 0 by a thread of this process. The batches are the same."""
+    if data_actors == 0:
+        return inline_batches(spec, plan, prefetch)
+    return iter(build_stream(spec, plan, data_actors).iter_batches(
+        batch_size=plan.batch_size, batch_format="numpy", drop_last=True,
+        prefetch_batches=prefetch))
+
+
+_END = object()
+
+
+def inline_batches(spec: StreamSpec, plan: StepPlan, prefetch: int = 2) -> Iterator[dict]:
+    """The batches of :func:`build_stream`, made by a :class:`CropStage` in a background
+    thread of this process, up to ``prefetch`` ahead of the consumer.
+
+    For one machine's few cores, where Ray Data's processes (its coordinator, stats and
+    crop actors, read tasks) cost more start-up than the crops themselves: the crop work
+    (OpenCV, NumPy) mostly runs outside the GIL, beside the training step. The thread
+    starts at once; a crop failure is raised, whole, by the consumer's next batch; closing
+    the iterator stops the thread.
+    """
+    stage = CropStage(spec, plan)
+    ready: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for start in range(0, plan.num_rows - plan.batch_size + 1, plan.batch_size):
+                if not put(stage({"id": np.arange(start, start + plan.batch_size)})):
+                    return
+        except BaseException as error:  # handed to the consumer, raised there
+            put(error)
+            return
+        put(_END)
+
+    thread = threading.Thread(target=produce, name="crop-stage", daemon=True)
+    thread.start()
+
+    def drain() -> Iterator[dict]:
+        try:
+            while (item := ready.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    return drain()

@@ -31,7 +31,7 @@ from unipose_ray.checkpoints import load_backbone
 from unipose_ray.models import HEATMAP_SIGMA, PoseModel, heatmap_size, use_channels_last
 from unipose_ray.skeleton import mapping_for
 from unipose_ray.tracking import NullTracker
-from unipose_ray.train.data import StepPlan, batches_naming_failures, build_stream
+from unipose_ray.train.data import StepPlan, batches_naming_failures, stream_batches
 from unipose_ray.train.job import TrainJob, build_student
 from unipose_ray.train.kd import TeacherClient, kd_joint_weights, one_ahead, teacher_terms
 from unipose_ray.train.optim import EMA, MixedPrecision, build_optimizer, lr_at, set_lr
@@ -116,9 +116,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
         marks.mark("MLflow")
         plan = StepPlan(job.num_records, config.optim.batch_size, dist.world_size(),
                         dist.rank(), state.step, job.total_steps)
-        batches = build_stream(job.stream, plan, config.run.data_actors).iter_batches(
-            batch_size=config.optim.batch_size, batch_format="numpy", drop_last=True,
-            prefetch_batches=2)
+        batches = stream_batches(job.stream, plan, config.run.data_actors)
         dist.print0(f"training {config.run.name}: {job.total_steps} steps "
                     f"({job.steps_per_epoch}/epoch, {dist.world_size()} worker(s), "
                     f"{torch.get_num_threads()} threads{learner.precision.label}), "
