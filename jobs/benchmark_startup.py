@@ -1,6 +1,7 @@
 """Start-up cost of the demo's training phase: what runs before the first step.
 
     python jobs/benchmark_startup.py                 # the demo preset, 5 steps a run
+    python jobs/benchmark_startup.py --data-actors 0,1   # crops in the worker vs Ray Data
 
 Runs the demo's student phase as the demo does (one Ray session; the joint student and
 the distilled student side by side; the released teachers as services for the distilled
@@ -8,7 +9,9 @@ one) for a few steps on a small generated set, and prints the fixed costs: Ray's
 the teacher services' start, and for each training the seconds from ``fit()`` to its
 first trained step (Ray Train's controller and worker processes, Ray Data's crop actors,
 imports, the first crops), and the phase's wall time. Training time is what is left of
-the demo's budget; these figures are what is not.
+the demo's budget; these figures are what is not. With ``--data-actors`` the phase runs
+once per value of ``run.data_actors``, in the same Ray session, and the figures are
+printed side by side.
 """
 
 from __future__ import annotations
@@ -31,18 +34,42 @@ SMALL_DATA = ["generate.coco_train=64", "generate.mpii_train=64", "generate.coco
               "generate.mpii_val=2"]
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(PRESETS)}) or YAML")
     parser.add_argument("--steps", type=int, default=5, help="training steps per run")
+    parser.add_argument("--data-actors", default=None,
+                        help="comma-separated run.data_actors values to compare (default: "
+                        "the config's)")
     parser.add_argument("overrides", nargs="*", help="config overrides")
     args = parser.parse_args(argv)
     config = load_config(args.config, [*SMALL_DATA, *args.overrides])
+    actors = ([int(v) for v in args.data_actors.split(",")] if args.data_actors
+              else [config.run.data_actors])
 
-    figures: dict[str, float] = {}
     tic = time.perf_counter()
     init_ray()
-    figures["ray start"] = time.perf_counter() - tic
+    ray_start = time.perf_counter() - tic
+    columns = {f"data_actors={n}": phase_figures(
+        replace(config, run=replace(config.run, data_actors=n)), args.steps) for n in actors}
+
+    print(f"\nstart-up of the '{args.config}' training phase ({args.steps} steps a run; "
+          f"ray start {ray_start:.1f} s):")
+    print(f"  {'':<40}" + "".join(f"{name:>16}" for name in columns))
+    for figure in next(iter(columns.values())):
+        print(f"  {figure:<40}" + "".join(f"{c[figure]:14.1f} s" for c in columns.values()))
+    if len(columns) > 1:
+        first, *rest = columns
+        wall = "phase wall time"
+        print("  phase wall time ratio: " + ", ".join(
+            f"{name} / {first}: {columns[name][wall] / columns[first][wall]:.2f}x"
+            for name in rest))
+    return columns
+
+
+def phase_figures(config, steps: int) -> dict[str, float]:
+    """Runs the phase once: teacher services, then both trainings side by side."""
+    figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="unipose_startup_") as tmp:
         out = Path(tmp)
         config, data = prepare_data(config, out)
@@ -50,10 +77,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         config = replace(config, run=replace(config.run, storage_path=str(out / "ray_results")))
         specs = check_teachers(config)
         records = data.train_records(sorted(data.train), out)
-        distilled = TrainJob(config, records, (), specs, str(out / "distilled"), max_steps=args.steps)
+        distilled = TrainJob(config, records, (), specs, str(out / "distilled"), max_steps=steps)
         joint = TrainJob(replace(config, teachers=(),
                                  run=replace(config.run, name=f"{config.run.name}_joint")),
-                         records, (), {}, str(out / "joint"), max_steps=args.steps)
+                         records, (), {}, str(out / "joint"), max_steps=steps)
         phase = time.perf_counter()
         grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
         pools = {t.name: TeacherPool(t, grid) for t in config.teachers}
@@ -68,10 +95,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         figures["phase wall time"] = time.perf_counter() - phase
         for pool in pools.values():
             pool.shutdown()
-
-    print(f"\nstart-up of the '{args.config}' training phase ({args.steps} steps a run):")
-    for name, seconds in figures.items():
-        print(f"  {name:<40}{seconds:7.1f} s")
     return figures
 
 

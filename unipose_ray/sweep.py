@@ -142,11 +142,11 @@ def short_params(params: dict) -> dict[str, str | float]:
 
 def concurrent_trials(config: DistillConfig, cluster_cpus: float) -> int:
     """Trials the cluster holds at once: a trial takes its driver (1 CPU), its workers and
-    their crop actors."""
+    their crop actors (or, with ``data_actors=0``, the CPU of each worker's crop thread)."""
     if config.sweep.max_concurrent_trials:
         return config.sweep.max_concurrent_trials
     run = config.run
-    per_trial = 1 + run.num_workers * (run.cpus_per_worker + run.data_actors)
+    per_trial = 1 + run.num_workers * (run.cpus_per_worker + max(run.data_actors, 1))
     return max(1, int(cluster_cpus // per_trial))
 
 
