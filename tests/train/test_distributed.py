@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from unipose_ray.config import load_config
 from unipose_ray.checkpoints import CheckpointError, load_weights, save_checkpoint
+from unipose_ray.config import load_config
 from unipose_ray.models import build_from_config, build_rtmpose, write_mmpose_config
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.teachers.service import StudentGrid, TeacherPool

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unipose_ray.data.geometry import invert_affine
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, load_image
 from unipose_ray.data.records import read_records
-from unipose_ray.data.geometry import invert_affine
 from unipose_ray.teachers.cache import CacheSource, ViewTargets
 
 DATASET_CODES = {"coco": 0, "mpii": 1, "aic": 2, "unified": 3}

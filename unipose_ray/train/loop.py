@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from unipose_ray import distributed as dist
+from unipose_ray.checkpoints import load_backbone
 from unipose_ray.config import DistillConfig
 from unipose_ray.losses import (
     SimCCTargets,
@@ -27,7 +28,6 @@ from unipose_ray.losses import (
     kd_decay,
     udp_heatmap_targets,
 )
-from unipose_ray.checkpoints import load_backbone
 from unipose_ray.models import HEATMAP_SIGMA, PoseModel, heatmap_size, use_channels_last
 from unipose_ray.skeleton import mapping_for
 from unipose_ray.tracking import NullTracker
