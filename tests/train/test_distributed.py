@@ -69,7 +69,7 @@ def test_ray_data_and_the_inline_stream_give_the_same_batches(setup):
     for ours, theirs in zip(inline, by_actors, strict=True):
         assert ours.keys() == theirs.keys()
         for name in ours:
-            np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+            np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name, strict=True)
 
 
 def test_distillation_run_checkpoints_tracks_and_resumes(setup):

@@ -136,13 +136,14 @@ def test_a_failed_run_is_marked_failed_in_mlflow(setup):
     assert run.data.metrics["train/nonfinite_steps"] == 2
 
 
-def test_a_corrupt_training_image_is_named_or_skipped_and_counted(tmp_path, ray_session):
+@pytest.mark.parametrize("data_actors", [0, 1], ids=["inline crops", "Ray Data crop actors"])
+def test_a_corrupt_training_image_is_named_or_skipped_and_counted(tmp_path, ray_session,
+                                                                  data_actors):
     from unipose_ray.data.records import read_records
 
-    # through Ray Data's crop actors, whose failure text the loop digs the cause out of
-    config, data = prepare_data(load_config("demo_self_trained",
-                                            TINY + ["optim.epochs=1", "run.data_actors=1"]),
-                                tmp_path)
+    config, data = prepare_data(
+        load_config("demo_self_trained",
+                    TINY + ["optim.epochs=1", f"run.data_actors={data_actors}"]), tmp_path)
     config = replace(config, run=replace(config.run, storage_path=str(tmp_path / "ray_results"),
                                          max_failures=0))
     bad = read_records(data.train["coco"]).column("image_path")[3].as_py()

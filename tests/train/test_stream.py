@@ -123,7 +123,8 @@ def test_the_inline_stream_gives_the_crop_stages_batches_in_step_order(spec):
     batches = list(inline_batches(spec, plan, prefetch=1))
     assert [b["step"].tolist() for b in batches] == [[s] * 3 for s in range(2, plan.total_steps)]
     for name, column in whole.items():
-        np.testing.assert_array_equal(np.concatenate([b[name] for b in batches]), column)
+        np.testing.assert_array_equal(np.concatenate([b[name] for b in batches]), column,
+                                      strict=True)
 
 
 def test_the_inline_stream_raises_the_crop_failure_and_stops_when_closed(spec, real_samples,
@@ -134,11 +135,22 @@ def test_the_inline_stream_raises_the_crop_failure_and_stops_when_closed(spec, r
     with pytest.raises(FileNotFoundError, match="data.skip_bad_images=true"):
         list(inline_batches(bad_spec, StepPlan(len(records), len(records), total_steps=1)))
 
+    def crop_threads_stop() -> bool:
+        deadline = time.monotonic() + 5
+        while any(t.name == "crop-stage" for t in threading.enumerate()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     n = len(TopdownDataset(read_records(spec.records_path), spec.pipeline))
     stream = inline_batches(spec, StepPlan(n, 2, total_steps=50), prefetch=1)
     next(stream)
     stream.close()
-    assert not any(t.name == "crop-stage" and t.is_alive() for t in threading.enumerate())
+    assert crop_threads_stop()
+    stream = inline_batches(spec, StepPlan(n, 2, total_steps=50), prefetch=1)
+    del stream  # dropped before its first batch
+    assert crop_threads_stop()
 
 
 def _coco_with_a_bad_image(real_samples, tmp_path) -> tuple[list, StreamSpec, str]:

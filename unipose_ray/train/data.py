@@ -22,6 +22,7 @@ import queue
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -347,4 +348,6 @@ def inline_batches(spec: StreamSpec, plan: StepPlan, prefetch: int = 2) -> Itera
             stop.set()
             thread.join(timeout=5)
 
-    return drain()
+    batches = drain()
+    weakref.finalize(batches, stop.set)  # dropped before its first batch, `finally` never runs
+    return batches

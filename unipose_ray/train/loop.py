@@ -14,7 +14,9 @@ driver's side is :mod:`unipose_ray.train.driver`.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -150,13 +152,19 @@ class Steps:
         return call
 
     def run(self, batches) -> None:
+        """Train on ``batches`` to the run's last step. The stream is closed however the
+        loop ends (an inline stream's crop thread stops with it)."""
+        pairs = one_ahead(self.watch.timed("data", batches_naming_failures(batches)),
+                          self._timed("teachers", self.teachers.request),
+                          self._timed("teachers", self.teachers.collect))
+        with contextlib.closing(pairs):
+            self._train(pairs)
+
+    def _train(self, pairs: Iterator[tuple[dict, dict]]) -> None:
         job, state = self.job, self.state
         self.learner.model.train()
         val_every = self.config.run.val_every_epochs * job.steps_per_epoch
         every = self.config.run.checkpoint_every_steps
-        pairs = one_ahead(self.watch.timed("data", batches_naming_failures(batches)),
-                          self._timed("teachers", self.teachers.request),
-                          self._timed("teachers", self.teachers.collect))
         for batch, teacher_out in pairs:
             if state.step >= job.total_steps:
                 break
