@@ -102,6 +102,27 @@ def test_a_metric_that_is_never_reported_is_refused():
     check_sweep(load_config("demo_sweep", ["teacher_cache.uri=/tmp/c"]), (COCO, MPII))
 
 
+def _drawn_trials(config, n: int = 4) -> list[dict]:
+    """The parameters of the first ``n`` trials the sweep's search algorithm hands Tune."""
+    from ray.tune.experiment import Experiment
+
+    from unipose_ray.sweep import search_algorithm
+
+    search = search_algorithm(config, concurrent=n)
+    search.add_configurations([Experiment("drawn", run=lambda _: None, num_samples=n,
+                                          config=param_space(config))])
+    return [search.next_trial().config for _ in range(n)]
+
+
+def test_random_search_draws_the_same_trials_for_the_same_run_seed():
+    config = load_config("demo_sweep", ["sweep.include_base=false"])
+    drawn = _drawn_trials(config)
+    assert _drawn_trials(config) == drawn
+    assert len({t["weights"]["w_gt"] for t in drawn}) == len(drawn)
+    assert _drawn_trials(load_config("demo_sweep", ["sweep.include_base=false",
+                                                    "run.seed=1"])) != drawn
+
+
 def test_the_base_point_is_the_configs_own_choice():
     from unipose_ray.sweep import base_point
 

@@ -109,12 +109,14 @@ def base_point(config: DistillConfig) -> dict:
 
 def search_algorithm(config: DistillConfig, concurrent: int):
     """Tune's variant generator (random draws or the grid), starting from the config's
-    own point when ``sweep.include_base``."""
+    own point when ``sweep.include_base``; its draws are seeded by ``run.seed``, so the
+    same command draws the same trials."""
     from ray.tune.search import BasicVariantGenerator  # noqa: PLC0415
 
     sweep = config.sweep
     points = [base_point(config)] if sweep.include_base and sweep.search == "random" else None
-    return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=concurrent)
+    return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=concurrent,
+                                 random_state=config.run.seed)
 
 
 def trial_config(config: DistillConfig, params: dict, name: str) -> DistillConfig:
