@@ -11,12 +11,15 @@ first trained step (Ray Train's controller and worker processes, Ray Data's crop
 imports, the first crops), and the phase's wall time. Training time is what is left of
 the demo's budget; these figures are what is not. With ``--data-actors`` the phase runs
 once per value of ``run.data_actors``, in the same Ray session, and the figures are
-printed side by side.
+printed side by side. First, before Ray starts, it times the imports a training worker
+pays (each in a fresh Python process on the idle machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +33,16 @@ from unipose_ray.train.driver import run_training
 from unipose_ray.train.job import TrainJob
 from unipose_ray.workflow import check_teachers, ensure_backbone, prepare_data, resolve_teachers
 
+# what a Ray Train worker imports: Ray Train's own module, then the training loop's stack
+# (MMPose's registry as the student build imports it, through the project's mmcv shim)
+WORKER_IMPORTS = {
+    "torch": "import torch",
+    "ray.train.torch": "import ray.train.torch",
+    "mlflow": "import mlflow",
+    "mmpose.models": "from unipose_ray.mmpose_compat import import_mmpose; import_mmpose(); "
+                     "import mmpose.models",
+    "unipose_ray.train.loop": "import unipose_ray.train.loop",
+}
 SMALL_DATA = ["generate.coco_train=64", "generate.mpii_train=64", "generate.coco_val=2",
               "generate.mpii_val=2"]
 
@@ -47,6 +60,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     actors = ([int(v) for v in args.data_actors.split(",")] if args.data_actors
               else [config.run.data_actors])
 
+    imports = {name: import_seconds(code) for name, code in WORKER_IMPORTS.items()}
+    print("\nimport in a fresh Python process, machine idle:")
+    for name, seconds in imports.items():
+        print(f"  {name:<40}{seconds:7.1f} s")
     tic = time.perf_counter()
     init_ray()
     ray_start = time.perf_counter() - tic
@@ -65,6 +82,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             f"{name} / {first}: {columns[name][wall] / columns[first][wall]:.2f}x"
             for name in rest))
     return columns
+
+
+def import_seconds(code: str) -> float:
+    """Seconds a fresh interpreter takes to start and run ``code`` (imports)."""
+    tic = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - tic
 
 
 def phase_figures(config, steps: int) -> dict[str, float]:
