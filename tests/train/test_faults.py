@@ -116,6 +116,13 @@ def test_a_killed_worker_resumes_from_its_checkpoint_where_it_was(setup):
         torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=0, msg=name)
     for name, tensor in a["ema"]["module"].items():
         torch.testing.assert_close(b["ema"]["module"][name], tensor, rtol=0, atol=0, msg=name)
+    # ... and on this local Ray, without the helper actors LeanTorchTrainer leaves out
+    from ray.util.state import list_actors
+
+    started = {a.class_name for a in list_actors(limit=10_000)}
+    assert {"TrainController", "RayTrainWorker"} <= started
+    assert not started & {"DatasetManager", "PlacementGroupCleaner"}
+
 
 def test_a_failed_run_is_marked_failed_in_mlflow(setup):
     from mlflow.tracking import MlflowClient

@@ -181,7 +181,8 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
     """
     import ray  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
-    from ray.train.torch import TorchTrainer  # noqa: PLC0415
+
+    from unipose_ray.train.trainer import LeanTorchTrainer  # noqa: PLC0415
 
     config = job.config
     check_resources(config)
@@ -208,9 +209,12 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
                         skip_bad_images=config.data.skip_bad_images, cache=cache)
     job = replace(job, steps_per_epoch=n // global_batch, submitted_at=time.time(),
                   stream=stream, num_records=n)
-    trainer = TorchTrainer(
+    trainer = LeanTorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"job": job, "pools": pools},
+        keep_cleaner=not started_local_ray(),
+        # by reference: Ray Train's controller deserializes this config, and unpickling
+        # the job or the pools would import torch and MMPose in it (seconds per training)
+        train_loop_config={"job": ray.put(job), "pools": ray.put(pools)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.run.num_workers, use_gpu=config.run.use_gpu,
             resources_per_worker={"CPU": config.run.cpus_per_worker,

@@ -88,9 +88,10 @@ def _heatmap_loss(student: PoseModel, heatmaps: torch.Tensor, batch: dict,
 
 def train_fn_per_worker(loop_config: dict) -> None:
     """The Ray Train worker loop (also runs in a plain process with ``world_size() == 1``)."""
+    import ray  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
 
-    job: TrainJob = loop_config["job"]
+    job: TrainJob = ray.get(loop_config["job"])  # by reference (see run_training)
     config = job.config
     marks = StartupMarks(job.submitted_at)
     marks.mark("worker up")
@@ -111,7 +112,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
         MixedPrecision(config.optim.amp, device))
     state = restore(checkpoint, learner)
     marks.mark("model")
-    teachers = TeacherClient(job, loop_config.get("pools"))
+    teachers = TeacherClient(job, ray.get(loop_config["pools"]))
 
     # A crash marks the MLflow run FAILED; a restarted worker reopens it.
     with start_tracker(job) if dist.is_rank_zero() else NullTracker() as tracker:

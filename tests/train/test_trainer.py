@@ -1,0 +1,35 @@
+"""``LeanTorchTrainer`` drops exactly the helper actors our runs do not use."""
+
+from __future__ import annotations
+
+import pytest
+from ray.train import ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks import DatasetsCallback
+from ray.train.v2._internal.callbacks.placement_group_callback import (
+    PlacementGroupCleanerCallback,
+)
+
+from unipose_ray.train.trainer import LeanTorchTrainer
+
+SCALING = ScalingConfig(num_workers=1)
+
+
+def _types(trainer) -> list[type]:
+    return [type(c) for c in trainer._create_default_callbacks()]
+
+
+@pytest.mark.parametrize("keep_cleaner", [True, False])
+def test_the_lean_trainer_has_rays_callbacks_but_the_dataset_manager(keep_cleaner):
+    ray_own = _types(TorchTrainer(lambda: None, scaling_config=SCALING))
+    # Ray 2.60 builds both here; an upgrade that moves them fails this line
+    assert DatasetsCallback in ray_own and PlacementGroupCleanerCallback in ray_own
+    dropped = {DatasetsCallback} | (set() if keep_cleaner else {PlacementGroupCleanerCallback})
+    lean = _types(LeanTorchTrainer(lambda: None, scaling_config=SCALING,
+                                   keep_cleaner=keep_cleaner))
+    assert lean == [t for t in ray_own if t not in dropped]
+
+
+def test_the_lean_trainer_refuses_datasets():
+    with pytest.raises(ValueError, match="no dataset manager"):
+        LeanTorchTrainer(lambda: None, scaling_config=SCALING, datasets={"train": [1, 2]})

@@ -1,0 +1,43 @@
+"""``LeanTorchTrainer``: Ray Train's ``TorchTrainer`` without the helper actors our runs
+never use.
+
+Besides its workers, every Ray Train run starts a controller, a synchronization actor, a
+dataset manager and a placement-group cleaner: each one a Python process that imports Ray
+Train (pandas, Ray Data, pydantic), seconds of CPU apiece while the workers import theirs.
+On a laptop's two cores, with two trainings side by side, that is the start-up the user
+waits for. Two of them serve nothing here:
+
+- the dataset manager serves the trainer's ``datasets=``; we pass none (each worker reads
+  its own shard of the record set, through Ray Data or in a thread: ``train/data.py``);
+- the placement-group cleaner frees a run's placement group when its controller dies
+  without freeing it. On a Ray this process started (``started_local_ray``), nothing
+  outlives the driver; on a cluster the cleaner stays.
+
+Ray Train builds these in ``DataParallelTrainer._create_default_callbacks`` (Ray 2.60,
+pinned by the lock). ``tests/train/test_trainer.py`` checks the callbacks against Ray's
+own list, so an upgrade that moves them fails there rather than here.
+"""
+
+from __future__ import annotations
+
+from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks import DatasetsCallback
+from ray.train.v2._internal.callbacks.placement_group_callback import (
+    PlacementGroupCleanerCallback,
+)
+
+
+class LeanTorchTrainer(TorchTrainer):
+    """A ``TorchTrainer`` without the dataset manager, and without the placement-group
+    cleaner when ``keep_cleaner`` is false (a Ray that dies with the driver)."""
+
+    def __init__(self, *args, keep_cleaner: bool = True, **kwargs):
+        if kwargs.get("datasets"):
+            raise ValueError("LeanTorchTrainer has no dataset manager: pass no datasets")
+        self._keep_cleaner = keep_cleaner
+        super().__init__(*args, **kwargs)
+
+    def _create_default_callbacks(self) -> list:
+        dropped = (DatasetsCallback,) + (() if self._keep_cleaner
+                                         else (PlacementGroupCleanerCallback,))
+        return [c for c in super()._create_default_callbacks() if not isinstance(c, dropped)]
