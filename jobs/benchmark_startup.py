@@ -2,6 +2,7 @@
 
     python jobs/benchmark_startup.py                 # the demo preset, 5 steps a run
     python jobs/benchmark_startup.py --data-actors 0,1   # crops in the worker vs Ray Data
+    python jobs/benchmark_startup.py --trainer lean,ray  # without Ray Train's unused actors
 
 Runs the demo's student phase as the demo does (one Ray session; the joint student and
 the distilled student side by side; the released teachers as services for the distilled
@@ -9,10 +10,12 @@ one) for a few steps on a small generated set, and prints the fixed costs: Ray's
 the teacher services' start, and for each training the seconds from ``fit()`` to its
 first trained step (Ray Train's controller and worker processes, Ray Data's crop actors,
 imports, the first crops), and the phase's wall time. Training time is what is left of
-the demo's budget; these figures are what is not. With ``--data-actors`` the phase runs
-once per value of ``run.data_actors``, in the same Ray session, and the figures are
-printed side by side. First, before Ray starts, it times the imports a training worker
-pays (each in a fresh Python process on the idle machine).
+the demo's budget; these figures are what is not. With ``--data-actors`` (values of
+``run.data_actors``) and ``--trainer`` (``lean``: ``LeanTorchTrainer``, what the jobs use;
+``ray``: Ray's ``TorchTrainer`` with every helper actor) the phase runs once per
+combination, in the same Ray session, and the figures are printed side by side. First,
+before Ray starts, it times the imports a training worker pays (each in a fresh Python
+process on the idle machine).
 """
 
 from __future__ import annotations
@@ -54,11 +57,17 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--data-actors", default=None,
                         help="comma-separated run.data_actors values to compare (default: "
                         "the config's)")
+    parser.add_argument("--trainer", default="lean",
+                        help="comma-separated trainers to compare: lean (the jobs' "
+                        "LeanTorchTrainer), ray (Ray's TorchTrainer, every helper actor)")
     parser.add_argument("overrides", nargs="*", help="config overrides")
     args = parser.parse_args(argv)
     config = load_config(args.config, [*SMALL_DATA, *args.overrides])
     actors = ([int(v) for v in args.data_actors.split(",")] if args.data_actors
               else [config.run.data_actors])
+    trainers = args.trainer.split(",")
+    if not set(trainers) <= {"lean", "ray"}:
+        parser.error(f"--trainer takes lean and/or ray, not {args.trainer}")
 
     imports = {name: import_seconds(code) for name, code in WORKER_IMPORTS.items()}
     print("\nimport in a fresh Python process, machine idle:")
@@ -67,14 +76,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     tic = time.perf_counter()
     init_ray()
     ray_start = time.perf_counter() - tic
-    columns = {f"data_actors={n}": phase_figures(
-        replace(config, run=replace(config.run, data_actors=n)), args.steps) for n in actors}
+    columns = {f"data_actors={n} {trainer}": phase_figures(
+        replace(config, run=replace(config.run, data_actors=n)), args.steps, trainer == "lean")
+        for n in actors for trainer in trainers}
 
     print(f"\nstart-up of the '{args.config}' training phase ({args.steps} steps a run; "
           f"ray start {ray_start:.1f} s):")
-    print(f"  {'':<40}" + "".join(f"{name:>16}" for name in columns))
+    print(f"  {'':<40}" + "".join(f"{name:>22}" for name in columns))
     for figure in next(iter(columns.values())):
-        print(f"  {figure:<40}" + "".join(f"{c[figure]:14.1f} s" for c in columns.values()))
+        print(f"  {figure:<40}" + "".join(f"{c[figure]:20.1f} s" for c in columns.values()))
     if len(columns) > 1:
         first, *rest = columns
         wall = "phase wall time"
@@ -91,7 +101,7 @@ def import_seconds(code: str) -> float:
     return time.perf_counter() - tic
 
 
-def phase_figures(config, steps: int) -> dict[str, float]:
+def phase_figures(config, steps: int, lean: bool) -> dict[str, float]:
     """Runs the phase once: teacher services, then both trainings side by side."""
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="unipose_startup_") as tmp:
@@ -112,8 +122,9 @@ def phase_figures(config, steps: int) -> dict[str, float]:
             pool.wait_ready()
         figures["teacher services ready"] = time.perf_counter() - phase
         with ThreadPoolExecutor(2) as executor:
-            results = {"joint student": executor.submit(run_training, joint),
-                       "distilled student": executor.submit(run_training, distilled, pools)}
+            results = {"joint student": executor.submit(run_training, joint, lean=lean),
+                       "distilled student": executor.submit(run_training, distilled, pools,
+                                                            lean=lean)}
             for name, future in results.items():
                 figures[f"{name}: fit() to first step"] = future.result().metrics["train/startup_s"]
         figures["phase wall time"] = time.perf_counter() - phase

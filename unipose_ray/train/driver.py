@@ -170,17 +170,20 @@ def storage_path(job: TrainJob) -> str:
 
 
 def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
-                 callbacks: list | None = None):
+                 callbacks: list | None = None, *, lean: bool = True):
     """Build and fit the ``TorchTrainer`` for ``job``; returns the Ray ``Result``.
 
     ``callbacks`` go to the run's ``RunConfig`` (a Tune trial passes its
-    ``TuneReportCallback``).
+    ``TuneReportCallback``). ``lean``: a ``LeanTorchTrainer`` (without the helper actors
+    our runs do not use); false: Ray's own ``TorchTrainer`` (``benchmark_startup.py``
+    compares them).
 
     Expects Ray to be initialised (the job scripts do that). Teacher pools, when given,
     are the online teacher services; ``job.teacher_specs`` must describe them.
     """
     import ray  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
+    from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
     from unipose_ray.train.trainer import LeanTorchTrainer  # noqa: PLC0415
 
@@ -209,9 +212,11 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
                         skip_bad_images=config.data.skip_bad_images, cache=cache)
     job = replace(job, steps_per_epoch=n // global_batch, submitted_at=time.time(),
                   stream=stream, num_records=n)
-    trainer = LeanTorchTrainer(
+    trainer_class, options = ((LeanTorchTrainer, {"keep_cleaner": not started_local_ray()})
+                              if lean else (TorchTrainer, {}))
+    trainer = trainer_class(
         train_fn_per_worker,
-        keep_cleaner=not started_local_ray(),
+        **options,
         # by reference: Ray Train's controller deserializes this config, and unpickling
         # the job or the pools would import torch and MMPose in it (seconds per training)
         train_loop_config={"job": ray.put(job), "pools": ray.put(pools)},
