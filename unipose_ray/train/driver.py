@@ -212,6 +212,7 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
                         skip_bad_images=config.data.skip_bad_images, cache=cache)
     job = replace(job, steps_per_epoch=n // global_batch, submitted_at=time.time(),
                   stream=stream, num_records=n)
+    # the placement-group cleaner stays unless this is the driver of a Ray it started
     trainer_class, options = ((LeanTorchTrainer, {"keep_cleaner": not started_local_ray()})
                               if lean else (TorchTrainer, {}))
     trainer = trainer_class(

@@ -10,8 +10,10 @@ waits for. Two of them serve nothing here:
 - the dataset manager serves the trainer's ``datasets=``; we pass none (each worker reads
   its own shard of the record set, through Ray Data or in a thread: ``train/data.py``);
 - the placement-group cleaner frees a run's placement group when its controller dies
-  without freeing it. On a Ray this process started (``started_local_ray``), nothing
-  outlives the driver; on a cluster the cleaner stays.
+  without freeing it. When the driver of a Ray it started itself (``started_local_ray``)
+  owns the controller, nothing outlives the driver. Anywhere else it stays: on a cluster,
+  and in a Tune trial (a worker process, where ``started_local_ray`` is false), whose
+  controller dies with the trial when ASHA stops it while Ray runs on.
 
 Ray Train builds these in ``DataParallelTrainer._create_default_callbacks`` (Ray 2.60,
 pinned by the lock). ``tests/train/test_trainer.py`` checks the callbacks against Ray's
