@@ -30,6 +30,12 @@ def test_the_lean_trainer_has_rays_callbacks_but_the_dataset_manager(keep_cleane
     assert lean == [t for t in ray_own if t not in dropped]
 
 
+def test_keeping_both_helpers_gives_rays_own_trainer():
+    ray_own = _types(TorchTrainer(lambda: None, scaling_config=SCALING))
+    assert _types(LeanTorchTrainer(lambda: None, scaling_config=SCALING, keep_cleaner=True,
+                                   keep_datasets=True)) == ray_own
+
+
 def test_the_lean_trainer_refuses_datasets():
     with pytest.raises(ValueError, match="no dataset manager"):
         LeanTorchTrainer(lambda: None, scaling_config=SCALING, datasets={"train": [1, 2]})

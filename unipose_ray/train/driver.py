@@ -175,15 +175,14 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
 
     ``callbacks`` go to the run's ``RunConfig`` (a Tune trial passes its
     ``TuneReportCallback``). ``lean``: a ``LeanTorchTrainer`` (without the helper actors
-    our runs do not use); false: Ray's own ``TorchTrainer`` (``benchmark_startup.py``
-    compares them).
+    our runs do not use); false: with every one of them, as Ray's own ``TorchTrainer``
+    (``benchmark_startup.py`` compares the two).
 
     Expects Ray to be initialised (the job scripts do that). Teacher pools, when given,
     are the online teacher services; ``job.teacher_specs`` must describe them.
     """
     import ray  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
-    from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
     from unipose_ray.train.trainer import LeanTorchTrainer  # noqa: PLC0415
 
@@ -212,12 +211,11 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
                         skip_bad_images=config.data.skip_bad_images, cache=cache)
     job = replace(job, steps_per_epoch=n // global_batch, submitted_at=time.time(),
                   stream=stream, num_records=n)
-    # the placement-group cleaner stays unless this is the driver of a Ray it started
-    trainer_class, options = ((LeanTorchTrainer, {"keep_cleaner": not started_local_ray()})
-                              if lean else (TorchTrainer, {}))
-    trainer = trainer_class(
+    # lean: no dataset manager, and the placement-group cleaner only where something can
+    # outlive the controller (not the driver of a Ray it started); else Ray's own trainer
+    trainer = LeanTorchTrainer(
         train_fn_per_worker,
-        **options,
+        keep_datasets=not lean, keep_cleaner=not lean or not started_local_ray(),
         # by reference: Ray Train's controller deserializes this config, and unpickling
         # the job or the pools would import torch and MMPose in it (seconds per training)
         train_loop_config={"job": ray.put(job), "pools": ray.put(pools)},

@@ -88,7 +88,6 @@ def _heatmap_loss(student: PoseModel, heatmaps: torch.Tensor, batch: dict,
 
 def train_fn_per_worker(loop_config: dict) -> None:
     """The Ray Train worker loop (also runs in a plain process with ``world_size() == 1``)."""
-    import ray  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
 
     job: TrainJob = ray.get(loop_config["job"])  # by reference (see run_training)

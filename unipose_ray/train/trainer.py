@@ -30,16 +30,19 @@ from ray.train.v2._internal.callbacks.placement_group_callback import (
 
 
 class LeanTorchTrainer(TorchTrainer):
-    """A ``TorchTrainer`` without the dataset manager, and without the placement-group
-    cleaner when ``keep_cleaner`` is false (a Ray that dies with the driver)."""
+    """A ``TorchTrainer`` without the dataset manager unless ``keep_datasets``, and
+    without the placement-group cleaner unless ``keep_cleaner`` (false: a Ray that dies
+    with the driver). Keeping both gives Ray's own trainer."""
 
-    def __init__(self, *args, keep_cleaner: bool = True, **kwargs):
-        if kwargs.get("datasets"):
-            raise ValueError("LeanTorchTrainer has no dataset manager: pass no datasets")
-        self._keep_cleaner = keep_cleaner
+    def __init__(self, *args, keep_cleaner: bool = True, keep_datasets: bool = False,
+                 **kwargs):
+        if kwargs.get("datasets") and not keep_datasets:
+            raise ValueError("LeanTorchTrainer has no dataset manager: pass no datasets "
+                             "(or keep_datasets=True)")
+        self._dropped = (() if keep_datasets else (DatasetsCallback,)) + (
+            () if keep_cleaner else (PlacementGroupCleanerCallback,))
         super().__init__(*args, **kwargs)
 
     def _create_default_callbacks(self) -> list:
-        dropped = (DatasetsCallback,) + (() if self._keep_cleaner
-                                         else (PlacementGroupCleanerCallback,))
-        return [c for c in super()._create_default_callbacks() if not isinstance(c, dropped)]
+        return [c for c in super()._create_default_callbacks()
+                if not isinstance(c, self._dropped)]
