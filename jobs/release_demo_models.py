@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
         "overrides": args.overrides,
         "git_commit": git_commit(),
         "seeds": {"generate": config.generate["seed"], "run": config.run.seed},
-        "generator_sha256": sha256_of(REPO / "unipose_ray" / "data" / "synthetic.py"),
+        # the generator's modules in name order (before they were split: synthetic.py)
+        "generator_sha256": sha256_of(*sorted((REPO / "unipose_ray" / "data" / "synthetic")
+                                              .glob("*.py"))),
         "generate": config.generate,
         "backbone": files["backbone"],
         "teachers": {name: {**paths, "metrics": metrics[name]["metrics"],

@@ -29,11 +29,13 @@ class ReleaseError(ValueError):
     """A released file does not match its manifest."""
 
 
-def sha256_of(path: str | os.PathLike) -> str:
+def sha256_of(*paths: str | os.PathLike) -> str:
+    """The sha256 of the files' bytes, one after the other (of one file: its own)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
