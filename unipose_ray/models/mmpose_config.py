@@ -1,0 +1,116 @@
+"""Real MMPose config files (a user's ``rtmpose-m_8xb256-420e_coco-256x192.py``, or ours):
+read on mmcv-lite, built, and loaded with their checkpoints."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from unipose_ray.checkpoints import load_weights
+from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models.pose_model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FrozenTeacher,
+    PoseModel,
+    PoseModelSpec,
+)
+from unipose_ray.models.rtmpose import build_estimator, init_weights_quietly
+
+
+def load_mmpose_config(config_path: str | os.PathLike) -> Any:
+    """Read an MMPose config file and make it build on mmcv-lite.
+
+    The RTMPose configs' backbone says ``_scope_='mmdet'`` (mmdet's registry imports
+    compiled mmcv ops) and has an ``init_cfg`` that downloads ImageNet weights; MMPose's own
+    ``CSPNeXt`` has the same parameter names, so both are dropped. SyncBN becomes BN.
+    Returns an ``mmengine.Config``.
+    """
+    from unipose_ray.release import verify_released  # noqa: PLC0415
+
+    verify_released(config_path)
+    import_mmpose()
+    from mmengine.config import Config  # noqa: PLC0415
+
+    cfg = Config.fromfile(str(config_path))
+    backbone = cfg.model.backbone
+    backbone.pop("_scope_", None)
+    backbone.pop("init_cfg", None)
+    cfg.model = _replace_syncbn(cfg.model)
+    return cfg
+
+
+def _replace_syncbn(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        out = type(node)({k: _replace_syncbn(v) for k, v in node.items()})
+        if out.get("type") == "SyncBN":
+            out["type"] = "BN"
+        return out
+    if isinstance(node, list | tuple):
+        return type(node)(_replace_syncbn(v) for v in node)
+    return node
+
+
+def spec_from_config(cfg: Any) -> PoseModelSpec:
+    """The :class:`PoseModelSpec` of an MMPose SimCC model config (``cfg.model.head``)."""
+    head = cfg.model.head
+    if "simcc_split_ratio" not in head:
+        raise ValueError(f"the config's head ({head.get('type')}) is not a SimCC head")
+    return PoseModelSpec(
+        num_keypoints=int(head.out_channels),
+        input_size=tuple(int(s) for s in head.input_size),
+        simcc_split_ratio=float(head.simcc_split_ratio),
+        sigma=tuple(float(s) for s in head.decoder.sigma),
+        flip_test=bool(cfg.model.get("test_cfg", {}).get("flip_test", False)),  # MMPose's default
+    )
+
+
+def build_from_config(
+    config_path: str | os.PathLike,
+    checkpoint_path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    trust_checkpoint: bool = False,
+) -> PoseModel:
+    """Build the model of a real MMPose config file, optionally loading a checkpoint.
+
+    Args:
+        config_path: e.g. MMPose's ``rtmpose-m_8xb256-420e_coco-256x192.py``.
+        checkpoint_path: an MMPose/mmengine ``.pth`` (``state_dict`` at top level or under
+            ``'state_dict'``; a ``module.`` prefix is stripped).
+        device: where the model goes.
+        trust_checkpoint: unpickle the checkpoint without restrictions. Only for files you
+            trust: it can execute arbitrary code.
+
+    Raises:
+        CheckpointError: unreadable safely, or tensors that do not fit the config.
+    """
+    cfg = load_mmpose_config(config_path)
+    estimator = build_estimator(cfg.model)
+    if checkpoint_path is None:
+        init_weights_quietly(estimator)
+    preprocessor = cfg.model.get("data_preprocessor", {})
+    model = PoseModel(
+        estimator,
+        spec_from_config(cfg),
+        mean=tuple(preprocessor.get("mean", IMAGENET_MEAN)),
+        std=tuple(preprocessor.get("std", IMAGENET_STD)),
+        # The config's network wants BGR only if its preprocessor neither flips BGR->RGB
+        # nor receives RGB; MMPose's pipelines load BGR, so "no bgr_to_rgb" means BGR.
+        rgb_to_bgr=not preprocessor.get("bgr_to_rgb", False),
+    )
+    if checkpoint_path is not None:
+        load_weights(model, checkpoint_path, trust_checkpoint=trust_checkpoint)
+    return model.to(device)
+
+
+def build_teacher(
+    config_path: str | os.PathLike,
+    checkpoint_path: str | os.PathLike | None,
+    device: str | torch.device = "cpu",
+    trust_checkpoint: bool = False,
+) -> FrozenTeacher:
+    """:func:`build_from_config`, frozen (see :class:`FrozenTeacher`)."""
+    return FrozenTeacher(build_from_config(config_path, checkpoint_path, device, trust_checkpoint))
