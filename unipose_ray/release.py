@@ -30,7 +30,10 @@ class ReleaseError(ValueError):
 
 
 def sha256_of(*paths: str | os.PathLike) -> str:
-    """The sha256 of the files' bytes, one after the other (of one file: its own)."""
+    """The sha256 of the files' bytes, one after the other (of one file: its own; code
+    moved between the files keeps it)."""
+    if not paths:
+        raise ValueError("sha256_of needs at least one file")
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:

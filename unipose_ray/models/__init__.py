@@ -2,7 +2,7 @@
 
 Everything that speaks MMPose's registry language (``type='CSPNeXt'`` dicts, ``Config``
 files, ``TopdownPoseEstimator``) lives here; the rest of unipose_ray calls the plain
-functions below.
+functions re-exported below.
 
 Input convention (student and teachers alike): :class:`PoseModel` takes float images
 ``(B, 3, H, W)`` in **RGB order, 0-255** (``uint8`` is accepted and cast), at the model's
@@ -19,6 +19,7 @@ from unipose_ray.models.mmpose_config import (
     build_teacher,
     load_mmpose_config,
     spec_from_config,
+    write_mmpose_config,
 )
 from unipose_ray.models.pose_model import (
     IMAGENET_MEAN,
@@ -37,7 +38,6 @@ from unipose_ray.models.rtmpose import (
     build_rtmpose,
     heatmap_size,
     rtmpose_model_cfg,
-    write_mmpose_config,
 )
 
 __all__ = [

@@ -1,15 +1,16 @@
-"""Real MMPose config files (a user's ``rtmpose-m_8xb256-420e_coco-256x192.py``, or ours):
-read on mmcv-lite, built, and loaded with their checkpoints."""
+"""MMPose config files: a user's (``rtmpose-m_8xb256-420e_coco-256x192.py``) read on
+mmcv-lite, built and loaded with its checkpoint; ours written for self-trained models."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from unipose_ray.checkpoints import load_weights
+from unipose_ray.checkpoints import load_weights, plain_values
 from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.models.pose_model import (
     IMAGENET_MEAN,
@@ -18,7 +19,7 @@ from unipose_ray.models.pose_model import (
     PoseModel,
     PoseModelSpec,
 )
-from unipose_ray.models.rtmpose import build_estimator, init_weights_quietly
+from unipose_ray.models.rtmpose import build_estimator, init_weights_quietly, rtmpose_model_cfg
 
 
 def load_mmpose_config(config_path: str | os.PathLike) -> Any:
@@ -114,3 +115,35 @@ def build_teacher(
 ) -> FrozenTeacher:
     """:func:`build_from_config`, frozen (see :class:`FrozenTeacher`)."""
     return FrozenTeacher(build_from_config(config_path, checkpoint_path, device, trust_checkpoint))
+
+
+def write_mmpose_config(model: PoseModel, size: str, path: str | os.PathLike,
+                        dataset_meta: Mapping | None = None) -> Path:
+    """Write an MMPose config file (``.py``) describing ``model``'s architecture.
+
+    Together with :func:`save_checkpoint` this makes a self-trained model loadable exactly
+    like a released one: ``build_from_config(path, checkpoint)``, or in MMPose
+    ``init_model`` + ``inference_topdown`` (the config carries RTMPose's test pipeline).
+    """
+    from mmengine.config import Config  # noqa: PLC0415
+
+    spec = model.spec
+    test_pipeline = [
+        dict(type="LoadImage"),
+        dict(type="GetBBoxCenterScale"),
+        dict(type="TopdownAffine", input_size=spec.input_size),
+        dict(type="PackPoseInputs"),
+    ]
+    cfg = dict(
+        default_scope="mmpose",
+        model=rtmpose_model_cfg(size, spec.num_keypoints, spec.input_size, spec.sigma),
+        codec=dict(type="SimCCLabel", input_size=spec.input_size, sigma=spec.sigma,
+                   simcc_split_ratio=spec.simcc_split_ratio, normalize=False, use_dark=False),
+        test_dataloader=dict(dataset=dict(pipeline=test_pipeline)),
+    )
+    if dataset_meta is not None:
+        cfg["dataset_meta"] = plain_values(dict(dataset_meta))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Config(cfg).dump(str(path))
+    return path

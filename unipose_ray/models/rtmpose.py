@@ -1,16 +1,13 @@
 """RTMPose in MMPose's registry language: the model dicts of MMPose's rtmpose (and
-cspnext-udp) configs, built fresh, and written back as config files."""
+cspnext-udp) configs, and fresh models built from them."""
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from torch import nn
 
-from unipose_ray.checkpoints import plain_values
 from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.models.pose_model import IMAGENET_MEAN, IMAGENET_STD, PoseModel, PoseModelSpec
 
@@ -127,38 +124,6 @@ def build_rtmpose(
                                                    head))
     init_weights_quietly(estimator)
     return PoseModel(estimator, spec)
-
-
-def write_mmpose_config(model: PoseModel, size: str, path: str | os.PathLike,
-                        dataset_meta: Mapping | None = None) -> Path:
-    """Write an MMPose config file (``.py``) describing ``model``'s architecture.
-
-    Together with :func:`save_checkpoint` this makes a self-trained model loadable exactly
-    like a released one: ``build_from_config(path, checkpoint)``, or in MMPose
-    ``init_model`` + ``inference_topdown`` (the config carries RTMPose's test pipeline).
-    """
-    from mmengine.config import Config  # noqa: PLC0415
-
-    spec = model.spec
-    test_pipeline = [
-        dict(type="LoadImage"),
-        dict(type="GetBBoxCenterScale"),
-        dict(type="TopdownAffine", input_size=spec.input_size),
-        dict(type="PackPoseInputs"),
-    ]
-    cfg = dict(
-        default_scope="mmpose",
-        model=rtmpose_model_cfg(size, spec.num_keypoints, spec.input_size, spec.sigma),
-        codec=dict(type="SimCCLabel", input_size=spec.input_size, sigma=spec.sigma,
-                   simcc_split_ratio=spec.simcc_split_ratio, normalize=False, use_dark=False),
-        test_dataloader=dict(dataset=dict(pipeline=test_pipeline)),
-    )
-    if dataset_meta is not None:
-        cfg["dataset_meta"] = plain_values(dict(dataset_meta))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Config(cfg).dump(str(path))
-    return path
 
 
 def build_estimator(model_cfg: Mapping) -> nn.Module:

@@ -36,7 +36,6 @@ backgrounds (noise, shapes) and more, smaller people; "mpii" has smooth backgrou
 (gradients, stripes) and fewer, larger people. Layout: see :func:`dataset_paths`.
 """
 
-
 from unipose_ray.data.synthetic.config import (
     DATASETS,
     SPLITS,

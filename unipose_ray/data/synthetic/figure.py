@@ -19,7 +19,7 @@ LIMB_CHAINS = {  # side -> (arm joints, leg joints), root first
 }  # fmt: skip
 # Face points: (joint, azimuth on the head in radians, height along the head axis / head length)
 FACE = (("nose", 0.0, -0.12), ("left_eye", 0.45, 0.06), ("right_eye", -0.45, 0.06),
-         ("left_ear", np.pi / 2, 0.0), ("right_ear", -np.pi / 2, 0.0))  # fmt: skip
+        ("left_ear", np.pi / 2, 0.0), ("right_ear", -np.pi / 2, 0.0))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,21 @@ def bgr(hue_deg: float, sat: float, val: float) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
-def choice(rng: np.random.Generator, weights: list[float]) -> int:
+def weighted_choice(rng: np.random.Generator, weights: list[float]) -> int:
     p = np.asarray(weights, dtype=float)
     return int(rng.choice(len(p), p=p / p.sum()))
 
 
 def _arm_angle(rng: np.random.Generator) -> float:
     """Upper arm away from the torso's down axis; > 0 outwards, < 0 across the body."""
-    kind = choice(rng, [0.4, 0.25, 0.15, 0.2])  # hanging, raised, across, anything
+    kind = weighted_choice(rng, [0.4, 0.25, 0.15, 0.2])  # hanging, raised, across, anything
     return [abs(rng.normal(0.25, 0.15)), rng.uniform(0.9, 2.9), rng.uniform(-0.9, -0.2),
             rng.uniform(-0.5, 2.9)][kind]
 
 
 def _leg_angle(rng: np.random.Generator) -> float:
     """Thigh away from straight down; > 0 outwards, < 0 crossing the other leg."""
-    kind = choice(rng, [0.55, 0.2, 0.12, 0.13])  # standing, wide, crossed, kicking
+    kind = weighted_choice(rng, [0.55, 0.2, 0.12, 0.13])  # standing, wide, crossed, kicking
     return [rng.normal(0.1, 0.06), rng.uniform(0.2, 0.6), rng.uniform(-0.45, -0.12),
             rng.uniform(0.6, 1.6)][kind]
 

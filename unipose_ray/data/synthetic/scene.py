@@ -17,7 +17,7 @@ from unipose_ray.data.synthetic.drawing import (
     owner_code,
     random_shape,
 )
-from unipose_ray.data.synthetic.figure import Figure, J, bgr, choice, sample_figure
+from unipose_ray.data.synthetic.figure import Figure, J, bgr, sample_figure, weighted_choice
 from unipose_ray.skeleton import UNIFIED
 
 _SEED_CODES = {"coco": 0, "mpii": 1, "train": 0, "val": 1}
@@ -29,7 +29,7 @@ class PersonLabel:
 
     Attributes:
         keypoints: ``(21, 2)`` pixel positions in unified order (also outside the image).
-        visibility: ``(21,)`` COCO-style flags 0/1/2 (see the module docstring).
+        visibility: ``(21,)`` COCO-style flags 0/1/2 (see :mod:`unipose_ray.data.synthetic`).
         bbox: ``(4,)`` ``x, y, w, h`` of the drawn figure, clipped to the image.
         area: pixels of the person left visible in the image (the COCO segment area).
         head_box: ``(4,)`` ``x1, y1, x2, y2``: a square of side ``|head_top - upper_neck|``
@@ -41,7 +41,6 @@ class PersonLabel:
     bbox: np.ndarray
     area: float
     head_box: np.ndarray
-
 
 
 @dataclass(frozen=True)
@@ -73,10 +72,10 @@ def render_sample(
     rng, domain = image_rng(config, dataset, split, index), _DOMAINS[dataset]
     lo, hi = config.image_size
     width, height = (int(s) for s in rng.integers(lo, hi + 1, 2))
-    style = list(domain.backgrounds)[choice(rng, list(domain.backgrounds.values()))]
+    style = list(domain.backgrounds)[weighted_choice(rng, list(domain.backgrounds.values()))]
     canvas = Canvas(background(rng, width, height, style))
 
-    num_people = 1 + choice(rng, list(domain.people[: config.max_people]))
+    num_people = 1 + weighted_choice(rng, list(domain.people[: config.max_people]))
     tallest = 0.95 * height
     if domain.log_heights:
         heights = np.exp(rng.uniform(np.log(config.min_person_height), np.log(tallest), num_people))
