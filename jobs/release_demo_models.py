@@ -1,6 +1,6 @@
 """Train the demo's released models once and write them, with a manifest, into released/demo.
 
-    python jobs/release_demo_models.py        # about an hour on a 2-core CPU
+    python jobs/release_demo_models.py        # about 1.5 hours on a 2-core CPU
 
 Preset ``demo_models``: a CSPNeXt-t backbone trained on UDP heatmaps of generated COCO
 images (the stand-in for MMPose's ``cspnext-t_udp-aic-coco``), then an RTMPose-t COCO
