@@ -58,36 +58,51 @@ class TeacherTargets:
     crops' ``a``, ``b``; else ``<axis>_values`` ``(B, K, k)`` fp16, ``_indices`` uint16 and
     ``_rest`` ``(B, K)`` float32 on the student's grid
     (:mod:`unipose_ray.teachers.compress`).
+
+    Every teacher pass sees exactly ``batch_size`` crops, a short batch padded with copies
+    of its last crop: CPU kernels round differently for other batch shapes (by ~1e-7,
+    enough to flip an fp16 value), and Ray Data cuts batches wherever its blocks fall, so
+    without it a resumed build would not write the shard an uninterrupted one writes.
     """
 
     def __init__(self, teacher: TeacherConfig, grid: StudentGrid, input_size: tuple[int, int],
-                 k: int | None, beta: float, basis: Basis | None = None):
+                 k: int | None, beta: float, basis: Basis | None = None, batch_size: int = 32):
         from unipose_ray.teachers.service import TeacherService  # noqa: PLC0415
 
         device = "cuda" if teacher.num_gpus > 0 else "cpu"
         self.service = TeacherService(teacher, grid, device=device,
                                       threads=max(1, round(teacher.num_cpus)))
         self.name, self.key, self.k, self.beta = teacher.name, size_key(input_size), k, beta
-        self.basis = basis
+        self.basis, self.batch_size = basis, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch  # noqa: PLC0415
 
         from unipose_ray.teachers.compress import compress  # noqa: PLC0415
 
-        images, a, b = (batch[f"{part}_{self.key}"] for part in ("image", "a", "b"))
+        crops = [batch[f"{part}_{self.key}"] for part in ("image", "a", "b")]
+        n = len(crops[0])
+        if n > self.batch_size:
+            raise ValueError(f"a batch of {n} crops, more than batch_size={self.batch_size}")
+        images, a, b = (_padded(part, self.batch_size) for part in crops)
         if self.basis is not None:
             x, y = self.service.raw_logits(images)
-            batch[f"{self.name}_coef"] = self.basis.encode(x.cpu(), y.cpu()).numpy()
-            batch[f"{self.name}_a"], batch[f"{self.name}_b"] = a, b
+            batch[f"{self.name}_coef"] = self.basis.encode(x.cpu(), y.cpu()).numpy()[:n]
+            batch[f"{self.name}_a"], batch[f"{self.name}_b"] = crops[1], crops[2]
             return batch
         logits = self.service.logits(images, a, b)
         for axis, values in zip(AXES, logits, strict=True):
-            target = compress(torch.from_numpy(values), self.beta, self.k)
+            target = compress(torch.from_numpy(values[:n]), self.beta, self.k)
             batch[f"{self.name}_{axis}_values"] = target.values.numpy()
             batch[f"{self.name}_{axis}_indices"] = target.indices.numpy().astype(np.uint16)
             batch[f"{self.name}_{axis}_rest"] = target.rest.numpy().astype(np.float32)
         return batch
+
+
+def _padded(rows: np.ndarray, size: int) -> np.ndarray:
+    """``rows`` followed by copies of its last row, ``size`` rows in all."""
+    missing = size - len(rows)
+    return rows if missing <= 0 else np.concatenate([rows, np.repeat(rows[-1:], missing, 0)])
 
 
 class Progress:
@@ -219,7 +234,7 @@ def target_pipeline(config: DistillConfig, records, specs: dict[str, PoseModelSp
         ds = ds.map_batches(
             TeacherTargets,
             fn_constructor_args=(teacher, grid, size, cache.topk or None, config.loss.beta,
-                                 bases.get(teacher.name)),
+                                 bases.get(teacher.name), cache.batch_size),
             batch_size=cache.batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=cache.actors),
             num_cpus=teacher.num_cpus, num_gpus=teacher.num_gpus, max_restarts=0)
