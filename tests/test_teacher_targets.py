@@ -26,7 +26,7 @@ def test_a_crops_targets_are_the_same_alone_and_in_a_full_batch(name, monkeypatc
     size = tuple(check_teachers(config)[name].input_size)
     codec = config.student.codec
     stage = TeacherTargets(teacher, StudentGrid(codec.num_bins, codec.split_ratio), size,
-                           k=8, beta=config.loss.beta, batch_size=8)
+                           k=8, beta=config.loss.beta, basis=None, batch_size=8)
     rng = np.random.default_rng(0)
     key = size_key(size)
     full = {f"image_{key}": rng.integers(0, 256, (8, 3, size[1], size[0]), dtype=np.uint8),

@@ -66,7 +66,7 @@ class TeacherTargets:
     """
 
     def __init__(self, teacher: TeacherConfig, grid: StudentGrid, input_size: tuple[int, int],
-                 k: int | None, beta: float, basis: Basis | None = None, batch_size: int = 32):
+                 k: int | None, beta: float, basis: Basis | None, batch_size: int):
         from unipose_ray.teachers.service import TeacherService  # noqa: PLC0415
 
         device = "cuda" if teacher.num_gpus > 0 else "cpu"
