@@ -93,6 +93,8 @@ def init_ray(address: str | None = None) -> None:
     CPUs than cores, so the student, the crop actor and the teacher services of a run (or
     two runs side by side) fit on a laptop and the OS time-slices them. The dashboard runs
     too: Ray Train's placement-group cleaner asks its state API whether the controller lives.
+    A process that already has Ray (a job's ``main`` called from a test or a notebook)
+    keeps it.
     """
     import os  # noqa: PLC0415
 
@@ -101,7 +103,9 @@ def init_ray(address: str | None = None) -> None:
     from unipose_ray.ray_output import filter_worker_output, quiet_driver_logging  # noqa: PLC0415
 
     quiet_driver_logging()
-    if address or os.environ.get("RAY_ADDRESS"):
+    if ray.is_initialized():
+        pass  # the caller's Ray
+    elif address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, logging_level=logging.WARNING)
     else:
         start_local_ray(num_cpus=max(8, 2 * (os.cpu_count() or 1)),
@@ -123,6 +127,10 @@ def start_local_ray(**kwargs) -> None:
     Train's actors carry their own runtime environment and do not use them), and Ray
     Train runs no preemption watcher (a local machine is not preempted): each was one
     more process importing its stack while the trainings start.
+
+    Always a new Ray of this process's own (``address="local"``): a bare ``ray.init`` would
+    attach to a Ray that someone else started on this machine (``ray start``), with its
+    resources, its runtime environment and its jobs.
     """
     import os  # noqa: PLC0415
 
@@ -134,7 +142,7 @@ def start_local_ray(**kwargs) -> None:
         ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
     for name, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(name, value)  # inherited by the raylet and every worker
-    ray.init(**kwargs)
+    ray.init(address="local", **kwargs)
     global _STARTED_LOCALLY
     _STARTED_LOCALLY = True
 
