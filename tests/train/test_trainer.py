@@ -39,3 +39,26 @@ def test_keeping_both_helpers_gives_rays_own_trainer():
 def test_the_lean_trainer_refuses_datasets():
     with pytest.raises(ValueError, match="no dataset manager"):
         LeanTorchTrainer(lambda: None, scaling_config=SCALING, datasets={"train": [1, 2]})
+
+
+def test_the_run_leaves_ctrl_c_to_the_handler_that_was_there_before(monkeypatch):
+    """Ray's ``fit()`` installs a SIGINT handler holding the run's controller and leaves it
+    installed; after our ``fit()`` Ctrl+C is the job's again (and the controller free)."""
+    import signal
+
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    def before(signum, frame):  # the job's own handler
+        raise KeyboardInterrupt
+
+    def rays_fit(self):  # what Ray's fit does to the handler in the main thread
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
+        return "result"
+
+    monkeypatch.setattr(DataParallelTrainer, "fit", rays_fit)
+    previous = signal.signal(signal.SIGINT, before)
+    try:
+        assert LeanTorchTrainer(lambda: None, scaling_config=SCALING).fit() == "result"
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -18,9 +18,19 @@ waits for. Two of them serve nothing here:
 Ray Train builds these in ``DataParallelTrainer._create_default_callbacks`` (Ray 2.60,
 pinned by the lock). ``tests/train/test_trainer.py`` checks the callbacks against Ray's
 own list, so an upgrade that moves them fails there rather than here.
+
+And one thing Ray's ``fit()`` leaves behind, called in the main thread: its Ctrl+C handler
+(``_register_sigint_handler``), a closure over the run's controller. It stays installed
+after the run, so the controller actor (a process) lives on while the job evaluates and
+trains the next model, and a Ctrl+C after the run asks that finished controller to abort
+instead of stopping the job (the third one exits with code 0). The handler that was there
+before ``fit()`` comes back when it returns.
 """
 
 from __future__ import annotations
+
+import signal
+import threading
 
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.callbacks import DatasetsCallback
@@ -42,6 +52,16 @@ class LeanTorchTrainer(TorchTrainer):
         self._dropped = (() if keep_datasets else (DatasetsCallback,)) + (
             () if keep_cleaner else (PlacementGroupCleanerCallback,))
         super().__init__(*args, **kwargs)
+
+    def fit(self):
+        """Ray Train's ``fit()``; the main thread's SIGINT handler is restored after it."""
+        if threading.current_thread() is not threading.main_thread():
+            return super().fit()  # (Ray registers no handler there)
+        before = signal.getsignal(signal.SIGINT)
+        try:
+            return super().fit()
+        finally:
+            signal.signal(signal.SIGINT, before)
 
     def _create_default_callbacks(self) -> list:
         return [c for c in super()._create_default_callbacks()
