@@ -147,3 +147,50 @@ def test_every_swept_size_needs_a_backbone_that_fits_it():
     assert trial.student.backbone_checkpoint == str(Path(released).resolve())
     scratch = load_config("demo_sweep", ["student.backbone_checkpoint=null", "sweep.sizes=[t,s]"])
     assert resolve_backbones(scratch).sweep.backbones == {}  # both from scratch, as asked
+
+
+def test_a_sweep_stopped_with_ctrl_c_exits_130_saying_how_to_resume(load_job, monkeypatch,
+                                                                     capsys):
+    from unipose_ray.sweep_run import SweepInterrupted
+
+    job = load_job("sweep")
+
+    def interrupted(config, output_dir):
+        raise SweepInterrupted("the sweep stopped with 2 trial(s) unfinished; run the same "
+                               "command again (same --output-dir) to resume it")
+
+    monkeypatch.setattr(job, "init_ray", lambda address=None: None)
+    monkeypatch.setattr(job, "run_sweep", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        job.main(["--config", "demo_sweep"])
+    assert stopped.value.code == 130  # as a shell reports Ctrl+C
+    assert "run the same command again" in capsys.readouterr().err
+
+
+def test_a_resumed_sweeps_asha_judges_new_trials_against_the_finished_ones(tmp_path):
+    """Tune does not save its scheduler: without its rungs a resumed ASHA would let a trial
+    that cannot learn run on (judged against nothing)."""
+    from unipose_ray.sweep_scheduler import ResumableASHA
+
+    class Trial:
+        def __init__(self, trial_id: str):
+            self.trial_id = trial_id
+
+    def asha(path):
+        scheduler = ResumableASHA(str(path), time_attr="training_iteration", grace_period=1,
+                                  reduction_factor=2, max_t=2)
+        assert scheduler.set_search_properties("val/score", "max")
+        return scheduler
+
+    state = tmp_path / "asha_state.pkl"
+    before = asha(state)  # the sweep before Ctrl+C: one trial finished
+    good = Trial("good")
+    before.on_trial_add(None, good)
+    assert before.on_trial_result(None, good, {"training_iteration": 1, "val/score": 50.0}) == "CONTINUE"
+    before.on_trial_complete(None, good, {"training_iteration": 2, "val/score": 60.0})
+
+    for scheduler, wanted in ((asha(state), "STOP"), (asha(tmp_path / "new.pkl"), "CONTINUE")):
+        bad = Trial("bad")  # the resumed sweep's next trial, worse at its first validation
+        scheduler.on_trial_add(None, bad)
+        assert scheduler.on_trial_result(None, bad, {"training_iteration": 1,
+                                                     "val/score": 1.0}) == wanted

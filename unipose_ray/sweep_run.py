@@ -7,7 +7,8 @@ every trial a distillation run on the teacher-logit cache, tracked in MLflow.
    store is put behind a local ``mlflow server`` for the sweep (:mod:`tracking_server`):
    the trials log side by side and SQLite takes one writer.
 3. ``Tuner.fit`` (or ``Tuner.restore`` of an interrupted sweep in the same output folder:
-   finished trials keep their results, unfinished ones resume their checkpoints).
+   finished trials keep their results, unfinished ones resume their checkpoints, ASHA its
+   rungs: :mod:`unipose_ray.sweep_scheduler`).
 4. The summary: table (printed, JSON, CSV), picture of the metric against the weights,
    the best trial's checkpoint evaluated as ``jobs/evaluate.py`` does, tags in MLflow.
 """
@@ -61,7 +62,8 @@ class SweepInterrupted(RuntimeError):
 def run_sweep(config: DistillConfig, output_dir: str | Path, callbacks: tuple = ()
               ) -> list[dict]:
     """Run (or resume) the sweep ``config.sweep`` describes; returns the summary rows, best
-    first. ``callbacks``: more Tune callbacks (tests watch the cluster with them)."""
+    first. ``callbacks``: more Tune callbacks for a new sweep (tests watch the cluster with
+    them); a resumed sweep runs the ones it started with, as Tune saved them."""
     out = Path(output_dir).resolve()
     if config.teacher_cache.uri is None:
         config = replace(config, teacher_cache=replace(config.teacher_cache,
@@ -138,14 +140,17 @@ def _summarise(config: DistillConfig, base: SweepBase, results, parent: RunTrack
 def _tuner(config: DistillConfig, base: SweepBase, out: Path, callbacks: tuple):
     import ray  # noqa: PLC0415
     from ray import tune  # noqa: PLC0415
-    from ray.tune.schedulers import ASHAScheduler  # noqa: PLC0415
+
+    from unipose_ray.sweep_scheduler import ResumableASHA  # noqa: PLC0415
 
     sweep = config.sweep
     trainable = tune.with_parameters(run_trial, base=base)
     path = f"{out / 'tune'}/{config.run.name}_sweep"
+    asha_state = Path(path) / "asha_state.pkl"
     if tune.Tuner.can_restore(path):
         print0(f"[sweep] resuming the sweep in {path}: finished trials keep their results")
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    asha_state.unlink(missing_ok=True)  # an earlier sweep's, never restored
     concurrent = concurrent_trials(config, ray.cluster_resources().get("CPU", 1))
     print0(f"[sweep] {total_trials(config)} {sweep.search} trial(s) of {sweep.metric} "
            f"({sweep.mode}), {concurrent} at a time, ASHA over {validations(config)} "
@@ -155,7 +160,7 @@ def _tuner(config: DistillConfig, base: SweepBase, out: Path, callbacks: tuple):
         tune_config=tune.TuneConfig(
             metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
             search_alg=search_algorithm(config, concurrent),
-            scheduler=ASHAScheduler(time_attr="training_iteration",
+            scheduler=ResumableASHA(str(asha_state), time_attr="training_iteration",
                                     grace_period=sweep.grace_period,
                                     reduction_factor=sweep.reduction_factor,
                                     max_t=validations(config))),
