@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uv run --locked python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'torch sees no CUDA device')"
-exec uv run --locked pytest -m gpu -v tests/test_gpu.py
+# --tier all: the unit tier's GPU tests and the CI tier's (on the shared Ray)
+exec uv run --locked pytest --tier all -m gpu -v tests/test_gpu.py tests/e2e/test_training.py

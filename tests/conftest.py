@@ -1,12 +1,18 @@
-"""Shared test fixtures: the real samples beside the project, a real ``mlflow server``, and
-marker handling."""
+"""Shared test fixtures and the test tiers.
+
+Tiers (``tests/README.md``): a plain ``pytest`` runs the ``unit`` tier (no Ray Train fit,
+minutes on 2 cores); ``pytest --tier ci`` the end-to-end tests on one shared Ray
+(``tests/e2e/``), which CI runs after the unit tier; ``--tier bench`` the README's
+benchmark commands with the README's flags; ``--tier chaos`` long fault runs; ``--tier
+all`` every tier. A test's tier is its marker (``ci``, ``bench``, ``chaos``), else
+``unit``; tests of other tiers are reported as deselected, never silently dropped.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +20,72 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: the workers share the cores
+    import torch
+
+    torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_SAMPLES = REPO_ROOT.parent / "shared" / "data" / "real_samples"
+
+TIERS = {
+    "unit": "unit and small-integration tests, no Ray Train fit (the default)",
+    "ci": "end to end on one shared Ray, each behaviour once (CI runs it after unit)",
+    "bench": "the README's benchmark commands with the README's flags (opt-in, long)",
+    "chaos": "long fault runs (opt-in)",
+}
+TIMEOUT_S = {"unit": 300, "ci": 1500, "bench": 3600, "chaos": 3600}
+"""Per test, setup included (a session fixture's run counts in its first test): a hung
+test fails with every thread's stack instead of at CI's limit."""
+
+
+def pytest_addoption(parser):
+    parser.addoption("--tier", default="unit", choices=[*TIERS, "all"],
+                     help="which tests run: " + "; ".join(f"{k}: {v}" for k, v in TIERS.items())
+                     + "; all: every tier")
+
+
+def pytest_configure(config):
+    tier = config.getoption("tier")
+    if tier != "unit" and (config.getoption("numprocesses", None) or 0) > 0:
+        raise pytest.UsageError(f"--tier {tier} runs its end-to-end tests on one Ray in one "
+                                "process (a session fixture): run it without -n")
+
+
+def tier_of(item: pytest.Item) -> str:
+    marked = [name for name in TIERS if name != "unit" and item.get_closest_marker(name)]
+    if len(marked) > 1:
+        raise pytest.UsageError(f"{item.nodeid} is marked for tiers {marked}; a test has one")
+    return marked[0] if marked else "unit"
+
+
+def pytest_report_header(config):
+    tier = config.getoption("tier")
+    return (f"tier: {tier} ({TIERS.get(tier, 'every tier')}); the others: "
+            + ", ".join(f"--tier {t}" for t in TIERS if t != tier) + " (tests/README.md)")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    tier = config.getoption("tier")
+    selected, deselected = [], []
+    for item in items:
+        own = tier_of(item)
+        if tier not in ("all", own):
+            deselected.append(item)
+            continue
+        selected.append(item)
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TIMEOUT_S[own]))
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none on this machine"))
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
 
 
 @pytest.fixture(scope="session")
@@ -43,34 +110,46 @@ def load_job():
     return load
 
 
-def pytest_collection_modifyitems(config, items):
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """The one tiny generated dataset of the suite (COCO- and MPII-format files): 24 + 24
+    training and 4 + 4 validation images of at most two drawn people, the demo's occluders
+    and truncation. Unit tests read its validation splits; the end-to-end tests train on
+    it (``tests/e2e/conftest.py``)."""
+    from helpers import TINY_DATA
+
+    from unipose_ray.data.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("tiny_dataset"), TINY_DATA, progress=False)
+
+
+@pytest.fixture(scope="session")
+def random_teachers(tmp_path_factory):
+    """``name -> TeacherConfig`` of RTMPose-t teachers with random weights, written as MMPose
+    config + checkpoint files at the ``demo_self_trained`` preset's teacher sizes (COCO
+    64x96, the student's; MPII 64x64)."""
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    from unipose_ray.bench import write_random_teacher
+    from unipose_ray.config import load_config
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    out = tmp_path_factory.mktemp("random_teachers")
+    config = load_config("demo_self_trained")
+    torch.manual_seed(0)
+    return {t.name: write_random_teacher(t, config.student.codec, out) for t in config.teachers}
 
 
 @pytest.fixture
 def unused_port() -> int:
     """A loopback TCP port nothing listens on."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """``mlflow server`` on a free loopback port with proxied artifacts; stopped at teardown."""
     root = tmp_path_factory.mktemp("server")
-    port = _free_port()
+    port = free_port()
     # The job runner (huey consumers, 5 processes) is off: it is not needed to log runs,
     # and on a 2-core machine it slowed the first requests to ~40 s.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -10,25 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from unipose_ray.checkpoints import save_checkpoint
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import write_records
-from unipose_ray.data.synthetic import SyntheticConfig, SyntheticDataset, generate_dataset
+from unipose_ray.data.synthetic import SyntheticDataset
 from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.evaluation.cross_dataset import HEADLINE, EvalSet, evaluate_model
 from unipose_ray.mmpose_compat import import_mmpose
-from unipose_ray.checkpoints import save_checkpoint
 from unipose_ray.models import build_from_config, build_rtmpose, write_mmpose_config
 from unipose_ray.skeleton import UNIFIED
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_job():
-    path = REPO_ROOT / "jobs" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("evaluate_job", path)
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)  # nothing runs at import time
-    return job
 
 
 def _coco_config() -> str:
@@ -40,15 +29,15 @@ def _coco_config() -> str:
 
 
 @pytest.fixture(scope="module")
-def job():
-    return _load_job()
+def job(load_job):
+    return load_job("evaluate")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> SyntheticDataset:
-    """Two images per dataset: a handful of people (the random model runs on the CPU)."""
-    return generate_dataset(tmp_path_factory.mktemp("evaluate_job"), SyntheticConfig(
-        seed=2, coco_train=0, mpii_train=0, coco_val=2, mpii_val=2, max_people=2))
+def data(tiny_dataset) -> SyntheticDataset:
+    """The suite's tiny dataset: its validation splits hold a handful of people (the random
+    model runs on the CPU)."""
+    return tiny_dataset
 
 
 def _data_args(data: SyntheticDataset) -> list[str]:

@@ -1,34 +1,33 @@
-"""The CUDA paths, for a machine with a GPU (``cluster/gpu_check.sh`` runs exactly these).
+"""The CUDA paths, for a machine with a GPU (``cluster/gpu_check.sh`` runs these and
+``tests/e2e/test_training.py``'s GPU test).
 
 Skipped, and reported as skipped, where torch sees no CUDA device.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from helpers import DEMO_CODEC
 
-from unipose_ray.checkpoints import save_checkpoint
 from unipose_ray.config import DistillConfig, OptimConfig, StudentConfig, TeacherConfig
-from unipose_ray.data.transforms import CodecConfig
-from unipose_ray.models import build_rtmpose, write_mmpose_config
+from unipose_ray.models import build_rtmpose
 from unipose_ray.teachers.service import StudentGrid, TeacherService
 from unipose_ray.train.optim import MixedPrecision, build_optimizer
 
 pytestmark = pytest.mark.gpu
 
-CODEC = CodecConfig((64, 96), (1.63, 2.12), 2.0)
+CODEC = DEMO_CODEC
 GRID = StudentGrid(CODEC.num_bins, CODEC.split_ratio)
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> TeacherConfig:
-    tmp = tmp_path_factory.mktemp("gpu")
-    torch.manual_seed(0)
-    model = build_rtmpose("t", 17, CODEC.input_size, CODEC.sigma)
-    return TeacherConfig("coco", "coco", str(write_mmpose_config(model, "t", tmp / "t.py")),
-                         str(save_checkpoint(model, tmp / "t.pth")), weight=0.5, num_gpus=0.5)
+def teacher(random_teachers) -> TeacherConfig:
+    """A random-weight RTMPose-t COCO teacher at the student's size, on half a GPU."""
+    return replace(random_teachers["coco"], weight=0.5, num_gpus=0.5)
 
 
 def test_a_teacher_on_the_gpu_gives_the_cpu_logits(teacher):
@@ -39,23 +38,6 @@ def test_a_teacher_on_the_gpu_gives_the_cpu_logits(teacher):
     assert gpu.device.type == "cuda"
     for on_gpu, on_cpu in zip(gpu.logits(images, a, b), cpu.logits(images, a, b), strict=True):
         np.testing.assert_allclose(on_gpu, on_cpu, atol=0.1, rtol=0.05)  # bf16 / fp16
-
-
-def test_two_half_gpu_teachers_share_one_gpu(teacher):
-    import ray
-
-    from unipose_ray.teachers.service import start_teachers, stop_teachers
-
-    ray.init(num_cpus=4, num_gpus=torch.cuda.device_count(), include_dashboard=False)
-    try:
-        pools, group = start_teachers((teacher, TeacherConfig(
-            "mpii", "coco", teacher.config, teacher.checkpoint, weight=0.5, num_gpus=0.5)), GRID)
-        where = [ray.get(p.replicas[0].placement.remote()) for p in pools.values()]
-        assert where[0]["gpu_ids"] == where[1]["gpu_ids"] and len(where[0]["gpu_ids"]) == 1
-        assert {w["device"] for w in where} == {"cuda"}
-        stop_teachers(pools, group)
-    finally:
-        ray.shutdown()
 
 
 @pytest.mark.parametrize("mode", ["bf16", "fp16"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,31 +211,29 @@ def test_logging_before_start_is_an_error(work_dir):
 # --- unreachable servers -----------------------------------------------------------------
 
 
+@pytest.mark.timeout(60)  # MLflow's own client would retry for minutes
 def test_unreachable_server_fails_fast_with_a_clear_message(unused_port):
     uri = f"http://127.0.0.1:{unused_port}"  # nothing listens there
-    t0 = time.monotonic()
     with pytest.raises(tracking.TrackingUnavailableError) as err:
         tracking.RunTracker(uri).start("e", "r")
-    assert time.monotonic() - t0 < 15
+    assert "Connection refused" in str(err.value)  # the connection's own answer, no retries
     assert uri in str(err.value) and "--tracking-uri" in str(err.value)
     assert "mlflow server" in str(err.value)
 
 
+@pytest.mark.timeout(60)  # without the connect time-out the call would wait forever
 def test_server_that_never_answers_times_out():
     with socket.socket() as silent:  # accepts connections (backlog) but never replies
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        t0 = time.monotonic()
-        with pytest.raises(tracking.TrackingUnavailableError, match="not reachable"):
+        with pytest.raises(tracking.TrackingUnavailableError, match=r"not reachable \(timed out\)"):
             tracking.RunTracker(uri, connect_timeout_s=1.0).start("e", "r")
-        assert time.monotonic() - t0 < 5
 
 
 # --- a real `mlflow server` --------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_real_server_run_params_metrics_artifacts_and_resume(mlflow_server):
     uri, root = mlflow_server
     with tracking.RunTracker(uri) as tracker:

@@ -1,12 +1,13 @@
 """Workflow checks that run before any training: a bad backbone checkpoint fails early."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from unipose_ray.checkpoints import CheckpointError, save_checkpoint
 from unipose_ray.config import load_config
 from unipose_ray.config_io import ConfigError
-from unipose_ray.checkpoints import CheckpointError, save_checkpoint
 from unipose_ray.models import build_rtmpose
 from unipose_ray.workflow import ensure_backbone, run_train_teacher
 
@@ -92,3 +93,60 @@ def test_relative_data_paths_in_a_yaml_reach_the_workers_absolute(real_samples, 
         for path in (eval_set.records_path, eval_set.ann_file, eval_set.img_dir):
             assert path is None or (os.path.isabs(path) and os.path.exists(path)), path
     assert all(os.path.isabs(p) and os.path.exists(p) for p in data.train.values())
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_fails_before_training(random_teachers,
+                                                                        tmp_path):
+    from unipose_ray.workflow import check_teachers
+
+    config = replace(load_config("demo_self_trained"), teachers=tuple(random_teachers.values()))
+    assert set(check_teachers(config)) == {"coco", "mpii"}  # the files as written fit
+    wrong = build_rtmpose("t", 16, (96, 128), (2.45, 2.83))  # MPII-sized head for COCO config
+    path = save_checkpoint(wrong, tmp_path / "wrong.pth")
+    bad = replace(config, teachers=(replace(config.teachers[0], checkpoint=str(path)),
+                                    config.teachers[1]))
+    with pytest.raises(CheckpointError, match="head.final_layer.weight"):
+        check_teachers(bad)
+    missing = replace(config, teachers=(replace(config.teachers[0],
+                                                checkpoint=str(tmp_path / "none.pth")),))
+    with pytest.raises(FileNotFoundError,
+                       match="teacher 'coco': checkpoint .*none.pth does not exist"):
+        check_teachers(missing)
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["online teachers", "from the cache"])
+def test_teacher_services_start_for_a_run_unless_it_reads_the_cache(cached, random_teachers,
+                                                                    monkeypatch, tmp_path):
+    """``fit_with_teachers``: the run's teacher actors are started, handed to the training
+    and stopped; a run that reads its targets from a cache starts none."""
+    import unipose_ray.workflow as workflow
+    from unipose_ray.train.job import TrainJob
+
+    config = replace(load_config("demo_self_trained"), teachers=tuple(random_teachers.values()))
+    if cached:
+        config = replace(config, teacher_cache=replace(config.teacher_cache,
+                                                       uri=str(tmp_path / "cache")))
+    calls = []
+
+    class Pool:
+        def wait_ready(self):
+            calls.append("ready")
+
+    def start_teachers(teachers, grid):
+        calls.append(("start", tuple(t.name for t in teachers)))
+        return {t.name: Pool() for t in teachers}, "group"
+
+    def run_training(job, pools):
+        calls.append(("train", sorted(pools) if pools else None))
+        return "result"
+
+    monkeypatch.setattr(workflow, "start_teachers", start_teachers)
+    monkeypatch.setattr(workflow, "stop_teachers", lambda pools, group: calls.append("stop"))
+    monkeypatch.setattr(workflow, "run_training", run_training)
+    monkeypatch.setattr(workflow, "export_best", lambda result, job: None)
+    assert workflow.fit_with_teachers(TrainJob(config, "train.parquet", ())) == "result"
+    if cached:
+        assert calls == [("train", None)]
+    else:
+        assert calls == [("start", ("coco", "mpii")), "ready", "ready",
+                         ("train", ["coco", "mpii"]), "stop"]

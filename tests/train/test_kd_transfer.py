@@ -9,44 +9,40 @@ builds it (``teacher_terms``, ``kd_joint_weights``, ``distillation_loss``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from helpers import DEMO_CODEC
 
-from unipose_ray.checkpoints import save_checkpoint
-from unipose_ray.config import DistillConfig, LossConfig, StudentConfig, TeacherConfig
+from unipose_ray.config import DistillConfig, LossConfig, StudentConfig
 from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import write_records
-from unipose_ray.data.transforms import AugmentConfig, CodecConfig
+from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.losses import SimCCTargets, distillation_loss
-from unipose_ray.models import build_rtmpose, write_mmpose_config
+from unipose_ray.models import build_rtmpose
 from unipose_ray.skeleton import UNIFIED
 from unipose_ray.teachers.service import StudentGrid, TeacherService
-from unipose_ray.train.data import DATASET_CODES, CropStage, StreamSpec
+from unipose_ray.train.data import DATASET_CODES, CropStage, StreamSpec, size_key
 from unipose_ray.train.kd import kd_joint_weights, teacher_terms
 
-STUDENT = CodecConfig((64, 96), (1.63, 2.12), 2.0)
-TEACHER_SIZES = {"coco": ((64, 96), (1.63, 2.12)), "mpii": ((64, 64), (1.42, 1.42))}
+STUDENT = DEMO_CODEC
+MPII_TEACHER_SIZE = (64, 64)  # the random_teachers fixture's (the student's for COCO)
 FACE = [UNIFIED.index(n) for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear")]
 HEAD_TOP = UNIFIED.index("head_top")
 
 
 @pytest.fixture(scope="module")
-def setup(real_samples, tmp_path_factory):
+def setup(real_samples, random_teachers, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kd_transfer")
     records = (read_coco(real_samples / "coco" / "test_coco.json", real_samples / "coco")
                + read_mpii(real_samples / "mpii" / "test_mpii.json", real_samples / "mpii"))
     path = write_records(records, tmp / "train.parquet")
-    torch.manual_seed(0)
-    teachers = []
-    for name, (size, sigma) in TEACHER_SIZES.items():
-        model = build_rtmpose("t", 17 if name == "coco" else 16, size, sigma)
-        config = write_mmpose_config(model, "t", tmp / f"{name}.py")
-        checkpoint = save_checkpoint(model, tmp / f"{name}.pth")
-        teachers.append(TeacherConfig(name, name, str(config), str(checkpoint), weight=0.5))
+    teachers = [replace(random_teachers[name], weight=0.5) for name in ("coco", "mpii")]
     spec = StreamSpec(str(path), PipelineConfig(STUDENT, AugmentConfig.none(), seed=0),
-                      (TEACHER_SIZES["mpii"][0],))
+                      (MPII_TEACHER_SIZE,))
     batch = CropStage(spec)({"id": np.arange(len(records))})
     return teachers, batch
 
@@ -60,7 +56,7 @@ def _loss_and_grads(setup, loss_config: LossConfig, sample: int):
     outputs = {}
     for teacher in teachers:
         service = TeacherService(teacher, grid, device="cpu")
-        key = "student" if teacher.name == "coco" else "64x64"
+        key = "student" if teacher.name == "coco" else size_key(MPII_TEACHER_SIZE)
         images = batch["image"] if key == "student" else batch[f"teacher_image_{key}"]
         a = np.ones((len(images), 2), np.float32) if key == "student" else batch[f"teacher_a_{key}"]
         b = np.zeros((len(images), 2), np.float32) if key == "student" else batch[f"teacher_b_{key}"]

@@ -12,33 +12,31 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import DEMO_CODEC
 
 from unipose_ray.config import OptimConfig
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
-from unipose_ray.data.synthetic import SyntheticConfig, dataset_paths, generate_dataset
-from unipose_ray.data.transforms import AugmentConfig, CodecConfig
+from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model
 from unipose_ray.losses import SimCCTargets, simcc_kl_loss
 from unipose_ray.models import build_rtmpose
 from unipose_ray.train.optim import build_optimizer, lr_at, set_lr
 
-CODEC = CodecConfig((64, 96), (1.63, 2.12), 2.0)
+CODEC = DEMO_CODEC
 STEPS = 300
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """4 COCO + 4 MPII generated images (the val splits: they come with metric files)."""
-    root = tmp_path_factory.mktemp("overfit")
-    generate_dataset(root, SyntheticConfig(seed=7, coco_train=0, coco_val=4, mpii_train=0,
-                                           mpii_val=4, max_people=2, occluder_prob=0.0))
-    paths = dataset_paths(root)
+def tiny(tiny_dataset, tmp_path_factory):
+    """The suite's tiny dataset's validation splits (4 COCO + 4 MPII images, with their
+    metric files)."""
+    paths = tiny_dataset
     files = {d: DatasetFiles(str(paths.annotation_file(d, "val")), str(paths.images_dir(d, "val")),
                              unified_ann_file=str(paths.unified_val_file(d)))
              for d in ("coco", "mpii")}
     records = prepare_records(DataConfig(coco_val=files["coco"], mpii_val=files["mpii"]),
-                              root / "records")
+                              tmp_path_factory.mktemp("overfit"))
     return [EvalSet(d, str(records[f"{d}_val"]), files[d].ann_file, files[d].unified_ann_file,
                     img_dir=files[d].img_dir) for d in ("coco", "mpii")]
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import DEMO_CODEC
 
 from unipose_ray.config import DistillConfig, OptimConfig, StudentConfig, TeacherConfig
 from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import write_records
-from unipose_ray.data.transforms import AugmentConfig, CodecConfig
+from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.tracking import NullTracker
 from unipose_ray.train.data import CropStage, StepPlan, StreamSpec
 from unipose_ray.train.job import TrainJob, build_student
@@ -23,7 +24,7 @@ from unipose_ray.train.loop import Steps
 from unipose_ray.train.optim import MixedPrecision, build_optimizer
 from unipose_ray.train.report import Learner, StartupMarks, TrainState
 
-CODEC = CodecConfig((64, 96), (1.63, 2.12), 2.0)
+CODEC = DEMO_CODEC
 BATCH = 4
 
 
@@ -81,9 +82,20 @@ def test_a_nan_loss_skips_its_step_and_training_goes_on(batches):
     assert all(torch.isfinite(v).all() for v in _weights(steps).values())
 
 
+class _Logged(NullTracker):
+    """What the loop logs to MLflow."""
+
+    def __init__(self):
+        self.metrics: list[tuple[int, dict]] = []
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+
 def test_non_finite_losses_in_a_row_stop_the_run_with_a_clear_message(batches):
     path, data = batches
     steps = _steps(path, max_nonfinite=3)
+    steps.tracker = logged = _Logged()
     steps.step(data[0], _teacher(data[0], float("inf")), epoch=0)
     steps.step(data[1], _teacher(data[1]), epoch=0)  # a good step resets the count
     steps.step(data[2], _teacher(data[2], float("nan")), epoch=0)
@@ -91,6 +103,10 @@ def test_non_finite_losses_in_a_row_stop_the_run_with_a_clear_message(batches):
     with pytest.raises(FloatingPointError, match=r"NaN or inf for 3 steps in a row \(steps 3..5\)"):
         steps.step(data[4], _teacher(data[4], float("nan")), epoch=0)
     assert steps.state.nonfinite_steps == 4
+    # each skipped step is counted in MLflow as it happens (a run that then fails keeps it)
+    counted = [(step, m["train/nonfinite_steps"]) for step, m in logged.metrics
+               if "train/nonfinite_steps" in m]
+    assert counted == [(1, 1), (3, 2), (4, 3), (5, 4)]
 
 
 def test_mixed_precision_is_off_on_the_cpu_and_checked_in_the_config():
@@ -102,3 +118,26 @@ def test_mixed_precision_is_off_on_the_cpu_and_checked_in_the_config():
         assert not precision.scaler.is_enabled()
     with pytest.raises(ConfigError, match="optim.amp must be one of"):
         OptimConfig(amp="fp8")
+
+
+def test_a_fresh_run_starts_from_the_pretrained_backbone_a_resumed_one_does_not(tmp_path):
+    """A worker's student: the configured pretrained backbone (a whole MMPose HeatmapHead
+    model, as the demo's pretraining run writes it) in a fresh run; not in a resumed one,
+    whose checkpoint holds every weight."""
+    from unipose_ray.checkpoints import save_checkpoint
+    from unipose_ray.models import build_rtmpose
+    from unipose_ray.train.loop import initial_student
+
+    torch.manual_seed(1)
+    pretrained = build_rtmpose("t", 17, CODEC.input_size, CODEC.sigma, head="heatmap")
+    path = save_checkpoint(pretrained, tmp_path / "pretrained.pth")
+    config = DistillConfig(student=StudentConfig("t", codec=CODEC, backbone_checkpoint=str(path)))
+    wanted = dict(pretrained.estimator.backbone.named_parameters())
+    for resuming in (False, True):
+        torch.manual_seed(0)
+        backbone = dict(initial_student(config, resuming).estimator.backbone.named_parameters())
+        same = {name: torch.equal(backbone[name], weight) for name, weight in wanted.items()}
+        if resuming:  # a fresh initialisation: no convolution equals the pretrained one
+            assert not any(v for k, v in same.items() if wanted[k].ndim > 1)
+        else:
+            assert all(same.values())

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DEMO_CODEC
 
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import read_records, write_records
-from unipose_ray.data.transforms import AugmentConfig, CodecConfig
+from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.train.data import (
     DATASET_CODES,
     CropStage,
@@ -23,7 +23,7 @@ from unipose_ray.train.data import (
     inline_batches,
 )
 
-CODEC = CodecConfig((64, 96), (1.63, 2.12), 2.0)
+CODEC = DEMO_CODEC
 TEACHER_SIZE = (64, 64)
 
 
@@ -64,17 +64,31 @@ def test_teacher_crops_cover_the_same_box_at_the_teacher_size(spec):
         np.testing.assert_allclose(out["teacher_b_64x64"][i], view.b, rtol=1e-6, atol=1e-5)
 
 
-def test_idle_backoff_sleeps_only_after_steps_that_returned_at_once():
+def test_idle_backoff_sleeps_only_after_steps_that_returned_at_once(monkeypatch):
+    import unipose_ray.train.data as data
+
+    class Clock:  # the module's time: read and slept on here, not on a loaded machine's
+        def __init__(self):
+            self.now, self.slept = 100.0, []
+
+        def perf_counter(self) -> float:
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.slept.append(seconds)
+            self.now += seconds
+
+    clock = Clock()
+    monkeypatch.setattr(data, "time", clock)
     backoff = IdleBackoff()
     backoff.on_execution_step(None)  # a step right after construction counts as idle
-    start = time.perf_counter()
+    assert clock.slept == [IdleBackoff.SLEEP_S]
+    clock.now += IdleBackoff.QUICK_S / 2  # another step that found nothing to do
     backoff.on_execution_step(None)
-    assert time.perf_counter() - start >= IdleBackoff.SLEEP_S
-
-    time.sleep(0.05)  # a step that waited (as ray.wait does while crop tasks run)
-    start = time.perf_counter()
+    assert clock.slept == [IdleBackoff.SLEEP_S] * 2
+    clock.now += 0.05  # a step that waited (as ray.wait does while crop tasks run)
     backoff.on_execution_step(None)
-    assert time.perf_counter() - start < IdleBackoff.SLEEP_S
+    assert clock.slept == [IdleBackoff.SLEEP_S] * 2  # left alone
 
 
 def _plan_rows(plan: StepPlan) -> np.ndarray:
@@ -136,12 +150,9 @@ def test_the_inline_stream_raises_the_crop_failure_and_stops_when_closed(spec, r
         list(inline_batches(bad_spec, StepPlan(len(records), len(records), total_steps=1)))
 
     def crop_threads_stop() -> bool:
-        deadline = time.monotonic() + 5
-        while any(t.name == "crop-stage" for t in threading.enumerate()):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
+        for thread in [t for t in threading.enumerate() if t.name == "crop-stage"]:
+            thread.join(timeout=120)  # a stopped stream's thread ends; a leaked one never
+        return not any(t.name == "crop-stage" for t in threading.enumerate())
 
     n = len(TopdownDataset(read_records(spec.records_path), spec.pipeline))
     stream = inline_batches(spec, StepPlan(n, 2, total_steps=50), prefetch=1)

@@ -98,12 +98,9 @@ def train_fn_per_worker(loop_config: dict) -> None:
     if device.type == "cpu":  # Ray pins OMP to 1 thread unless told; use the CPUs we reserved
         torch.set_num_threads(max(1, int(config.run.cpus_per_worker)))
     torch.manual_seed(config.run.seed)
-    student = build_student(config)
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and config.student.backbone_checkpoint:
-        load_backbone(student, config.student.backbone_checkpoint)
-        dist.print0(f"[{config.run.name}] backbone from {config.student.backbone_checkpoint}")
-    student = use_channels_last(student.to(device))
+    student = use_channels_last(initial_student(config, resuming=checkpoint is not None)
+                                .to(device))
     learner = Learner(
         student, ray.train.torch.prepare_model(student) if dist.world_size() > 1 else student,
         build_optimizer(student, config.optim),
@@ -124,6 +121,17 @@ def train_fn_per_worker(loop_config: dict) -> None:
                     f"{torch.get_num_threads()} threads{learner.precision.label}), "
                     f"from step {state.step}")
         Steps(job, learner, state, tracker, teachers, marks).run(batches)
+
+
+def initial_student(config: DistillConfig, resuming: bool) -> PoseModel:
+    """The student a worker starts from: a fresh build with the configured pretrained
+    backbone (``student.backbone_checkpoint``), or without it when the run resumes from a
+    checkpoint, which holds every weight."""
+    student = build_student(config)
+    if not resuming and config.student.backbone_checkpoint:
+        load_backbone(student, config.student.backbone_checkpoint)
+        dist.print0(f"[{config.run.name}] backbone from {config.student.backbone_checkpoint}")
+    return student
 
 
 class Steps:

@@ -1,16 +1,18 @@
-"""The teacher-logit cache end to end on one local Ray instance (shared by this module).
-
-A tiny generated dataset and the released demo teachers (MMPose config + checkpoint files),
-two caches: top-8 and the basis format. The Ray Data build writes every shard and resumes
-an interrupted one; the training stream's replayed crops, fed to the live teachers, give
-the cached targets (both formats); a run trains from the basis cache without starting a
-teacher; a cache that does not fit the run, or whose basis is gone, is refused, naming
-what is wrong.
+"""The teacher-logit cache end to end on the shared Ray, with the released demo teachers
+(MMPose config + checkpoint files) on the tiny dataset, two caches: top-8 (built here by
+``jobs/build_cache.py`` as a user runs it) and the basis format (the shared
+``basis_cache``). The Ray Data build writes every shard and resumes an interrupted one; the
+training stream's replayed crops, fed to the live teachers, give the cached targets (both
+formats); a cache that does not fit the run, or whose basis is gone, is refused, naming
+what is wrong. (Training from a cache without a teacher: the sweep, ``test_sweep.py``.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import in_repo
 
 from unipose_ray.config import load_config
 from unipose_ray.data.pipeline import PipelineConfig
@@ -28,53 +31,29 @@ from unipose_ray.teachers.cache_format import CacheStore
 from unipose_ray.teachers.compress import TopK
 from unipose_ray.teachers.service import StudentGrid, TeacherService
 from unipose_ray.train.data import CropStage, StepPlan, StreamSpec, size_key
-from unipose_ray.workflow import (
-    check_teachers,
-    ensure_backbone,
-    prepare_data,
-    resolve_teachers,
-    train_model,
-)
+from unipose_ray.workflow import check_teachers, prepare_data, resolve_teachers
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-TINY = ["generate.coco_train=12", "generate.mpii_train=12", "generate.coco_val=3",
-        "generate.mpii_val=3", "optim.batch_size=8", "optim.epochs=2", "optim.warmup_steps=2",
-        "run.val_every_epochs=2", "run.val_flip_test=false", "baseline=false",
-        "teacher_cache.views=2", "teacher_cache.components=0", "teacher_cache.topk=8",
-        "teacher_cache.shard_records=10",
-        "teacher_cache.batch_size=8",
-        "augment.rotate_prob=1.0", "augment.scale_range=[0.8,1.2]"]
+pytestmark = pytest.mark.ci
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, ray_session):
-    """The demo's released teachers, a tiny generated set, a cache of 2 views built."""
-    out = tmp_path_factory.mktemp("cache")
-    cwd = os.getcwd()
-    os.chdir(Path(__file__).resolve().parents[2])  # the preset's released/ paths
-    try:
-        config = load_config("demo", TINY + [f"teacher_cache.uri={out / 'cache'}"])
+def topk(ray_cluster, cache_overrides, load_job, tmp_path_factory):
+    """The top-8 cache of two views, built by ``jobs/build_cache.py`` (in this process, on
+    the shared Ray): ``(config, data, specs, records path, printed, argv)``."""
+    out = tmp_path_factory.mktemp("topk")
+    argv = ["--config", "demo", "--views", "2", "--topk", "8", "--out", str(out / "cache"),
+            "--output-dir", str(out), *cache_overrides]
+    printed = io.StringIO()
+    with in_repo(), contextlib.redirect_stdout(printed):
+        load_job("build_cache").main(argv)
+        config = load_config("demo", [*cache_overrides, "teacher_cache.views=2",
+                                      "teacher_cache.components=0", "teacher_cache.topk=8",
+                                      f"teacher_cache.uri={out / 'cache'}"])
         config, data = prepare_data(config, out)
-        config = resolve_teachers(ensure_backbone(config, data, out))
-    finally:
-        os.chdir(cwd)
+        config = resolve_teachers(config)
     specs = check_teachers(config)
     records_path = data.train_records(sorted(data.train), out / "records")
-    report = build_cache(config, records_path, specs)
-    return config, data, specs, records_path, report, out
-
-
-@pytest.fixture(scope="module")
-def basis_setup(setup):
-    """The same run with a basis-format cache of more components than instance-views: the
-    basis spans every view, so its logits are the live teachers' up to fp16."""
-    config, data, specs, records_path, _, out = setup
-    cache = replace(config.teacher_cache, uri=str(out / "basis_cache"), topk=0,
-                    components=512, calibration=512)
-    config = replace(config, teacher_cache=cache)
-    report = build_cache(config, records_path, specs)
-    return config, data, specs, records_path, report, out
+    return config, data, specs, records_path, printed.getvalue(), argv
 
 
 def _live_teachers(config, specs, records_path, source):
@@ -100,21 +79,33 @@ def _live_teachers(config, specs, records_path, source):
             yield batch, teacher, live
 
 
-def test_the_build_writes_every_shard_and_resumes_an_interrupted_one(setup):
-    config, _, specs, records_path, report, out = setup
+def test_the_build_job_takes_its_flags_and_a_second_run_finds_the_cache_complete(
+        topk, load_job, capsys):
+    config, _, _, records_path, printed, argv = topk
+    n = read_records(records_path).num_rows
+    manifest = CacheStore(config.teacher_cache.uri).read_manifest()
+    assert manifest.views == 2 and manifest.compression["k"] == 8  # --views, --topk
+    done = re.search(r"\[cache\] done: (\d+) instance-views .*, (\d+) teacher passes\)", printed)
+    assert done and (int(done[1]), int(done[2])) == (2 * n, 2 * 2 * n), printed[-2000:]
+    assert "teacher mass outside the kept bins" in printed
+    with in_repo():
+        load_job("build_cache").main(argv)
+    assert f"{config.teacher_cache.uri} is complete" in capsys.readouterr().out
+
+
+def test_the_build_writes_every_shard_and_resumes_an_interrupted_one(topk):
+    config, _, specs, records_path, _, _ = topk
     n = read_records(records_path).num_rows
     layout = shard_layout(n, 2, 10)
     store = CacheStore(config.teacher_cache.uri)
-    manifest = store.read_manifest()
-    assert sorted(manifest.shards) == sorted(s.name for s in layout)
-    assert report.computed == 2 * n and report.teacher_passes == 2 * 2 * n
+    assert sorted(store.read_manifest().shards) == sorted(s.name for s in layout)
 
     # an interrupted build: one shard never written, a half-written file left behind
     victim = layout[-2]
     before = {s.name: store.read_shard(s.name) for s in layout}
     stamps = {s.name: os.stat(store.path(s.name)).st_mtime_ns for s in layout}
     os.remove(store.path(victim.name))
-    (out / "cache" / f".{victim.name}.partial").write_bytes(b"PAR1 half")
+    (Path(config.teacher_cache.uri) / f".{victim.name}.partial").write_bytes(b"PAR1 half")
     again = build_cache(config, records_path, specs)
     assert again.computed == victim.stop - victim.start
     for shard in layout:
@@ -125,8 +116,8 @@ def test_the_build_writes_every_shard_and_resumes_an_interrupted_one(setup):
     assert build_cache(config, records_path, specs).computed == 0
 
 
-def test_replayed_crops_fed_to_the_live_teachers_give_the_cached_targets(setup):
-    config, _, specs, records_path, _, _ = setup
+def test_replayed_crops_fed_to_the_live_teachers_give_the_cached_targets(topk):
+    config, _, specs, records_path, _, _ = topk
     source = open_cache(config, read_records(records_path), specs)
     beta = config.loss.beta
     for batch, teacher, live in _live_teachers(config, specs, records_path, source):
@@ -146,8 +137,8 @@ def test_replayed_crops_fed_to_the_live_teachers_give_the_cached_targets(setup):
                                        atol=3e-3, rtol=0)
 
 
-def test_the_basis_cache_decodes_to_the_live_teachers_logits(basis_setup):
-    config, _, specs, records_path, report, _ = basis_setup
+def test_the_basis_cache_decodes_to_the_live_teachers_logits(basis_cache):
+    config, _, specs, records_path, report, _ = basis_cache
     records = read_records(records_path)
     source = open_cache(config, records, specs)
     assert source.basis and source.compression["components"] == 512
@@ -172,8 +163,8 @@ def test_the_basis_cache_decodes_to_the_live_teachers_logits(basis_setup):
             assert (got[inside] - torch.from_numpy(want)[inside]).abs().max() <= bound
 
 
-def test_a_basis_cache_without_its_basis_is_refused(basis_setup, tmp_path):
-    config, _, specs, records_path, _, _ = basis_setup
+def test_a_basis_cache_without_its_basis_is_refused(basis_cache, tmp_path):
+    config, _, specs, records_path, _, _ = basis_cache
     copy = tmp_path / "copy"
     shutil.copytree(config.teacher_cache.uri, copy)
     at_copy = replace(config, teacher_cache=replace(config.teacher_cache, uri=str(copy)))
@@ -185,29 +176,8 @@ def test_a_basis_cache_without_its_basis_is_refused(basis_setup, tmp_path):
         build_cache(at_copy, records_path, specs)
 
 
-def test_a_run_trains_from_the_cache_without_a_teacher(basis_setup, monkeypatch):
-    from mlflow.tracking import MlflowClient
-
-    import unipose_ray.workflow as workflow
-
-    config, data, specs, _, _, out = basis_setup
-
-    def no_teachers(*args, **kwargs):
-        raise AssertionError("a run reading the cache started teacher actors")
-
-    monkeypatch.setattr(workflow, "start_teachers", no_teachers)
-    run_dir, _ = train_model(config, data, out, ["coco", "mpii"], specs)
-    assert (run_dir / "best.pth").is_file()
-    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name(
-        config.tracking.experiment).experiment_id])
-    for name in ("train/loss_kd_coco", "train/loss_kd_mpii"):
-        history = [m.value for m in client.get_metric_history(run.info.run_id, name)]
-        assert history and all(np.isfinite(history)) and min(history) > 0, name
-
-
-def test_a_cache_that_does_not_fit_the_run_is_refused(setup, tmp_path):
-    config, _, specs, records_path, _, _ = setup
+def test_a_cache_that_does_not_fit_the_run_is_refused(topk, tmp_path):
+    config, _, specs, records_path, _, _ = topk
     records = read_records(records_path)
 
     def refused(changed, match, error=ValueError):
@@ -252,8 +222,8 @@ def test_a_cache_that_does_not_fit_the_run_is_refused(setup, tmp_path):
     refused(empty, "has no manifest.json: it was never built", FileNotFoundError)
 
 
-def test_cached_targets_load_as_topk_pairs(setup):
-    config, _, specs, records_path, _, _ = setup
+def test_cached_targets_load_as_topk_pairs(topk):
+    config, _, specs, records_path, _, _ = topk
     records = read_records(records_path)
     source = open_cache(config, records, specs)
     view = ViewTargets(source, 1, records.num_rows)
@@ -263,25 +233,3 @@ def test_cached_targets_load_as_topk_pairs(setup):
     x, y = batch_targets(batch, "mpii", grid)
     assert isinstance(x, TopK) and x.values.shape == (2, 16, config.teacher_cache.topk)
     assert (x.bins, y.bins) == config.student.codec.num_bins
-
-
-def test_the_build_job_takes_its_flags(tmp_path):
-    """``jobs/build_cache.py`` as a user runs it: --out, --views and --topk reach the
-    manifest; a second run finds the cache complete."""
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[2]
-    tiny = ["generate.coco_train=6", "generate.mpii_train=6", "generate.coco_val=2",
-            "generate.mpii_val=2"]
-    command = [sys.executable, "jobs/build_cache.py", "--config", "demo", "--views", "1",
-               "--topk", "4", "--out", str(tmp_path / "cache"), "--output-dir",
-               str(tmp_path / "out"), *tiny]
-    first = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "[cache] done:" in first.stdout
-    manifest = CacheStore(str(tmp_path / "cache")).read_manifest()
-    assert manifest.views == 1 and manifest.compression["k"] == 4
-    assert "teacher mass outside the kept bins" in first.stdout
-    again = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "is complete" in again.stdout, again.stderr[-3000:]

@@ -1,10 +1,13 @@
-"""A real Ray Tune sweep on the teacher-logit cache, tracked by a real ``mlflow server``.
+"""A real Ray Tune sweep on the teacher-logit cache, tracked by a real ``mlflow server``,
+stopped with Ctrl+C and resumed.
 
-One small sweep runs once for the module (its own local Ray, with the dashboard that
-``ray.util.state`` reads): three trials one at a time, the first with a working learning
-rate and two that cannot learn (lr 1e-9), so ASHA stops those two at their first
-validation whatever the machine. The tests then read what a user reads: the summary files,
-the cluster's state after the early stops, the MLflow parent and child runs.
+One small sweep runs once for the module, on the shared Ray and the shared basis cache:
+three trials one at a time, the first with a working learning rate and two that cannot
+learn (lr 1e-9), so ASHA stops those two at their first validation whatever the machine.
+Once the first trial has finished, the sweep gets a SIGINT (Ctrl+C: Tune saves its state
+and stops); started again with the same config and folder, it resumes without training
+the finished trial again. The tests then read what a user reads: the summary files, the
+cluster's state after the early stops, the MLflow parent and child runs.
 """
 
 from __future__ import annotations
@@ -12,61 +15,113 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 from pathlib import Path
 
 import pytest
+from helpers import in_repo
 from ray import tune
-from tiny_sweep import TINY
 
 from unipose_ray.config import ConfigError, load_config
 from unipose_ray.data.records import read_records
 from unipose_ray.tracking import PARENT_TAG
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = pytest.mark.ci
 
-REPO = Path(__file__).resolve().parents[2]
+SWEEP = ["sweep.search=grid", "sweep.grid=[[0.45,0.25,0.45]]", "sweep.lr=[0.002,1e-9,1e-9]",
+         "sweep.num_samples=1", "sweep.max_concurrent_trials=1", "sweep.sizes=[t]"]
+
+
+WATCHED: dict[str, dict] = {}
+"""What the callbacks saw, by watch name. A resumed sweep runs the callbacks Tune pickled
+when the sweep started (``Tuner.restore`` takes no new ones): copies, which write here."""
+
+
 class ClusterWatch(tune.Callback):
     """Notes, when each trial starts, the placement groups and actors still alive."""
 
-    def __init__(self):
-        self.at_start: dict[str, dict] = {}
+    def __init__(self, name: str, address: str):
+        self.name, self.address = name, address
+        WATCHED[name] = {"at_start": {}, "started": []}
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.at_start[trial.trial_id] = alive()
+        WATCHED[self.name]["at_start"][trial.trial_id] = alive(self.address)
+        WATCHED[self.name]["started"].append(trial.trial_id)
 
 
-def alive() -> dict:
+class CtrlC(tune.Callback):
+    """SIGINT to this process once, when the first trial has finished (Tune's handler in
+    ``fit()`` takes it as a user's Ctrl+C: save the state, stop the trials). Once: the
+    resumed sweep runs a copy of this callback, and ``marker`` says it was sent."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if not self.marker.exists():
+            self.marker.write_text(trial.trial_id)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def alive(address: str) -> dict:
     from ray.util.state import list_actors, list_placement_groups
 
     return {"placement_groups": [p.placement_group_id for p in list_placement_groups(
-                filters=[("state", "!=", "REMOVED")], raise_on_missing_output=False)],
+                address=address, filters=[("state", "!=", "REMOVED")],
+                raise_on_missing_output=False)],
             "actors": sorted(a.class_name for a in list_actors(
-                filters=[("state", "=", "ALIVE")], raise_on_missing_output=False))}
+                address=address, filters=[("state", "=", "ALIVE")],
+                raise_on_missing_output=False))}
+
+
+def trial_results(out: Path) -> dict[str, str]:
+    """Each trial's Tune ``result.json`` (one line per validation), by trial folder."""
+    return {p.parent.name: p.read_text()
+            for p in (out / "tune" / "demo_sweep_sweep").glob("run_trial_*/result.json")}
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, mlflow_server):
-    import ray
+def overrides(basis_cache, mlflow_server) -> list[str]:
+    """``demo_sweep`` on the shared basis cache (no trial runs a teacher)."""
+    return [*basis_cache.overrides, *SWEEP, f"tracking.tracking_uri={mlflow_server[0]}"]
 
-    from unipose_ray.distributed import start_local_ray
-    from unipose_ray.sweep_run import run_sweep
 
-    uri, _ = mlflow_server
+@pytest.fixture(scope="module")
+def sweep(ray_cluster, overrides, mlflow_server, tmp_path_factory):
+    from unipose_ray.sweep_run import SweepInterrupted, run_sweep
+
     out = tmp_path_factory.mktemp("sweep")
-    start_local_ray(num_cpus=8, include_dashboard=True, log_to_driver=False)
-    watch = ClusterWatch()
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.chdir(REPO)  # the preset's released/ paths
-            config = load_config("demo_sweep", TINY + [f"tracking.tracking_uri={uri}"])
-            rows = run_sweep(config, out, callbacks=(watch,))
-        yield config, rows, out, uri, watch, alive()
-    finally:
-        ray.shutdown()
+    watch = ClusterWatch("sweep", ray_cluster.dashboard)
+    watched = WATCHED["sweep"]
+    marker = out.parent / "ctrl_c_sent"
+    with in_repo():
+        config = load_config("demo_sweep", overrides)
+        with pytest.raises(SweepInterrupted, match="run the same command again"):
+            run_sweep(config, out, callbacks=(watch, CtrlC(marker)))
+        interrupted = trial_results(out)
+        resumed_from = len(watched["started"])
+        rows = run_sweep(config, out)  # the callbacks it started with come back
+    return {"config": config, "rows": rows, "out": out, "uri": mlflow_server[0],
+            "at_start": watched["at_start"], "after": alive(ray_cluster.dashboard),
+            "finished": marker.read_text(), "interrupted": interrupted,
+            "started_again": watched["started"][resumed_from:]}
+
+
+def test_a_stopped_sweep_resumes_without_training_its_finished_trial_again(sweep):
+    done, out = sweep["finished"], sweep["out"]
+    assert sweep["started_again"] and done not in sweep["started_again"]
+    [folder] = [name for name in sweep["interrupted"] if f"_{done}_" in name]
+    assert sweep["interrupted"][folder].count("\n") == 2  # its two validations, then Ctrl+C
+    assert trial_results(out)[folder] == sweep["interrupted"][folder]  # kept as it was
+    rows = {row["trial"]: row for row in sweep["rows"]}
+    last = json.loads(sweep["interrupted"][folder].splitlines()[-1])
+    assert rows[done]["steps"] == last["train/step"] and rows[done]["validations"] == 2
+    assert rows[done]["val/score"] == pytest.approx(max(
+        json.loads(line)["val/score"] for line in sweep["interrupted"][folder].splitlines()))
 
 
 def test_the_summary_ranks_every_trial_and_marks_the_stopped_ones(sweep):
-    config, rows, out, _, _, _ = sweep
+    rows, out = sweep["rows"], sweep["out"]
     assert json.loads((out / "sweep_results.json").read_text()) == rows
     assert (out / "sweep_results.csv").read_text().count("\n") == 1 + len(rows)
     assert len(rows) == 3
@@ -89,7 +144,7 @@ def test_the_best_checkpoint_evaluates_to_its_validation_score(sweep):
     from unipose_ray.models import build_from_config
     from unipose_ray.workflow import prepare_data
 
-    config, rows, out, _, _, _ = sweep
+    config, rows, out = sweep["config"], sweep["rows"], sweep["out"]
     table = (out / "best_trial.txt").read_text()
     assert f"best_{rows[0]['trial']}" in table
     run_dir = Path(rows[0]["checkpoint"]).parent
@@ -104,23 +159,23 @@ def test_the_best_checkpoint_evaluates_to_its_validation_score(sweep):
 
 
 def test_stopped_trials_leave_no_placement_group_or_worker_behind(sweep):
-    _, rows, _, _, watch, after = sweep
-    order = sorted(watch.at_start)  # trial ids count up in start order
+    at_start, after = sweep["at_start"], sweep["after"]
+    order = sorted(at_start)  # trial ids count up in start order
     assert len(order) == 3
     for trial_id in order[1:]:  # each started after an earlier trial ended
-        seen = watch.at_start[trial_id]
+        seen = at_start[trial_id]
         assert "RayTrainWorker" not in seen["actors"], seen
         assert "TrainController" not in seen["actors"], seen
         assert len(seen["placement_groups"]) <= 1, seen  # the starting trial's own
     assert after["placement_groups"] == [] and "RayTrainWorker" not in after["actors"]
-    every_actor = {name for seen in watch.at_start.values() for name in seen["actors"]}
+    every_actor = {name for seen in at_start.values() for name in seen["actors"]}
     assert not any("Teacher" in name for name in every_actor)  # the cache, no teachers
 
 
 def test_mlflow_has_the_sweep_as_a_parent_run_and_each_trial_as_its_child(sweep):
     from mlflow.tracking import MlflowClient
 
-    config, rows, out, uri, _, _ = sweep
+    config, rows, out, uri = sweep["config"], sweep["rows"], sweep["out"], sweep["uri"]
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(config.tracking.experiment)
     runs = client.search_runs([experiment.experiment_id])
@@ -130,7 +185,7 @@ def test_mlflow_has_the_sweep_as_a_parent_run_and_each_trial_as_its_child(sweep)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["unipose_ray.best_trial"] == rows[0]["trial"]
     records = read_records(str(next((out / "records").glob("*.parquet"))))
-    views = json.loads((out / "teacher_cache" / "manifest.json").read_text())["views"]
+    views = json.loads((Path(config.teacher_cache.uri) / "manifest.json").read_text())["views"]
     # every instance-view and the bases' calibration views, once per teacher
     calibration = min(config.teacher_cache.calibration, views * records.num_rows)
     assert parent.data.metrics["sweep/teacher_passes"] == (
@@ -158,8 +213,10 @@ def test_mlflow_has_the_sweep_as_a_parent_run_and_each_trial_as_its_child(sweep)
         reported = history[:row["validations"]]
         assert len(reported) == row["validations"]
         assert max(m.value for m in reported) == pytest.approx(row["val/score"])
-        assert any(m.key == "train/loss" for m in [*client.get_metric_history(
-            child.info.run_id, "train/loss")])
+        assert client.get_metric_history(child.info.run_id, "train/loss")
+        for name in ("train/loss_kd_coco", "train/loss_kd_mpii"):  # from the cache
+            values = [m.value for m in client.get_metric_history(child.info.run_id, name)]
+            assert values and all(math.isfinite(v) and v > 0 for v in values), name
     best = children[rows[0]["trial"]]
     assert "checkpoints" in {a.path for a in client.list_artifacts(best.info.run_id)}
 
@@ -169,7 +226,7 @@ def test_metric_names_are_what_validation_reports(sweep):
     from unipose_ray.train.job import build_student
     from unipose_ray.workflow import prepare_data
 
-    config, _, out, _, _, _ = sweep
+    config, out = sweep["config"], sweep["out"]
     _, data = prepare_data(config, out)
     model = build_student(config)
     reported = evaluate_model(model, "unified", config.student.codec, data.eval_sets,
@@ -178,30 +235,25 @@ def test_metric_names_are_what_validation_reports(sweep):
     assert not math.isnan(reported["score"])
 
 
-def test_a_cache_that_does_not_fit_is_refused_before_any_trial(sweep):
+def test_a_cache_that_does_not_fit_is_refused_before_any_trial(sweep, overrides):
     from unipose_ray.sweep_run import run_sweep
 
-    config, _, out, uri, _, _ = sweep
-    other = load_config("demo_sweep", TINY + [f"tracking.tracking_uri={uri}",
-                                              f"teacher_cache.uri={out / 'teacher_cache'}",
-                                              "augment.flip_prob=0.0", "run.name=misfit"])
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(REPO)
+    out = sweep["out"]
+    with in_repo():
+        other = load_config("demo_sweep", [*overrides, "augment.flip_prob=0.0", "run.name=misfit"])
         with pytest.raises(ValueError, match="flip_prob"):
             run_sweep(other, out)
     assert not (out / "tune" / "misfit_sweep").exists()
 
 
-def test_a_metric_that_is_never_reported_is_refused_before_any_trial(sweep):
+def test_a_metric_that_is_never_reported_is_refused_before_any_trial(sweep, overrides):
     from unipose_ray.sweep_run import run_sweep
 
-    _, _, out, uri, _, _ = sweep
+    out = sweep["out"]
     for override, named in (("sweep.metric=val/coco_APP", "val/coco_AP,"),
                             ("run.val_every_epochs=3", "val_every_epochs=3")):
-        config = load_config("demo_sweep", TINY + [f"tracking.tracking_uri={uri}", override,
-                                                   "run.name=never"])
-        with pytest.MonkeyPatch.context() as patch:
-            patch.chdir(REPO)
+        with in_repo():
+            config = load_config("demo_sweep", [*overrides, override, "run.name=never"])
             with pytest.raises(ConfigError, match=named):
                 run_sweep(config, out)
     assert not (out / "tune" / "never_sweep").exists()
