@@ -15,6 +15,7 @@ every trial a distillation run on the teacher-logit cache, tracked in MLflow.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from unipose_ray.config import DistillConfig
 from unipose_ray.data.records import read_records
 from unipose_ray.distributed import print0
 from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, format_table
+from unipose_ray.signals import handlers_restored
 from unipose_ray.sweep import (
     SweepBase,
     check_sweep,
@@ -83,7 +85,8 @@ def run_sweep(config: DistillConfig, output_dir: str | Path, callbacks: tuple = 
         with served(store) as uri:
             base = SweepBase(config, records, data.eval_sets, specs, str(out), uri,
                              parent.run_id)
-            results = _tuner(config, base, out, callbacks).fit()
+            with handlers_restored(signal.SIGINT, signal.SIGUSR1):  # Tune leaves its own
+                results = _tuner(config, base, out, callbacks).fit()
         # Ctrl+C: Tune saved its state and returned (trials not yet drawn are not in results)
         unfinished = total_trials(config) - results.num_terminated - results.num_errors
         if unfinished > 0:
@@ -149,6 +152,9 @@ def _tuner(config: DistillConfig, base: SweepBase, out: Path, callbacks: tuple):
     asha_state = Path(path) / "asha_state.pkl"
     if tune.Tuner.can_restore(path):
         print0(f"[sweep] resuming the sweep in {path}: finished trials keep their results")
+        if callbacks:
+            print0("[sweep] (the resumed sweep runs the Tune callbacks it started with, not "
+                   "the ones given now: Tune saved them)")
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     asha_state.unlink(missing_ok=True)  # an earlier sweep's, never restored
     concurrent = concurrent_trials(config, ray.cluster_resources().get("CPU", 1))

@@ -21,8 +21,10 @@ class ResumableASHA(ASHAScheduler):
     """``ASHAScheduler`` whose rungs survive a resume.
 
     Args:
-        state_path: where the state is kept (in the sweep's Tune folder; a new sweep
-            deletes it first, see ``sweep_run``).
+        state_path: where the state is kept: in the sweep's Tune folder (a new sweep
+            deletes it first, see ``sweep_run``), by the absolute path the sweep started
+            with, since Tune tells a scheduler nothing of its folder. A sweep resumed from
+            a folder moved elsewhere finds no state there and starts ASHA's rungs afresh.
         kwargs: ``ASHAScheduler``'s.
     """
 

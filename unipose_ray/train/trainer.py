@@ -19,24 +19,20 @@ Ray Train builds these in ``DataParallelTrainer._create_default_callbacks`` (Ray
 pinned by the lock). ``tests/train/test_trainer.py`` checks the callbacks against Ray's
 own list, so an upgrade that moves them fails there rather than here.
 
-And one thing Ray's ``fit()`` leaves behind, called in the main thread: its Ctrl+C handler
-(``_register_sigint_handler``), a closure over the run's controller. It stays installed
-after the run, so the controller actor (a process) lives on while the job evaluates and
-trains the next model, and a Ctrl+C after the run asks that finished controller to abort
-instead of stopping the job (the third one exits with code 0). The handler that was there
-before ``fit()`` comes back when it returns.
+``fit()`` also gives Ctrl+C back to the job when the run ends (:mod:`unipose_ray.signals`).
 """
 
 from __future__ import annotations
 
 import signal
-import threading
 
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.callbacks import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import (
     PlacementGroupCleanerCallback,
 )
+
+from unipose_ray.signals import handlers_restored
 
 
 class LeanTorchTrainer(TorchTrainer):
@@ -54,14 +50,10 @@ class LeanTorchTrainer(TorchTrainer):
         super().__init__(*args, **kwargs)
 
     def fit(self):
-        """Ray Train's ``fit()``; the main thread's SIGINT handler is restored after it."""
-        if threading.current_thread() is not threading.main_thread():
-            return super().fit()  # (Ray registers no handler there)
-        before = signal.getsignal(signal.SIGINT)
-        try:
+        """Ray Train's ``fit()``, without leaving its SIGINT handler (and the finished
+        run's controller with it) installed."""
+        with handlers_restored(signal.SIGINT):
             return super().fit()
-        finally:
-            signal.signal(signal.SIGINT, before)
 
     def _create_default_callbacks(self) -> list:
         return [c for c in super()._create_default_callbacks()
