@@ -94,7 +94,7 @@ def init_ray(address: str | None = None) -> None:
     two runs side by side) fit on a laptop and the OS time-slices them. The dashboard runs
     too: Ray Train's placement-group cleaner asks its state API whether the controller lives.
     A process that already has Ray (a job's ``main`` called from a test or a notebook)
-    keeps it.
+    keeps it; naming another address there is refused.
     """
     import os  # noqa: PLC0415
 
@@ -104,7 +104,11 @@ def init_ray(address: str | None = None) -> None:
 
     quiet_driver_logging()
     if ray.is_initialized():
-        pass  # the caller's Ray
+        if address:
+            raise RuntimeError(
+                f"this process already has a Ray ({ray.get_runtime_context().gcs_address}); "
+                f"--address {address} cannot attach it to another: run the job in a process "
+                "of its own, or leave --address out to use the one it has")
     elif address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, logging_level=logging.WARNING)
     else:

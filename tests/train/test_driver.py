@@ -132,3 +132,26 @@ def test_each_training_worker_starts_its_round_robin_at_its_own_replica():
     worker = pool.starting_at(1)
     assert [worker.submit(None, None, None) for _ in range(4)] == [1, 0, 1, 0]
     assert pool._calls == 0  # each worker has its own copy
+
+
+def test_a_job_called_where_ray_runs_keeps_that_ray_and_refuses_another_address(monkeypatch):
+    import ray
+
+    from unipose_ray import distributed, ray_output
+
+    started = []
+
+    class Context:
+        gcs_address = "127.0.0.1:6400"
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: started.append(kwargs))
+    monkeypatch.setattr(ray, "get_runtime_context", Context)
+    monkeypatch.setattr(distributed, "start_local_ray", lambda **kwargs: started.append(kwargs))
+    monkeypatch.setattr(ray_output, "filter_worker_output", lambda: None)
+    distributed.init_ray()  # a test's or a notebook's Ray: used as it is
+    assert started == []
+    with pytest.raises(RuntimeError, match=r"already has a Ray \(127\.0\.0\.1:6400\); "
+                                           r"--address ray://head:10001 cannot"):
+        distributed.init_ray("ray://head:10001")
+    assert started == []
