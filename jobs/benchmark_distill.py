@@ -52,7 +52,7 @@ def measure(job: TrainJob, online: bool, replicas: int = 1) -> float:
     return bench.measure(job, name, online, replicas)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="training steps per variant")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher-bound", action="store_true",
                         help="RTMPose-m 256x256 teachers over the 64x96 RTMPose-t student")
     parser.add_argument("--teachers", help="keep only these teachers (comma-separated names)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     config = load_config("demo_self_trained", [f"optim.batch_size={args.batch_size}", "optim.epochs=1000",
                                   "baseline=false", "generate.coco_val=2", "generate.mpii_val=2",

@@ -56,12 +56,16 @@ def run(records, samples: int, augment: AugmentConfig) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--coco-ann", type=Path, help="COCO person-keypoints file to crop from")
     parser.add_argument("--coco-img-dir", type=Path, help="its image folder")
     parser.add_argument("--samples", type=int, default=400, help="samples timed per stage")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     cv2.setNumThreads(1)
 
     with tempfile.TemporaryDirectory() as tmp:

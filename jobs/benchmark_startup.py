@@ -50,7 +50,7 @@ SMALL_DATA = ["generate.coco_train=64", "generate.mpii_train=64", "generate.coco
               "generate.mpii_val=2"]
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(PRESETS)}) or YAML")
     parser.add_argument("--steps", type=int, default=5, help="training steps per run")
@@ -62,12 +62,18 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                         "LeanTorchTrainer), ray (Ray's TorchTrainer, every helper actor)")
     parser.add_argument("overrides", nargs="*", help="config overrides")
     args = parser.parse_args(argv)
+    args.trainers = args.trainer.split(",")
+    if not set(args.trainers) <= {"lean", "ray"}:
+        parser.error(f"--trainer takes lean and/or ray, not {args.trainer}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    args = parse_args(argv)
     config = load_config(args.config, [*SMALL_DATA, *args.overrides])
     actors = ([int(v) for v in args.data_actors.split(",")] if args.data_actors
               else [config.run.data_actors])
-    trainers = args.trainer.split(",")
-    if not set(trainers) <= {"lean", "ray"}:
-        parser.error(f"--trainer takes lean and/or ray, not {args.trainer}")
+    trainers = args.trainers
 
     imports = {name: import_seconds(code) for name, code in WORKER_IMPORTS.items()}
     print("\nimport in a fresh Python process, machine idle:")

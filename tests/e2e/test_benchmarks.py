@@ -73,11 +73,26 @@ def test_every_readme_benchmark_has_a_smoke_size_and_a_figure_check():
     assert set(SMOKE) <= set(FIGURES)
 
 
+@pytest.mark.parametrize("command", readme_commands(), ids=" ".join)
+def test_a_readme_benchmark_command_parses_with_its_flags(command, load_job):
+    """The README's flags are the script's (the runs themselves: ``--tier bench``)."""
+    job = load_job(command[0].removeprefix("jobs/").removesuffix(".py"))
+    job.parse_args(command[1:])  # an unknown or malformed flag exits here
+
+
 @pytest.mark.ci
 @pytest.mark.parametrize("script", sorted(SMOKE))
 def test_a_benchmark_at_smoke_size_prints_sane_figures(script, ray_cluster, load_job, capsys):
-    with in_repo():
-        load_job(script.removesuffix(".py")).main(SMOKE[script])
+    import cv2
+    import torch
+
+    threads = torch.get_num_threads(), cv2.getNumThreads()  # scripts set their own
+    try:
+        with in_repo():
+            load_job(script.removesuffix(".py")).main(SMOKE[script])
+    finally:
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
     check_figures(script, capsys.readouterr().out)
 
 
