@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 from helpers import free_port, in_repo
-from runs import final_state
+from runs import final_state, leftovers
 
 from unipose_ray.config import DistillConfig, load_config
 
@@ -31,17 +30,10 @@ SHORT = ["optim.batch_size=8", "optim.epochs=2", "optim.warmup_steps=2",
          "run.val_every_epochs=1", "run.val_flip_test=false"]
 """A few steps of everything: 2 epochs of ~9 steps on the tiny dataset, validated after each."""
 
-# Ray Data's own actors, started by its first pipeline and kept for the cluster's life:
-# not a run's leftovers
-CLUSTER_ACTORS = {"_StatsActor", "AutoscalingRequester", "ActorLocationTracker",
-                  "_AutoscalingCoordinatorActor"}
-
-
 class SharedRay(NamedTuple):
-    """The session's Ray: its GCS address and its dashboard's URL (the state API's address:
-    without one, the state API refuses to guess when another Ray runs on the machine)."""
+    """The session's Ray, by its dashboard's URL: the state API's address (without one,
+    the state API refuses to guess when another Ray runs on the machine)."""
 
-    gcs: str
     dashboard: str
 
 
@@ -61,7 +53,7 @@ def ray_cluster() -> SharedRay:
     start_local_ray(num_cpus=8, num_gpus=torch.cuda.device_count(), include_dashboard=True,
                     dashboard_port=port, log_to_driver=True)
     filter_worker_output()
-    _shared = SharedRay(ray.get_runtime_context().gcs_address, f"http://127.0.0.1:{port}")
+    _shared = SharedRay(f"http://127.0.0.1:{port}")
     try:
         yield _shared
     finally:
@@ -70,21 +62,6 @@ def ray_cluster() -> SharedRay:
 
 
 _shared: SharedRay | None = None
-
-
-def leftovers(address: str) -> dict[str, list[str]]:
-    """Actors (by class) and placement groups alive on the Ray at ``address`` (a dashboard
-    URL), Ray's own aside."""
-    from ray.util.state import list_actors, list_placement_groups
-
-    actors = sorted(a.class_name for a in list_actors(
-        address=address, filters=[("state", "!=", "DEAD")], limit=10_000,
-        raise_on_missing_output=False) if a.class_name not in CLUSTER_ACTORS)
-    groups = sorted(f"{g.name or g.placement_group_id} ({g.state})" for g in list_placement_groups(
-        address=address, filters=[("state", "!=", "REMOVED")], limit=10_000,
-        raise_on_missing_output=False))
-    return {name: found for name, found in (("actors", actors), ("placement groups", groups))
-            if found}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -97,10 +74,7 @@ def leak_guard(request):
     # a failed run's exception keeps its frames, and their actor handles, in reference
     # cycles: an actor lives while a handle does
     gc.collect()
-    deadline = time.monotonic() + 60
-    while (left := leftovers(_shared.dashboard)) and time.monotonic() < deadline:
-        time.sleep(1)
-    if left:
+    if left := leftovers(_shared.dashboard, wait_s=60):
         pytest.fail(f"{request.module.__name__} left these on the shared Ray: {left}")
 
 
@@ -132,7 +106,7 @@ class Comparison:
         tracking_uri, artifacts: the MLflow server it logged to, and the server's
             artifact folder.
         joint_state: the joint student's final training state (its last checkpoint's
-            ``state.pt``), read before any test resumes the run.
+            ``state.pt``): the uninterrupted run ``test_training.py``'s killed run ends as.
     """
 
     config: DistillConfig
@@ -193,8 +167,9 @@ class BuiltCache(NamedTuple):
 def basis_cache(ray_cluster, cache_overrides, tmp_path_factory) -> BuiltCache:
     """A basis-format cache of the tiny dataset with more components than instance-views
     (the basis spans every view: decoded logits are the live teachers' up to fp16), built
-    once; the cache tests and the sweep read it."""
-    from unipose_ray.teachers.cache_build import build_cache
+    once by ``ensure_cache`` (the build's report kept); the cache tests and the sweep read
+    it."""
+    import unipose_ray.teachers.cache_build as cache_build
     from unipose_ray.workflow import check_teachers, ensure_backbone, prepare_data, resolve_teachers
 
     out = tmp_path_factory.mktemp("basis_cache")
@@ -205,5 +180,10 @@ def basis_cache(ray_cluster, cache_overrides, tmp_path_factory) -> BuiltCache:
         config = resolve_teachers(ensure_backbone(config, data, out))
     specs = check_teachers(config)
     records_path = data.train_records(sorted(data.train), out / "records")
-    report = build_cache(config, records_path, specs)
+    reports = []  # ensure_cache, as the jobs call it: it finds no cache and builds one
+    build = cache_build.build_cache
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache_build, "build_cache", lambda *a, **k: reports.append(build(*a, **k)))
+        cache_build.ensure_cache(config, records_path, specs)
+    (report,) = reports
     return BuiltCache(config, data, specs, records_path, report, overrides)

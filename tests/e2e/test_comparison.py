@@ -1,8 +1,7 @@
 """The demo's comparison end to end (the shared ``comparison`` run, ``tests/e2e/conftest.py``):
 a backbone pretrained here, two teachers trained here, the joint student without KD and the
 distilled student side by side, the cross-dataset table with the paper's claim checked on
-it, MLflow's parent and child runs on a real server. (A job started again with more
-epochs resumes in the same runs: ``test_cluster.py``.)"""
+it, MLflow's parent and child runs on a real server."""
 
 from __future__ import annotations
 
@@ -77,6 +76,8 @@ def test_every_model_gets_a_row_and_the_claim_is_checked_on_the_table(comparison
 
 
 def test_mlflow_has_the_comparison_as_a_parent_and_each_model_as_its_child(comparison):
+    import ray.train
+
     client, parent, children = _runs(comparison)
     assert parent.info.status == "FINISHED"
     assert {"results.json", "results.txt", "pictures"} <= {
@@ -93,8 +94,14 @@ def test_mlflow_has_the_comparison_as_a_parent_and_each_model_as_its_child(compa
         params, metrics = run.data.params, run.data.metrics
         assert params["loss.w_gt"] == str(config.loss.w_gt)
         assert params["student.backbone_checkpoint"] == pretrained  # both start from it
+        assert {"train/loss", "train/loss_gt", "val/coco_AP", "val/mpii_PCKh",
+                "val/unified_AP", "val/score"} <= set(metrics)
         history = client.get_metric_history(run.info.run_id, "val/score")
-        assert len(history) == config.optim.epochs  # validated once an epoch
+        assert len(history) == config.optim.epochs  # validated once an epoch ...
+        result = ray.train.Result.from_path(str(
+            comparison.out / "models" / run.data.tags["unipose_ray.run_name"] / "ray_results"
+            / run.data.tags["unipose_ray.run_name"]))
+        assert max(m.step for m in history) == result.metrics["train/step"]  # ... the last at the end
         kd = {"train/loss_kd_coco", "train/loss_kd_mpii"}
         if name == DISTILLED:
             assert params["teachers.1.weight"] == str(config.teachers[1].weight)
@@ -106,7 +113,7 @@ def test_mlflow_has_the_comparison_as_a_parent_and_each_model_as_its_child(compa
         assert any(a.path.endswith(".png") for a in client.list_artifacts(run.info.run_id, "val"))
     assert children["pretrain_backbone"].data.metrics["train/loss_heatmap"] > 0
     # proxied artifacts: uploaded through the server into its --artifacts-destination
-    stored = {p.name for p in comparison.artifacts.rglob("*")}
+    stored = {p.name for p in (comparison.artifacts / parent.info.experiment_id).rglob("*")}
     assert {"config.yaml", "best.pth", "results.json"} <= stored
 
 

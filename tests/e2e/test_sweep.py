@@ -1,17 +1,20 @@
-"""A real Ray Tune sweep on the teacher-logit cache, tracked by a real ``mlflow server``,
-stopped with Ctrl+C and resumed.
+"""A real Ray Tune sweep on the teacher-logit cache, tracked in the default store (SQLite
+in the output folder behind the sweep's own ``mlflow server``), stopped with Ctrl+C and
+resumed.
 
 One small sweep runs once for the module, on the shared Ray and the shared basis cache:
 three trials one at a time, the first with a working learning rate and two that cannot
 learn (lr 1e-9), so ASHA stops those two at their first validation whatever the machine.
 Once the first trial has finished, the sweep gets a SIGINT (Ctrl+C: Tune saves its state
-and stops); started again with the same config and folder, it resumes without training
-the finished trial again. The tests then read what a user reads: the summary files, the
+and stops, leaving no trial's actor behind); started again with the same config and folder,
+it resumes without training the finished trial again. The tests then read what a user reads: the summary files, the
 cluster's state after the early stops, the MLflow parent and child runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 from helpers import in_repo
 from ray import tune
+from runs import leftovers
 
 from unipose_ray.config import ConfigError, load_config
 from unipose_ray.data.records import read_records
@@ -81,34 +85,41 @@ def trial_results(out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def overrides(basis_cache, mlflow_server) -> list[str]:
-    """``demo_sweep`` on the shared basis cache (no trial runs a teacher)."""
-    return [*basis_cache.overrides, *SWEEP, f"tracking.tracking_uri={mlflow_server[0]}"]
+def overrides(basis_cache) -> list[str]:
+    """``demo_sweep`` on the shared basis cache (no trial runs a teacher), tracked in the
+    default store: SQLite in the output folder, behind the sweep's own ``mlflow server``."""
+    return [*basis_cache.overrides, *SWEEP]
 
 
 @pytest.fixture(scope="module")
-def sweep(ray_cluster, overrides, mlflow_server, tmp_path_factory):
+def sweep(ray_cluster, overrides, tmp_path_factory):
     from unipose_ray.sweep_run import SweepInterrupted, run_sweep
 
     out = tmp_path_factory.mktemp("sweep")
     watch = ClusterWatch("sweep", ray_cluster.dashboard)
     watched = WATCHED["sweep"]
     marker = out.parent / "ctrl_c_sent"
+    printed = io.StringIO()
     with in_repo():
         config = load_config("demo_sweep", overrides)
         with pytest.raises(SweepInterrupted, match="run the same command again"):
             run_sweep(config, out, callbacks=(watch, CtrlC(marker)))
         interrupted = trial_results(out)
+        left_by_ctrl_c = leftovers(ray_cluster.dashboard, wait_s=60)
         resumed_from = len(watched["started"])
-        rows = run_sweep(config, out)  # the callbacks it started with come back
-    return {"config": config, "rows": rows, "out": out, "uri": mlflow_server[0],
+        with contextlib.redirect_stdout(printed):
+            rows = run_sweep(config, out)  # the callbacks it started with come back
+    return {"config": config, "rows": rows, "out": out, "uri": f"sqlite:///{out}/mlflow.db",
             "at_start": watched["at_start"], "after": alive(ray_cluster.dashboard),
             "finished": marker.read_text(), "interrupted": interrupted,
+            "left_by_ctrl_c": left_by_ctrl_c, "resumed": printed.getvalue(),
             "started_again": watched["started"][resumed_from:]}
 
 
 def test_a_stopped_sweep_resumes_without_training_its_finished_trial_again(sweep):
     done, out = sweep["finished"], sweep["out"]
+    assert sweep["left_by_ctrl_c"] == {}  # the stopped trial's workers and groups are gone
+    assert "[sweep] resuming the sweep" in sweep["resumed"]
     assert sweep["started_again"] and done not in sweep["started_again"]
     [folder] = [name for name in sweep["interrupted"] if f"_{done}_" in name]
     assert sweep["interrupted"][folder].count("\n") == 2  # its two validations, then Ctrl+C

@@ -97,13 +97,13 @@ def test_workers_share_the_replicas_and_a_killed_replica_is_restarted(prepared):
     """Two training workers, two replicas of each teacher: each worker starts its
     round-robin at its own replica, so every replica serves one call a step. One MPII
     replica is killed once it has served three calls; it restarts, its call is retried,
-    and every step trains."""
+    and every step trains. (The workers' crops come from Ray Data's crop actors.)"""
     import ray
 
     config, data, out = prepared
     config = replace(config, teachers=tuple(replace(t, replicas=2) for t in config.teachers),
                      optim=replace(config.optim, epochs=3),
-                     run=replace(config.run, name="replicas", num_workers=2))
+                     run=replace(config.run, name="replicas", num_workers=2, data_actors=1))
     pools = {t.name: TeacherPool(t, _grid(config)) for t in config.teachers}
     for pool in pools.values():
         pool.wait_ready()
@@ -153,7 +153,7 @@ def _kill_the_worker_at_its_first_checkpoint(address: str, storage: Path, before
                    if a.actor_id not in before]
         pid = workers[0].pid if workers else None
         time.sleep(0.2)
-    while time.monotonic() < deadline:
+    while pid is not None and time.monotonic() < deadline:
         steps = registered_steps(storage)
         if steps:
             os.kill(pid, signal.SIGKILL)
@@ -168,45 +168,75 @@ def _all_actors(address: str) -> dict[str, str]:
     return {a.actor_id: a.class_name for a in list_actors(address=address, limit=10_000)}
 
 
-def test_a_killed_worker_resumes_where_it_was_and_ends_with_the_uninterrupted_weights(
-        comparison, ray_cluster, tmp_path):
-    """The comparison's joint student, trained again under another name with a checkpoint
-    every 2 steps; its worker is killed after the first one. The run restarts from that
-    checkpoint (``FailureConfig``), its stream starts at that step, and it ends with the
-    very weights and EMA of the comparison's uninterrupted run."""
-    config, data = prepare_data(comparison.config, tmp_path)
-    joint = replace(config, teachers=(), tracking=replace(config.tracking, tracking_uri=None),
-                    run=replace(config.run, name="killed", checkpoint_every_steps=2,
-                                max_failures=2))
+@pytest.fixture(scope="module")
+def killed_run(comparison, ray_cluster, tmp_path_factory):
+    """The comparison's joint student trained again as run ``killed``, a checkpoint every
+    2 steps, its worker killed after the first: ``(config, data, out, result, killed at
+    step, actors started)``."""
+    out = tmp_path_factory.mktemp("killed")
+    config, data = prepare_data(comparison.config, out)
+    config = replace(config, teachers=(), tracking=replace(config.tracking, tracking_uri=None),
+                     run=replace(config.run, name="killed", checkpoint_every_steps=2,
+                                 max_failures=2))
     before = _all_actors(ray_cluster.dashboard)
     killed: list[int] = []
     killer = threading.Thread(target=_kill_the_worker_at_its_first_checkpoint, daemon=True,
                               args=(ray_cluster.dashboard,
-                                    tmp_path / "models" / "killed" / "ray_results" / "killed",
+                                    out / "models" / "killed" / "ray_results" / "killed",
                                     set(before), killed))
     killer.start()
-    _, result = train_model(joint, data, tmp_path, sorted(data.train))
+    _, result = train_model(config, data, out, sorted(data.train))
     killer.join(timeout=10)
+    started = {name for actor_id, name in _all_actors(ray_cluster.dashboard).items()
+               if actor_id not in before}
+    return config, data, out, result, killed, started
+
+
+def test_a_killed_worker_resumes_where_it_was_and_ends_with_the_uninterrupted_weights(
+        killed_run, comparison):
+    """The run restarts from the checkpoint (``FailureConfig``), its stream starts at that
+    step, and it ends with the very weights and EMA of the comparison's joint student,
+    which was never stopped."""
+    _, _, out, result, killed, started = killed_run
     assert killed, "the worker was never killed: the test did not exercise a restart"
     assert result.error is None
-
     reference = comparison.joint_state
     total = reference["step"]
     assert result.metrics["train/step"] == total
     start = result.metrics["train/start_step"]  # lost at most run.checkpoint_every_steps
     assert killed[0] <= start < total and start % 2 == 0
-    assert_same_weights(final_state(tmp_path / "models" / "killed", "killed"), reference)
+    assert_same_weights(final_state(out / "models" / "killed", "killed"), reference)
     # ... on this local Ray without the helper actors LeanTorchTrainer leaves out
-    started = {name for actor_id, name in _all_actors(ray_cluster.dashboard).items()
-               if actor_id not in before}
     assert {"TrainController", "RayTrainWorker"} <= started
     assert not started & {"DatasetManager", "PlacementGroupCleaner"}
 
 
+def test_a_finished_run_started_again_with_one_more_epoch_trains_only_that_epoch(killed_run):
+    """The same run name and folder with ``optim.epochs`` + 1: it resumes from its last
+    checkpoint (the end of its last epoch) and trains to the new end, in the same MLflow
+    run."""
+    from mlflow.tracking import MlflowClient
+
+    config, data, out, first, _, _ = killed_run
+    epochs = config.optim.epochs
+    longer = replace(config, optim=replace(config.optim, epochs=epochs + 1))
+    _, result = train_model(longer, data, out, sorted(data.train))
+    per_epoch = first.metrics["train/step"] // epochs
+    assert result.metrics["train/start_step"] == epochs * per_epoch
+    assert result.metrics["train/step"] == (epochs + 1) * per_epoch
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    (run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'killed'")
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "val/score")
+    assert sorted(m.step for m in history)[-1] == result.metrics["train/step"]
+
+
 @pytest.fixture
 def corrupt(ray_cluster, tiny_dataset, tiny, tmp_path):
-    """The tiny dataset's COCO training split in a copy whose image of the first trained
-    record is corrupted after the records were written: ``(config, data, bad image)``."""
+    """The tiny dataset's COCO training split in a copy whose image of the first COCO
+    record the run trains is corrupted after the records were written: ``(config, data,
+    bad image, records)``."""
     from unipose_ray.data.records import read_records
 
     images = tmp_path / "coco_train"
@@ -218,8 +248,9 @@ def corrupt(ray_cluster, tiny_dataset, tiny, tmp_path):
         "baseline=false"])
     config, data = prepare_data(config, tmp_path)
     records = read_records(data.train_records(sorted(data.train), tmp_path / "records"))
-    first = int(epoch_order(records.num_rows, config.run.seed, 0)[0])  # step 0's first row
-    bad = records.column("image_path")[first].as_py()
+    paths = records.column("image_path").to_pylist()
+    order = epoch_order(records.num_rows, config.run.seed, 0)
+    bad = next(paths[i] for i in order if paths[i].startswith(f"{images}/"))  # the copy's
     Path(bad).write_bytes(b"\xff\xd8 truncated")
     return config, data, bad, records
 
@@ -261,10 +292,17 @@ def test_more_gpus_than_the_cluster_has_fails_before_training(prepared):
 
 
 def test_local_ray_workers_run_this_interpreter_without_the_uv_hook(ray_cluster):
-    """Under ``uv run`` Ray would start every worker through ``uv run`` in a copy of the
-    working directory (its runtime-env hook): the local Ray's workers run this very
-    interpreter, with no such runtime environment."""
+    """Started under ``uv run`` (as the README's test command is), Ray would start every
+    worker through ``uv run`` in a copy of the working directory (its runtime-env hook):
+    the local Ray has the hook off, and its workers run this very interpreter with no such
+    runtime environment."""
+    import os
+
     import ray
+    from ray._private import ray_constants
+
+    wanted = os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0").lower() in ("1", "true")
+    assert ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV is wanted
 
     @ray.remote(num_cpus=0)
     def where() -> tuple[str, dict]:

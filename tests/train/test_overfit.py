@@ -63,7 +63,7 @@ def test_a_model_learns_a_handful_of_images_by_heart(tiny):
         loss.backward()
         optimizer.step()
 
-    # Without the flip test: a model that learnt 11 crops by heart has never seen their
+    # Without the flip test: a model that learnt its crops by heart has never seen their
     # mirror images (flip pairs are checked against MMPose in test_mmpose_parity.py).
     metrics = evaluate_model(model, "unified", CODEC, tiny, flip_test=False)
     assert len(records) >= 10
