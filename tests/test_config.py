@@ -2,6 +2,7 @@
 
 import pytest
 
+from unipose_ray.cli import InputError
 from unipose_ray.config import DistillConfig, TeacherConfig, load_config, preset_path
 from unipose_ray.config_io import ConfigError, apply_overrides, build, load_yaml
 from unipose_ray.data.sources import DataConfig, DatasetFiles
@@ -24,7 +25,8 @@ def test_overrides_reach_nested_fields_and_lists():
 
 def test_unknown_keys_are_named_with_the_valid_ones():
     values = load_yaml(preset_path("demo"))
-    with pytest.raises(ConfigError, match=r"optim: unknown key\(s\) \['epoch'\]; valid keys"):
+    with pytest.raises(ConfigError, match=r"optim: unknown key\(s\) \['epoch'\] \(epoch -> "
+                                          r"epochs\?\); valid keys"):
         build(DistillConfig, apply_overrides(values, ["optim.epoch=3"]))
     with pytest.raises(ConfigError, match="not an index"):
         apply_overrides(values, ["teachers.5.weight=1"])
@@ -46,10 +48,51 @@ def test_teacher_keypoint_set_must_be_in_the_unified_skeleton():
         TeacherConfig(name="cp", dataset="crowdpose")
 
 
-def test_missing_data_paths_name_the_field(tmp_path):
-    data = DataConfig(coco_val=DatasetFiles(str(tmp_path / "nope.json"), str(tmp_path)))
-    with pytest.raises(FileNotFoundError, match=r"data.coco_val.ann_file = .*nope.json does not exist"):
+def test_missing_data_paths_are_named_all_at_once(tmp_path):
+    data = DataConfig(coco_val=DatasetFiles(str(tmp_path / "nope.json"), str(tmp_path)),
+                      mpii_val=DatasetFiles(str(tmp_path / "mpii.json"), str(tmp_path / "img")))
+    with pytest.raises(InputError) as error:
         data.check()
+    assert isinstance(error.value, FileNotFoundError)
+    assert [line.strip() for line in str(error.value).splitlines()[1:4]] == [
+        f"data.coco_val.ann_file = {tmp_path / 'nope.json'}",
+        f"data.mpii_val.ann_file = {tmp_path / 'mpii.json'}",
+        f"data.mpii_val.img_dir = {tmp_path / 'img'}"]
+
+
+def test_a_typo_in_a_preset_name_lists_the_presets():
+    with pytest.raises(ConfigError, match=r"--config demoo: neither a preset \(demo, "
+                                          r"demo_self_trained, .*paper\) nor a YAML file; did "
+                                          r"you mean demo\?"):
+        load_config("demoo")
+
+
+@pytest.mark.parametrize("source", ["override", "file"])
+def test_words_yaml_1_1_reads_as_booleans_stay_words(source, tmp_path):
+    """README: ``optim.amp: bf16 | fp16 | off``; YAML 1.1 reads ``off`` as False."""
+    if source == "override":
+        config = load_config("demo", ["optim.amp=off", "run.use_gpu=yes", "run.name=no"])
+    else:
+        text = preset_path("demo").read_text() + "\n".join(
+            ["", "optim: {amp: off, epochs: 6, batch_size: 16, lr: 0.002, warmup_steps: 50, "
+             "ema: false}", "tracking: {experiment: on}"])
+        (tmp_path / "c.yaml").write_text(text.replace("run:\n  name: demo", "run:\n  name: n\n"
+                                                     "  use_gpu: yes"))
+        config = load_config(str(tmp_path / "c.yaml"), ["run.name=no"])
+        assert config.tracking.experiment == "on"
+    assert config.optim.amp == "off" and config.run.use_gpu is True and config.run.name == "no"
+    assert load_config("demo", ["run.use_gpu=Off"]).run.use_gpu is False
+
+
+def test_null_and_booleans_where_a_word_or_number_belongs_are_refused_with_the_way_out():
+    with pytest.raises(ConfigError, match=r"optim.amp: expected str, got null \(write the "
+                                          r"word in quotes: 'null'\)"):
+        load_config("demo", ["optim.amp=null"])
+    with pytest.raises(ConfigError, match="optim.epochs: expected int, got True"):
+        load_config("demo", ["optim.epochs=true"])
+    with pytest.raises(ConfigError, match="override 'optim.amp=\\[bf16': the value is not "
+                                          "valid YAML"):
+        load_config("demo", ["optim.amp=[bf16"])
 
 
 def test_teachers_trained_from_the_pretrained_backbone_must_share_its_size():

@@ -7,13 +7,14 @@ can act on.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from unipose_ray.config_io import ConfigError, apply_overrides, build, load_yaml
-from unipose_ray.data.sources import DataConfig
-from unipose_ray.data.transforms import AugmentConfig, CodecConfig
+from unipose_ray.data.files import DataConfig
+from unipose_ray.data.settings import AugmentConfig, CodecConfig
 from unipose_ray.skeleton import KEYPOINT_SETS
 
 STUDENT_SIZES = ("t", "s", "m")
@@ -476,6 +477,10 @@ PRESETS = ("demo", "demo_self_trained", "demo_models", "demo_sweep", "paper")
 
 def load_config(source: str, overrides: list[str] = ()) -> DistillConfig:
     """A :class:`DistillConfig` from a preset name or a YAML file, plus ``a.b=value`` overrides."""
+    if source not in PRESETS and not Path(source).is_file():
+        close = difflib.get_close_matches(source, PRESETS, n=1)
+        raise ConfigError(f"--config {source}: neither a preset ({', '.join(PRESETS)}) nor a "
+                          "YAML file" + (f"; did you mean {close[0]}?" if close else ""))
     values = load_yaml(preset_path(source) if source in PRESETS else Path(source))
     return build(DistillConfig, apply_overrides(values, list(overrides)))
 

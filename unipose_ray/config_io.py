@@ -9,6 +9,8 @@ dataclass then validates its own values in ``__post_init__``. ``apply_overrides`
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,11 +18,37 @@ from typing import Any, TypeVar
 
 import yaml
 
+from unipose_ray.cli import InputError, UsageError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A config key or value that does not fit the typed config."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only ``true`` / ``false``.
+
+    PyYAML follows YAML 1.1, which also reads ``on``, ``off``, ``yes``, ``no`` (and ``y``,
+    ``n`` in some tools) as booleans: ``optim.amp: off`` would arrive as ``False``. Here
+    they stay words; a boolean field still takes them (see ``_coerce``).
+    """
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+"""What a boolean field takes as a word (any case)."""
+
+
+def parse_yaml(text: str) -> Any:
+    """A YAML document or scalar (``3``, ``[1, 2]``, ``null``, ``off``) as plain data."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
 
 
 def build(cls: type[T], values: dict | None, where: str = "") -> T:
@@ -32,7 +60,11 @@ def build(cls: type[T], values: dict | None, where: str = "") -> T:
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; valid keys: {names}")
+        close = {k: difflib.get_close_matches(k, names, n=1) for k in unknown}
+        hints = [f"{k} -> {m[0]}?" for k, m in close.items() if m]
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}"
+                          + (f" ({', '.join(hints)})" if hints else "")
+                          + f"; valid keys: {names}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in values.items()}
     try:
         return cls(**kwargs)
@@ -68,8 +100,12 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return float(value)
         except ValueError:
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if hint in (int, str, bool) and not isinstance(value, hint):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    if hint is bool and isinstance(value, str) and value.lower() in _WORDS:
+        return _WORDS[value.lower()]
+    if hint in (int, str, bool) and (not isinstance(value, hint)
+                                     or hint is int and isinstance(value, bool)):
+        got = "null (write the word in quotes: 'null')" if value is None else repr(value)
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {got}")
     return value
 
 
@@ -87,9 +123,12 @@ def to_dict(config: Any) -> Any:
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise InputError(f"config file {path} does not exist")
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = parse_yaml(f) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level of a config must be a mapping")
     return data
@@ -107,10 +146,18 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         for part in parents:
             node = _child(node, part, item)
         if isinstance(node, list):
-            node[_list_index(node, leaf, item)] = yaml.safe_load(raw)
+            node[_list_index(node, leaf, item)] = _value(raw, item)
         else:
-            node[leaf] = yaml.safe_load(raw)
+            node[leaf] = _value(raw, item)
     return values
+
+
+def _value(raw: str, item: str) -> Any:
+    try:
+        return parse_yaml(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"override '{item}': the value is not valid YAML (quote a string "
+                          "with spaces or colons: key='a: b')") from None
 
 
 def _child(node: Any, part: str, item: str) -> Any:

@@ -29,21 +29,8 @@ from xtcocotools.coco import COCO as CocoApi
 from xtcocotools.cocoeval import COCOeval
 
 from unipose_ray.distributed import quiet
+from unipose_ray.evaluation.names import STABLE_SUFFIXES
 from unipose_ray.skeleton import COCO, KEYPOINT_SETS, UNIFIED, KeypointSet, mapping_for
-
-STABLE_SUFFIXES = {
-    "AP": "AP",
-    "AP .5": "AP50",
-    "AP .75": "AP75",
-    "AP (M)": "AP_M",
-    "AP (L)": "AP_L",
-    "AR": "AR",
-    "AR .5": "AR50",
-    "AR .75": "AR75",
-    "AR (M)": "AR_M",
-    "AR (L)": "AR_L",
-}
-"""``CocoMetric``'s names for ``COCOeval.stats`` (in order) -> flat-name suffixes."""
 
 MMPOSE_STAT_NAMES = tuple(STABLE_SUFFIXES)
 

@@ -26,11 +26,11 @@ import torch
 from unipose_ray.data.records import InstanceRecord, read_records, table_to_records
 from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.evaluation.coco_metric import (
-    STABLE_SUFFIXES,
     KeypointPrediction,
     coco_keypoint_metrics,
     unified_keypoint_metrics,
 )
+from unipose_ray.evaluation.names import metric_names  # noqa: F401 (re-exported)
 from unipose_ray.evaluation.pckh import evaluate_pckh
 from unipose_ray.evaluation.topdown import (
     Predictions,
@@ -39,7 +39,7 @@ from unipose_ray.evaluation.topdown import (
     read_detections,
     to_unified,
 )
-from unipose_ray.skeleton import MPII, UNIFIED, mapping_for
+from unipose_ray.skeleton import UNIFIED, mapping_for
 
 HEADLINE = ("coco_AP", "mpii_PCKh", "mpii_PCKh@0.1", "unified_AP", "score")
 TRANSFER_COLUMNS = ("coco_AP", "mpii_PCKh", "mpii_PCKh@0.1", "unified_AP", "unified_AP_coco_domain",
@@ -188,19 +188,6 @@ def evaluate_model(model: torch.nn.Module, dataset: str, codec: CodecConfig,
 TRANSFER_KEYS = ("transfer_PCK_coco_domain", "transfer_PCK_mpii_domain")
 
 
-def metric_names(eval_sets: Sequence[EvalSet]) -> set[str]:
-    """The names :func:`evaluate_model` returns on ``eval_sets`` (without evaluating)."""
-    names = {"score"}
-    for eval_set in eval_sets:
-        if eval_set.name == "mpii":
-            names |= {"mpii_PCKh", "mpii_PCKh@0.1", *(f"mpii_PCKh/{j}" for j in MPII.names)}
-        elif eval_set.ann_file:
-            names |= {f"coco_{suffix}" for suffix in STABLE_SUFFIXES.values()}
-        if eval_set.unified_ann_file:
-            names |= {"unified_AP", f"unified_AP_{eval_set.name}_domain"}
-            if eval_set.bbox_file is None:
-                names |= {"transfer_PCK", f"transfer_PCK_{eval_set.name}_domain"}
-    return names
 TRANSFER_THRESHOLD = 0.1  # of the GT box diagonal
 
 
