@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from unipose_ray.data.readers import AnnotationError, read_coco, read_mpii
+from unipose_ray.cli import InputError
+from unipose_ray.data import formats
+from unipose_ray.data.readers import AnnotationError, AnnotationFormatError, read_coco, read_mpii
 from unipose_ray.data.records import read_records, records_to_table, table_to_records, write_records
 from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.skeleton import mapping_for
@@ -143,7 +145,7 @@ def test_bad_mpii_files_name_the_file_and_the_problem(mpii_files, tmp_path):
     ann_file, img_dir = mpii_files
     raw = json.loads(ann_file.read_text())
     (tmp_path / "obj.json").write_text(json.dumps({"annotations": raw}))
-    with pytest.raises(AnnotationError, match="JSON list"):
+    with pytest.raises(AnnotationError, match="obj.json looks like a COCO annotation file"):
         read_mpii(tmp_path / "obj.json", img_dir)
     (tmp_path / "nojoints.json").write_text(json.dumps([{k: v for k, v in raw[0].items() if k != "joints"}]))
     with pytest.raises(AnnotationError, match=r"annotation 0 lacks \['joints'\]"):
@@ -156,6 +158,51 @@ def test_bad_mpii_files_name_the_file_and_the_problem(mpii_files, tmp_path):
     (tmp_path / "corrupt.json").write_text(json.dumps([dict(raw[0], image="corrupt.jpg")]))
     with pytest.raises(AnnotationError, match="cannot be read"):
         read_mpii(tmp_path / "corrupt.json", tmp_path)
+
+
+def test_a_file_of_another_format_says_what_it_looks_like(coco_files, mpii_files, real_samples,
+                                                          tmp_path):
+    (coco_ann, coco_dir), (mpii_ann, mpii_dir) = coco_files, mpii_files
+    dets = real_samples / "coco" / "test_coco_det_AP_H_56.json"
+    savemat(tmp_path / "mpii_gt_val.mat", {"headboxes_src": np.zeros((2, 2, 1))})
+    (tmp_path / "empty.json").write_text("")
+    cases = [
+        (read_coco, mpii_ann, coco_dir, "looks like an MPII annotation list (MMPose's "
+         "mpii_*.json), not a COCO person-keypoints file: give it as data.mpii_*.ann_file, or "
+         "pass person_keypoints_*.json instead"),
+        (read_mpii, coco_ann, mpii_dir, "looks like a COCO annotation file (a JSON object with "
+         "images/annotations/categories), not an MPII annotation list (MMPose's mpii_*.json): "
+         "give it as data.coco_*.ann_file, or pass MMPose's mpii_*.json instead"),
+        (read_coco, dets, coco_dir, "looks like a COCO results file (a JSON list of detections "
+         "or predictions, {image_id, bbox, score}), not a COCO person-keypoints file: give it "
+         "as data.coco_val.bbox_file"),
+        (read_mpii, dets, mpii_dir, "not an MPII annotation list"),
+        (read_coco, tmp_path / "mpii_gt_val.mat", coco_dir, "looks like a MATLAB .mat file"),
+        (read_mpii, tmp_path / "mpii_gt_val.mat", mpii_dir, "if it is mpii_gt_val.mat (head "
+         "boxes), give it as data.mpii_val.headbox_file"),
+        (read_coco, tmp_path / "empty.json", coco_dir, "is empty, not a COCO person-keypoints "
+         "file: a download or copy cut short? Fetch it again"),
+        (read_mpii, tmp_path / "empty.json", mpii_dir, "is empty, not an MPII annotation list"),
+    ]
+    for read, ann_file, img_dir, says in cases:
+        with pytest.raises(AnnotationFormatError) as error:
+            read(ann_file, img_dir)
+        assert str(error.value).startswith(f"{ann_file} ") and says in str(error.value)
+        assert isinstance(error.value, InputError)  # a job prints it as one line, exit code 2
+
+    with pytest.raises(AnnotationFormatError, match="test_mpii.json looks like an MPII "
+                                                    "annotation list .* not MPII's mpii_gt_val"):
+        read_mpii(mpii_ann, mpii_dir, headbox_file=mpii_ann)
+    with pytest.raises(AnnotationFormatError, match="empty.json is empty, not MPII's mpii_gt_val"):
+        read_mpii(mpii_ann, mpii_dir, headbox_file=tmp_path / "empty.json")
+
+
+def test_a_valid_file_is_parsed_once_and_never_sniffed(coco_files, mpii_files, monkeypatch):
+    def sniff(path):
+        raise AssertionError(f"{path} read a second time")
+
+    monkeypatch.setattr(formats, "annotation_format", sniff)
+    assert read_coco(*coco_files) and read_mpii(*mpii_files)
 
 
 def test_concurrent_writers_never_leave_a_half_written_record_file(coco_files, mpii_files, tmp_path):

@@ -2,7 +2,9 @@
 
 Both follow MMPose's own dataset classes (``CocoDataset``, ``MpiiDataset``) in what they
 keep and how they build boxes, so a record set matches what MMPose would train on. Any
-problem with a file is reported with the file's path and what is wrong in it.
+problem with a file is reported with the file's path and what is wrong in it; a file in
+another format (an MPII list given as COCO, a detections file, a ``.mat``) says which format
+it looks like and where it belongs (:mod:`unipose_ray.data.formats`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from unipose_ray.data import formats
+from unipose_ray.data.formats import AnnotationError, AnnotationFormatError  # both re-exported
 from unipose_ray.data.geometry import BOX_PADDING
 from unipose_ray.data.records import InstanceRecord
 from unipose_ray.distributed import quiet
@@ -20,10 +24,6 @@ from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
 
 MPII_PIXEL_STD = 200.0
 PCKH_HEAD_FACTOR = 0.6  # MPII's SC_BIAS: head size = 0.6 x head-box diagonal
-
-
-class AnnotationError(ValueError):
-    """An annotation file is missing, malformed, or points at missing images."""
 
 
 def _require_file(path: Path, what: str) -> Path:
@@ -40,12 +40,24 @@ def _require_dir(path: Path, what: str) -> Path:
     return path.resolve()
 
 
-def _load_json(path: Path) -> object:
+def _load_json(path: Path, expected: str) -> object:
     try:
         with open(path) as f:
             return json.load(f)
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path} is not valid JSON: {e}") from e
+    except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError on a binary file
+        found = formats.annotation_format(path)  # only now: a valid file is read once
+        if found not in (expected, formats.NOT_JSON, formats.UNKNOWN_JSON):  # empty, a .mat...
+            raise formats.format_error(path, found, expected) from e
+        raise AnnotationFormatError(f"{path} is not valid JSON: {e}; a download or copy cut "
+                                    "short? Fetch it again") from e
+
+
+def _require_format(content: object, path: Path, *expected: str) -> None:
+    """Raise :class:`AnnotationFormatError` unless parsed ``content`` is of an ``expected``
+    format: told from its top-level keys or first element, no second read."""
+    found = formats.json_format(content)
+    if found not in expected:
+        raise formats.format_error(path, found, expected[0])
 
 
 def _image_size(path: Path, ann_file: Path) -> tuple[int, int]:
@@ -77,7 +89,8 @@ def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco"
 
     ann_file = _require_file(ann_file, "COCO annotation file")
     img_dir = _require_dir(img_dir, "COCO image folder")
-    raw = _load_json(ann_file)
+    raw = _load_json(ann_file, formats.COCO)
+    _require_format(raw, ann_file, formats.COCO)
     _check_coco_layout(raw, ann_file)
     mapping = mapping_for(dataset)
     k = mapping.source.num_keypoints
@@ -129,9 +142,7 @@ def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco"
     return records
 
 
-def _check_coco_layout(raw: object, ann_file: Path) -> None:
-    if not isinstance(raw, dict):
-        raise AnnotationError(f"{ann_file}: a COCO file is a JSON object, found {type(raw).__name__}")
+def _check_coco_layout(raw: dict, ann_file: Path) -> None:
     for key in ("images", "annotations", "categories"):
         if key not in raw:
             raise AnnotationError(f"{ann_file}: missing the '{key}' list of a COCO keypoint file")
@@ -169,10 +180,8 @@ def read_mpii(ann_file: str | Path, img_dir: str | Path,
     """
     ann_file = _require_file(ann_file, "MPII annotation file")
     img_dir = _require_dir(img_dir, "MPII image folder")
-    anns = _load_json(ann_file)
-    if not isinstance(anns, list):
-        raise AnnotationError(f"{ann_file}: MMPose's MPII format is a JSON list of "
-                              f"annotations, found {type(anns).__name__}")
+    anns = _load_json(ann_file, formats.MPII)
+    _require_format(anns, ann_file, formats.MPII, formats.EMPTY_LIST)
     head_boxes = _read_headboxes(headbox_file, len(anns), ann_file) if headbox_file else None
     mapping = mapping_for("mpii")
     k = mapping.source.num_keypoints
@@ -275,6 +284,9 @@ def _read_headboxes(path: str | Path, count: int, ann_file: Path) -> np.ndarray:
     from scipy.io import loadmat  # noqa: PLC0415
 
     path = _require_file(path, "MPII head-box file")
+    found = formats.annotation_format(path)  # its header: loadmat's errors say not what it got
+    if found != formats.MPII_MAT:
+        raise formats.format_error(path, found, formats.MPII_MAT)
     mat = loadmat(path)
     if "headboxes_src" not in mat:
         raise AnnotationError(f"{path} has no 'headboxes_src' (expected the layout of MPII's "
