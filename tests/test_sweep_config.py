@@ -8,8 +8,8 @@ import pytest
 
 from unipose_ray.config import ConfigError, load_config
 from unipose_ray.evaluation.cross_dataset import EvalSet
+from unipose_ray.preflight import check_sweep
 from unipose_ray.sweep import (
-    check_sweep,
     concurrent_trials,
     param_space,
     short_params,
@@ -150,7 +150,9 @@ def test_every_swept_size_needs_a_backbone_that_fits_it():
 
 
 def test_a_sweep_stopped_with_ctrl_c_exits_130_saying_how_to_resume(load_job, monkeypatch,
-                                                                     capsys):
+                                                                     capsys, tmp_path):
+    import unipose_ray.distributed
+    import unipose_ray.sweep_run
     from unipose_ray.sweep_run import SweepInterrupted
 
     job = load_job("sweep")
@@ -159,10 +161,10 @@ def test_a_sweep_stopped_with_ctrl_c_exits_130_saying_how_to_resume(load_job, mo
         raise SweepInterrupted("the sweep stopped with 2 trial(s) unfinished; run the same "
                                "command again (same --output-dir) to resume it")
 
-    monkeypatch.setattr(job, "init_ray", lambda address=None: None)
-    monkeypatch.setattr(job, "run_sweep", interrupted)
+    monkeypatch.setattr(unipose_ray.distributed, "init_ray", lambda address=None: None)
+    monkeypatch.setattr(unipose_ray.sweep_run, "run_sweep", interrupted)
     with pytest.raises(SystemExit) as stopped:
-        job.main(["--config", "demo_sweep"])
+        job.main(["--config", "demo_sweep", "--output-dir", str(tmp_path)])
     assert stopped.value.code == 130  # as a shell reports Ctrl+C
     assert "run the same command again" in capsys.readouterr().err
 

@@ -14,40 +14,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from unipose_ray.config import ConfigError, DistillConfig
-from unipose_ray.evaluation.cross_dataset import EvalSet, metric_names
+from unipose_ray.evaluation.cross_dataset import EvalSet
 from unipose_ray.models import PoseModelSpec
 from unipose_ray.train.job import TrainJob
 
 WEIGHT_KEY = "weights"  # the trial's {w_gt, <teacher>: weight} in Tune's config
-
-
-def check_sweep(config: DistillConfig, eval_sets: tuple[EvalSet, ...]) -> None:
-    """Refuse, before any trial starts, a sweep that cannot rank its trials or that would
-    run teachers in every trial.
-
-    Raises:
-        ConfigError: naming what is wrong and how to fix it.
-    """
-    sweep = config.sweep
-    if not config.teachers:
-        raise ConfigError("a sweep of the KD weights needs teachers; the config has none")
-    reported = sorted(f"val/{name}" for name in metric_names(eval_sets))
-    if sweep.metric not in reported:
-        raise ConfigError(
-            f"sweep.metric '{sweep.metric}' is never reported: validation on this config's "
-            f"sets reports {', '.join(reported)}")
-    if config.run.val_every_epochs > config.optim.epochs:
-        raise ConfigError(
-            f"no trial would validate (run.val_every_epochs={config.run.val_every_epochs} > "
-            f"optim.epochs={config.optim.epochs}), so '{sweep.metric}' is never reported; "
-            f"lower run.val_every_epochs")
-    names = [t.name for t in config.teachers]
-    if sweep.search == "grid" and any(len(w) != 1 + len(names) for w in sweep.grid):
-        raise ConfigError(f"sweep.grid holds (w_gt, {', '.join(names)}) tuples of "
-                          f"{1 + len(names)} numbers; got {[list(w) for w in sweep.grid]}")
-    if config.teacher_cache.uri is None:
-        raise ConfigError("a sweep reads the teacher-logit cache (teacher_cache.uri); "
-                          "jobs/sweep.py sets one in --output-dir when the config has none")
 
 
 def resolve_backbones(config: DistillConfig) -> DistillConfig:

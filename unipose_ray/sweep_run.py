@@ -23,10 +23,10 @@ from unipose_ray.config import DistillConfig
 from unipose_ray.data.records import read_records
 from unipose_ray.distributed import print0
 from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, format_table
+from unipose_ray.preflight import check_sweep
 from unipose_ray.signals import handlers_restored
 from unipose_ray.sweep import (
     SweepBase,
-    check_sweep,
     concurrent_trials,
     param_space,
     progress_callback,
@@ -70,8 +70,8 @@ def run_sweep(config: DistillConfig, output_dir: str | Path, callbacks: tuple = 
     if config.teacher_cache.uri is None:
         config = replace(config, teacher_cache=replace(config.teacher_cache,
                                                        uri=str(out / "teacher_cache")))
+    check_sweep(config)  # before any data is generated
     config, data = prepare_data(config, out)
-    check_sweep(config, data.eval_sets)
     config = resolve_teachers(resolve_backbones(ensure_backbone(config, data, out)))
     specs = check_teachers(config)
     records = data.train_records(sorted(data.train), out / "records")

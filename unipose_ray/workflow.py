@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from unipose_ray.config import DistillConfig, TeacherConfig
+from unipose_ray.cli import InputError
 from unipose_ray.config_io import ConfigError, build
 from unipose_ray.data.records import read_records, write_records
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
@@ -115,7 +116,7 @@ def resolve_teachers(config: DistillConfig) -> DistillConfig:
         for what in ("config", "checkpoint"):
             path = getattr(teacher, what)
             if path is None or not Path(path).is_file():
-                raise FileNotFoundError(
+                raise InputError(
                     f"teacher '{teacher.name}': {what} {path} does not exist (relative paths "
                     f"are read from {Path.cwd()}; set teachers.N.{what}=...)")
             paths[what] = str(Path(path).resolve())
@@ -136,13 +137,15 @@ def check_teachers(config: DistillConfig) -> dict[str, PoseModelSpec]:
         for what in ("config", "checkpoint"):
             path = getattr(teacher, what)
             if path is None or not Path(path).is_file():
-                raise FileNotFoundError(f"teacher '{teacher.name}': {what} {path} does not exist")
+                raise InputError(f"teacher '{teacher.name}': {what} {path} does not exist")
         model = build_teacher(teacher.config, teacher.checkpoint,
                               trust_checkpoint=teacher.trust_checkpoint)
         expected = KEYPOINT_SETS[teacher.dataset].num_keypoints
         if model.spec.num_keypoints != expected:
-            raise ValueError(f"teacher '{teacher.name}' predicts {model.spec.num_keypoints} "
-                             f"keypoints but dataset '{teacher.dataset}' has {expected}")
+            raise ConfigError(f"teacher '{teacher.name}' ({teacher.checkpoint}) predicts "
+                              f"{model.spec.num_keypoints} keypoints but dataset "
+                              f"'{teacher.dataset}' has {expected}: set that teacher's dataset "
+                              "to the one its checkpoint was trained on")
         specs[teacher.name] = model.spec
     return specs
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from unipose_ray.cli import UsageError
 from unipose_ray.config import DistillConfig
 from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.records import read_records
@@ -23,6 +24,10 @@ from unipose_ray.train.data import StreamSpec
 from unipose_ray.train.job import TrainJob
 from unipose_ray.train.loop import train_fn_per_worker
 from unipose_ray.train.report import CHECKPOINT_SCORE, UNSCORED
+
+
+class ResourceError(UsageError, RuntimeError):
+    """The run asks for more than the cluster has or can get."""
 
 
 def uses_cache(config: DistillConfig) -> bool:
@@ -81,7 +86,7 @@ def check_resources(config: DistillConfig, wait_s: float | None = None,
             if want <= have:
                 return
     teachers = [(t.name, t.replicas, t.num_gpus) for t in config.teachers]
-    raise RuntimeError(
+    raise ResourceError(
         f"the run asks for {want:g} GPU(s) ({config.run.num_workers} worker(s) with "
         f"use_gpu={config.run.use_gpu}, teachers (name, replicas, GPUs each) {teachers}) "
         f"but the Ray cluster has {have:g}"
