@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unipose_ray.config import PRESETS, load_config
-from unipose_ray.distributed import init_ray
-from unipose_ray.teachers.cache_build import build_cache
-from unipose_ray.workflow import check_teachers, prepare_data, resolve_teachers
+from unipose_ray.cli import entry
+from unipose_ray.config import PRESETS, ConfigError, load_config
+from unipose_ray.preflight import check_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@entry
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     overrides = list(args.overrides)
@@ -55,6 +55,14 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None:
             overrides.append(f"teacher_cache.{key}={value}")
     config = load_config(args.config, overrides)
+    check_inputs(config)
+    if not config.teachers:
+        raise ConfigError(f"--config {args.config}: no teachers, so no targets to cache")
+
+    from unipose_ray.distributed import init_ray  # noqa: PLC0415 (seconds: after the checks)
+    from unipose_ray.teachers.cache_build import build_cache  # noqa: PLC0415
+    from unipose_ray.workflow import check_teachers, prepare_data, resolve_teachers  # noqa: PLC0415
+
     init_ray(args.address)
     output_dir = Path(args.output_dir).resolve()
     config, data = prepare_data(config, output_dir)

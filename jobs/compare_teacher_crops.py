@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unipose_ray.cli import entry
 from unipose_ray.config import load_config
 from unipose_ray.data.geometry import BOX_PADDING, box_center_scale, fix_aspect_ratio
 from unipose_ray.data.records import InstanceRecord, write_records
@@ -43,6 +44,7 @@ def grown_eval_set(eval_set: EvalSet, student_size: tuple[int, int], out: Path) 
     return replace(eval_set, records_path=str(write_records(records, out)), bbox_file=None)
 
 
+@entry
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="demo", help="preset name or YAML of the run")

@@ -13,6 +13,7 @@ import argparse
 import json
 import time
 
+from unipose_ray.cli import entry
 from unipose_ray.data.synthetic import (
     DATASETS,
     SPLITS,
@@ -39,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@entry
 def main(argv: list[str] | None = None) -> SyntheticDataset:
     args = parse_args(argv)
     config = SyntheticConfig(

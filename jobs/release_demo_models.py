@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from unipose_ray.cli import entry
 from unipose_ray.config import PRESETS, DistillConfig, load_config, preset_path
 from unipose_ray.distributed import init_ray
 from unipose_ray.release import MANIFEST_NAME, half_checkpoint, sha256_of, write_manifest
@@ -32,6 +33,7 @@ from unipose_ray.workflow import PreparedData, ensure_backbone, ensure_teachers,
 REPO = Path(__file__).resolve().parents[1]
 
 
+@entry
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="demo_models", help=f"a preset ({', '.join(PRESETS)}) or YAML")

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from unipose_ray.cli import entry
 from unipose_ray.config import PRESETS, load_config
-from unipose_ray.distributed import init_ray
-from unipose_ray.ray_output import quiet_ray_data
-from unipose_ray.sweep_run import SweepInterrupted, run_sweep
+from unipose_ray.preflight import check_inputs, check_sweep
+from unipose_ray.resume import check_resume
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,11 +32,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI "
                         "or a SQLite store in --output-dir)")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    parser.add_argument("--resume-anyway", action="store_true",
+                        help="resume a sweep although its settings changed (see the refusal)")
     parser.add_argument("overrides", nargs="*",
                         help="config overrides, e.g. sweep.sizes=[t,s] sweep.search=grid")
     return parser.parse_args(argv)
 
 
+@entry
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     overrides = list(args.overrides)
@@ -45,6 +48,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.tracking_uri:
         overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
     config = load_config(args.config, overrides)
+    check_sweep(config)
+    check_inputs(config, sweep=True)
+    check_resume(config, args.output_dir, anyway=args.resume_anyway)
+
+    from unipose_ray.distributed import init_ray  # noqa: PLC0415 (seconds: after the checks)
+    from unipose_ray.ray_output import quiet_ray_data  # noqa: PLC0415
+    from unipose_ray.sweep_run import SweepInterrupted, run_sweep  # noqa: PLC0415
+
     init_ray(args.address)
     quiet_ray_data()
     try:

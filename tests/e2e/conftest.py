@@ -107,6 +107,7 @@ class Comparison:
             artifact folder.
         joint_state: the joint student's final training state (its last checkpoint's
             ``state.pt``): the uninterrupted run ``test_training.py``'s killed run ends as.
+        argv: the job's command line.
     """
 
     config: DistillConfig
@@ -116,6 +117,7 @@ class Comparison:
     tracking_uri: str
     artifacts: Path
     joint_state: dict
+    argv: list[str]
 
 
 COMPARISON = ["pretrain.epochs=1", "pretrain.cpus_per_worker=1", "teacher_epochs=1",
@@ -123,24 +125,25 @@ COMPARISON = ["pretrain.epochs=1", "pretrain.cpus_per_worker=1", "teacher_epochs
 
 
 @pytest.fixture(scope="session")
-def comparison(ray_cluster, tiny, mlflow_server, tmp_path_factory) -> Comparison:
-    """``demo_self_trained`` end to end (``run_distill``): a pretrained backbone, two teachers
-    trained here, the joint student and the distilled student (online teacher services)
-    side by side, the table and the claim, tracked on a real ``mlflow server``."""
-    from unipose_ray.distill import run_distill
+def comparison(ray_cluster, tiny, mlflow_server, tmp_path_factory, load_job) -> Comparison:
+    """``jobs/distill.py --config demo_self_trained`` end to end: a pretrained backbone, two
+    teachers trained here, the joint student and the distilled student (online teacher
+    services) side by side, the table and the claim, tracked on a real ``mlflow server``."""
     from unipose_ray.workflow import ensure_backbone, prepare_data
 
     uri, artifacts = mlflow_server
     out = tmp_path_factory.mktemp("comparison")
     config = load_config("demo_self_trained", [*tiny, *COMPARISON, f"tracking.tracking_uri={uri}"])
+    argv = ["--config", "demo_self_trained", "--output-dir", str(out), "--tracking-uri", uri,
+            *tiny, *COMPARISON]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        results = run_distill(config, out)
+        results = load_job("distill").main(argv)
     config, data = prepare_data(config, out)
     config = ensure_backbone(config, data, out)  # the pretrained one, reused
     joint = f"{config.run.name}_joint"
     return Comparison(config, out, results, printed.getvalue(), uri, artifacts,
-                      final_state(out / "models" / joint, joint))
+                      final_state(out / "models" / joint, joint), argv)
 
 
 @pytest.fixture(scope="session")

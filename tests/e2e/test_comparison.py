@@ -146,3 +146,16 @@ def test_every_model_is_an_mmpose_model_and_the_backbone_is_trained_once(compari
         config.student, backbone_checkpoint=None)), comparison.out)
     assert ensure_backbone(again, data, comparison.out).student.backbone_checkpoint == str(path)
     assert path.stat().st_mtime_ns == written  # reused, not trained again
+
+
+def test_the_finished_comparison_started_again_with_another_weight_is_refused(
+        comparison, load_job, capsys):
+    """The silent wrong result of issue 25: a finished run resumed with other weights
+    trained nothing and reported the old table as the new settings'."""
+    results = json.loads((comparison.out / "results.json").read_text())
+    with pytest.raises(SystemExit) as refused:
+        load_job("distill").main([*comparison.argv, "loss.w_gt=0.9"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "  loss.w_gt: 0.45 -> 0.9\n" in err and "--resume-anyway" in err
+    assert json.loads((comparison.out / "results.json").read_text()) == results  # untouched
