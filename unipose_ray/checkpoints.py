@@ -2,8 +2,9 @@
 
 Checkpoints are read with ``torch.load(weights_only=True)`` plus a short allow-list
 (numpy arrays/scalars/dtypes and mmengine's ``HistoryBuffer``, which OpenMMLab training
-checkpoints carry in ``meta``/``message_hub``). Anything else is refused unless the caller
-opts in with ``trust_checkpoint=True``.
+checkpoints carry in ``meta``/``message_hub``). A file that holds other pickled objects is
+refused unless the caller opts in with ``trust_checkpoint=True``; a file that is not a
+checkpoint at all (another kind of file, a truncated copy) is refused as such.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import os
 import pickle
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,11 +22,18 @@ import numpy as np
 import numpy.dtypes
 import torch
 
+from unipose_ray.cli import InputError, UsageError
+
 if TYPE_CHECKING:
     from unipose_ray.models import FrozenTeacher, PoseModel
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read safely or does not fit the model."""
+TRUST_ARGUMENT = "trust_checkpoint=True"
+"""How :func:`read_checkpoint`'s callers in Python opt in; a job passes its own name for
+the option (``--trust-checkpoint``, ``teachers.0.trust_checkpoint=true``) as ``trust_hint``."""
+
+
+class CheckpointError(UsageError, RuntimeError):
+    """A checkpoint that is not one, cannot be read safely or does not fit the model."""
 
 
 _STATISTICS = ("min", "max", "current", "mean")
@@ -72,40 +81,102 @@ def checkpoint_safe_globals() -> Iterator[None]:
         yield
 
 
-def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False) -> dict:
+def read_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = False,
+                    trust_hint: str = TRUST_ARGUMENT) -> dict:
     """Load a checkpoint file onto the CPU, safely unless ``trust_checkpoint``.
 
     A file in a release folder is checked against its manifest first.
+
+    Args:
+        trust_hint: how the caller's user sets ``trust_checkpoint``, named in the error
+            when the file holds objects that only a trusted load reads.
+
+    Raises:
+        InputError: no such file.
+        CheckpointError: not a PyTorch checkpoint, or (not trusted) one holding pickled
+            objects beyond the allow-list.
     """
     from unipose_ray.release import verify_released  # noqa: PLC0415
 
+    if not Path(path).is_file():
+        raise InputError(f"checkpoint {path} does not exist")
     verify_released(path)
+    check_checkpoint_format(path)
     if trust_checkpoint:
         return torch.load(path, map_location="cpu", weights_only=False)
     try:
         with checkpoint_safe_globals():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # noqa: BLE001 - only used to improve the message
-            unsafe = []
-        allowed = {"numpy", "mmengine.logging.history_buffer", "builtins.getattr"}
-        unexpected = [g for g in unsafe if not any(g.startswith(a) for a in allowed)]
+        unexpected = _unsafe_globals(path)
+        if not unexpected:  # refused for another reason: torch's own error says which
+            raise
         raise CheckpointError(
-            f"refusing to unpickle {path}: it holds Python objects outside the safe "
-            f"allow-list (tensors, numpy arrays/scalars, mmengine HistoryBuffer): "
-            f"{unexpected or unsafe}. Unpickling them can run arbitrary code. If you trust "
-            f"the file, pass trust_checkpoint=True. Detail: {str(err).splitlines()[-1]}"
-        ) from err
+            f"{path} holds pickled Python objects that the safe loader does not read "
+            f"(it reads tensors, numpy arrays/scalars and mmengine's HistoryBuffer): "
+            f"{', '.join(unexpected)}. Unpickling them can run arbitrary code; if you trust "
+            f"the file and where it came from, load it with {trust_hint}") from err
 
 
-def extract_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
+_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+"""The first bytes of a file ``torch.save`` wrote before PyTorch 1.6 (its magic number)."""
+
+
+def check_checkpoint_format(path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is laid out as ``torch.save`` writes:
+    a zip archive holding a ``data.pkl`` (PyTorch >= 1.6), or the older pickle format.
+
+    Reads the first bytes and the zip directory only: a truncated archive has lost its
+    directory, which sits at the end.
+    """
+    with open(path, "rb") as file:
+        head = file.read(len(_LEGACY_MAGIC))
+    if head.startswith(_LEGACY_MAGIC):
+        return
+    if not head:
+        problem = "the file is empty"
+    elif not head.startswith(b"PK\x03\x04"):
+        problem = ("neither the zip archive torch.save writes nor its pre-1.6 format: another "
+                   "kind of file?")
+    else:
+        problem = _zip_problem(path)
+        if problem is None:
+            return
+    raise CheckpointError(f"{path} is not a PyTorch checkpoint ({problem}); pass the .pth "
+                          "file that torch.save, MMPose or a run of this project wrote")
+
+
+def _zip_problem(path: str | os.PathLike) -> str | None:
+    """What keeps a zip file from being a ``torch.save`` archive, or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return ("a zip archive whose end is missing or damaged: a truncated copy or an "
+                "interrupted download?")
+    if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        return "a zip archive without the data.pkl that torch.save writes"
+    return None
+
+
+def _unsafe_globals(path: str | os.PathLike) -> list[str]:
+    """The pickled classes and functions of a zip checkpoint outside torch's and this
+    module's allow-lists, by name (none found for a pre-1.6 file: torch cannot list them)."""
+    if not zipfile.is_zipfile(path):
+        return []
+    with checkpoint_safe_globals():
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+
+
+def extract_state_dict(checkpoint: Any, source: str = "the checkpoint"
+                       ) -> dict[str, torch.Tensor]:
     """The model weights of a checkpoint dict: under ``'state_dict'`` or top-level,
-    without a DataParallel/DDP ``module.`` prefix."""
-    state = checkpoint.get("state_dict", checkpoint)
+    without a DataParallel/DDP ``module.`` prefix. ``source`` names it in errors."""
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(state, Mapping) or not state:
-        raise CheckpointError("the checkpoint has no state_dict (an empty or non-dict one)")
+        found = "an empty one" if isinstance(state, Mapping) else type(checkpoint).__name__
+        raise CheckpointError(f"{source} holds no state_dict of tensors ({found}): not a model "
+                              "checkpoint?")
     out = {}
     for key, value in state.items():
         out[key.removeprefix("module.")] = value
@@ -113,7 +184,8 @@ def extract_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
 
 
 def check_state_dict(
-    model_state: Mapping[str, torch.Tensor], ckpt_state: Mapping[str, torch.Tensor]
+    model_state: Mapping[str, torch.Tensor], ckpt_state: Mapping[str, torch.Tensor],
+    model_name: str = "the model",
 ) -> None:
     """Raise :class:`CheckpointError` naming every missing, unexpected or misshapen tensor."""
     missing = [k for k in model_state if k not in ckpt_state]
@@ -125,7 +197,7 @@ def check_state_dict(
     ]
     if not (missing or unexpected or mismatched):
         return
-    lines = ["the checkpoint does not fit the model:"]
+    lines = [f"the checkpoint does not fit {model_name}:"]
     if mismatched:
         lines.append("shape mismatches (a different keypoint count or input size?):")
         lines += [f"  {m}" for m in mismatched]
@@ -136,20 +208,28 @@ def check_state_dict(
     raise CheckpointError("\n".join(lines))
 
 
-def load_weights(model: PoseModel, path: str | os.PathLike, trust_checkpoint: bool = False) -> dict:
-    """Load an MMPose checkpoint into ``model`` (strictly); return the checkpoint's ``meta``."""
-    checkpoint = read_checkpoint(path, trust_checkpoint)
-    state = extract_state_dict(checkpoint)
+def load_weights(model: PoseModel, path: str | os.PathLike, trust_checkpoint: bool = False,
+                 trust_hint: str = TRUST_ARGUMENT, model_name: str = "the model") -> dict:
+    """Load an MMPose checkpoint into ``model`` (strictly); return the checkpoint's ``meta``.
+
+    ``trust_hint``: see :func:`read_checkpoint`; ``model_name`` names the model in errors.
+    """
+    checkpoint = read_checkpoint(path, trust_checkpoint, trust_hint)
+    state = extract_state_dict(checkpoint, str(path))
     estimator = model.estimator
-    check_state_dict(estimator.state_dict(), state)
+    try:
+        check_state_dict(estimator.state_dict(), state, model_name)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     estimator.load_state_dict(state, strict=True)
-    meta = checkpoint.get("meta", {}) if isinstance(checkpoint, Mapping) else {}
+    meta = checkpoint.get("meta") or {}
     if "dataset_meta" in meta:
         estimator.dataset_meta = meta["dataset_meta"]
     return meta
 
 
-def load_backbone(model: PoseModel, path: str | os.PathLike, trust_checkpoint: bool = False) -> None:
+def load_backbone(model: PoseModel, path: str | os.PathLike, trust_checkpoint: bool = False,
+                  trust_hint: str = TRUST_ARGUMENT) -> None:
     """Initialise ``model``'s backbone from the ``backbone.*`` tensors of a checkpoint.
 
     What RTMPose configs do with ``init_cfg=dict(type='Pretrained', prefix='backbone.',
@@ -157,7 +237,7 @@ def load_backbone(model: PoseModel, path: str | os.PathLike, trust_checkpoint: b
     are whole pose models, so any MMPose checkpoint of the same backbone fits; the head
     stays freshly initialised. Strict: every backbone tensor must be there, same shape.
     """
-    state = extract_state_dict(read_checkpoint(path, trust_checkpoint))
+    state = extract_state_dict(read_checkpoint(path, trust_checkpoint, trust_hint), str(path))
     backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     if not backbone:
         raise CheckpointError(f"{path} has no 'backbone.*' tensors: not an MMPose pose model or "
@@ -223,15 +303,15 @@ def model_config_for(checkpoint: str | os.PathLike, config: str | os.PathLike | 
     ``model_config.py`` a run of this project wrote beside it.
 
     Raises:
-        FileNotFoundError: the checkpoint or the config is missing, with what to pass.
+        InputError: the checkpoint or the config is missing, with what to pass.
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+        raise InputError(f"checkpoint {checkpoint} does not exist")
     path = Path(config) if config is not None else checkpoint.parent / MODEL_CONFIG_NAME
     if not path.is_file():
         hint = ("" if config is not None else
                 f" (no --config given, and no {MODEL_CONFIG_NAME} beside the checkpoint as a "
                 "run of this project writes it); pass the model's MMPose config with --config")
-        raise FileNotFoundError(f"model config {path} does not exist{hint}")
+        raise InputError(f"model config {path} does not exist{hint}")
     return path

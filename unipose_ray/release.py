@@ -22,10 +22,12 @@ from typing import Any
 
 import torch
 
+from unipose_ray.cli import InputError
+
 MANIFEST_NAME = "manifest.json"
 
 
-class ReleaseError(ValueError):
+class ReleaseError(InputError, ValueError):
     """A released file does not match its manifest."""
 
 

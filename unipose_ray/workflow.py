@@ -21,18 +21,18 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from unipose_ray.config import DistillConfig, TeacherConfig
+from unipose_ray.checkpoints import load_backbone
 from unipose_ray.cli import InputError
+from unipose_ray.config import DistillConfig, TeacherConfig
 from unipose_ray.config_io import ConfigError, build
 from unipose_ray.data.records import read_records, write_records
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
 from unipose_ray.distributed import print0
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
-from unipose_ray.checkpoints import load_backbone
 from unipose_ray.models import PoseModelSpec, build_from_config, build_teacher
+from unipose_ray.paths import resolve_path
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.teachers.service import StudentGrid, start_teachers, stop_teachers
-from unipose_ray.paths import resolve_path
 from unipose_ray.tracking import RunTracker, resolve_tracking_uri
 from unipose_ray.train.driver import export_best, run_training, uses_cache
 from unipose_ray.train.job import TrainJob, build_student
@@ -133,13 +133,14 @@ def check_teachers(config: DistillConfig) -> dict[str, PoseModelSpec]:
     Expects :func:`resolve_teachers`' paths.
     """
     specs = {}
-    for teacher in config.teachers:
+    for i, teacher in enumerate(config.teachers):
         for what in ("config", "checkpoint"):
             path = getattr(teacher, what)
             if path is None or not Path(path).is_file():
                 raise InputError(f"teacher '{teacher.name}': {what} {path} does not exist")
         model = build_teacher(teacher.config, teacher.checkpoint,
-                              trust_checkpoint=teacher.trust_checkpoint)
+                              trust_checkpoint=teacher.trust_checkpoint,
+                              trust_hint=f"teachers.{i}.trust_checkpoint=true")
         expected = KEYPOINT_SETS[teacher.dataset].num_keypoints
         if model.spec.num_keypoints != expected:
             raise ConfigError(f"teacher '{teacher.name}' ({teacher.checkpoint}) predicts "

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from unipose_ray.checkpoints import load_weights, plain_values
+from unipose_ray.checkpoints import TRUST_ARGUMENT, load_weights, plain_values
+from unipose_ray.cli import UsageError
 from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.models.pose_model import (
     IMAGENET_MEAN,
@@ -20,6 +21,10 @@ from unipose_ray.models.pose_model import (
     PoseModelSpec,
 )
 from unipose_ray.models.rtmpose import build_estimator, init_weights_quietly, rtmpose_model_cfg
+
+
+class ModelConfigError(UsageError, ValueError):
+    """An MMPose config of a model this project does not run (not a SimCC pose model)."""
 
 
 def load_mmpose_config(config_path: str | os.PathLike) -> Any:
@@ -56,10 +61,15 @@ def _replace_syncbn(node: Any) -> Any:
 
 
 def spec_from_config(cfg: Any) -> PoseModelSpec:
-    """The :class:`PoseModelSpec` of an MMPose SimCC model config (``cfg.model.head``)."""
+    """The :class:`PoseModelSpec` of an MMPose SimCC model config (``cfg.model.head``).
+
+    Raises:
+        ModelConfigError: the head is not a SimCC head.
+    """
     head = cfg.model.head
     if "simcc_split_ratio" not in head:
-        raise ValueError(f"the config's head ({head.get('type')}) is not a SimCC head")
+        raise ModelConfigError(f"the config's head ({head.get('type')}) is not a SimCC head: "
+                               "pass the config of an RTMPose-style model (RTMCCHead)")
     return PoseModelSpec(
         num_keypoints=int(head.out_channels),
         input_size=tuple(int(s) for s in head.input_size),
@@ -74,6 +84,7 @@ def build_from_config(
     checkpoint_path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     trust_checkpoint: bool = False,
+    trust_hint: str = TRUST_ARGUMENT,
 ) -> PoseModel:
     """Build the model of a real MMPose config file, optionally loading a checkpoint.
 
@@ -84,9 +95,13 @@ def build_from_config(
         device: where the model goes.
         trust_checkpoint: unpickle the checkpoint without restrictions. Only for files you
             trust: it can execute arbitrary code.
+        trust_hint: how the caller's user sets ``trust_checkpoint`` (``--trust-checkpoint``,
+            ``teachers.0.trust_checkpoint=true``), named when a file needs it.
 
     Raises:
-        CheckpointError: unreadable safely, or tensors that do not fit the config.
+        InputError: no such checkpoint.
+        CheckpointError: not a checkpoint, unreadable safely, or tensors that do not fit
+            the config.
     """
     cfg = load_mmpose_config(config_path)
     estimator = build_estimator(cfg.model)
@@ -103,7 +118,8 @@ def build_from_config(
         rgb_to_bgr=not preprocessor.get("bgr_to_rgb", False),
     )
     if checkpoint_path is not None:
-        load_weights(model, checkpoint_path, trust_checkpoint=trust_checkpoint)
+        load_weights(model, checkpoint_path, trust_checkpoint, trust_hint,
+                     model_name=f"the model of {config_path}")
     return model.to(device)
 
 
@@ -112,9 +128,11 @@ def build_teacher(
     checkpoint_path: str | os.PathLike | None,
     device: str | torch.device = "cpu",
     trust_checkpoint: bool = False,
+    trust_hint: str = TRUST_ARGUMENT,
 ) -> FrozenTeacher:
     """:func:`build_from_config`, frozen (see :class:`FrozenTeacher`)."""
-    return FrozenTeacher(build_from_config(config_path, checkpoint_path, device, trust_checkpoint))
+    return FrozenTeacher(build_from_config(config_path, checkpoint_path, device, trust_checkpoint,
+                                           trust_hint))
 
 
 def write_mmpose_config(model: PoseModel, size: str, path: str | os.PathLike,
