@@ -1,16 +1,23 @@
 """Evaluate one MMPose-format checkpoint on COCO and MPII: the cross-dataset table.
 
-    python jobs/evaluate.py --config rtmpose-t_unified.py --checkpoint best.pth \\
+    python jobs/evaluate.py --checkpoint runs/demo/models/demo/best.pth \\
         --coco-ann person_keypoints_val2017.json --coco-img-dir val2017 \\
         --mpii-ann mpii_val.json --mpii-img-dir images --mpii-headbox-file mpii_gt_val.mat \\
         --output table.json
+    python jobs/evaluate.py --checkpoint rtmpose-m.pth --config rtmpose-m_coco.py \\
+        --coco-ann person_keypoints_val2017.json --coco-img-dir val2017
+
+Without ``--config`` the ``model_config.py`` a run of this project writes beside its
+``best.pth`` is used. The table's row is named after the checkpoint (its folder and file
+name) and has the demo's columns.
 
 The model may be a 21-keypoint unified student or a 17-keypoint COCO / 16-keypoint MPII
 teacher: its keypoint set follows from its keypoint count, and joints it does not predict
 count as misses. Predictions are MMPose's: the same crops, flip test as the config's
 ``test_cfg`` (``--no-flip-test`` to switch it off), and with ``--bbox-file`` the person
-detections MMPose's published COCO numbers use instead of the GT boxes. ``--output`` writes the metrics as flat JSON (``coco_AP``, ``mpii_PCKh``,
-``mpii_PCKh@0.1``, ``unified_AP``, ``score``, ...; NaN is written as ``null``).
+detections MMPose's published COCO numbers use instead of the GT boxes. ``--output`` writes
+the metrics as flat JSON (``coco_AP``, ``mpii_PCKh``, ``mpii_PCKh@0.1``, ``unified_AP``,
+``score``, ...; NaN is written as ``null``).
 """
 
 from __future__ import annotations
@@ -23,16 +30,24 @@ from pathlib import Path
 
 import torch
 
+from unipose_ray.checkpoints import model_config_for
+from unipose_ray.cli import InputError, UsageError, entry
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
-from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
+from unipose_ray.evaluation.cross_dataset import (
+    TRANSFER_COLUMNS,
+    EvalSet,
+    evaluate_model,
+    format_table,
+)
+from unipose_ray.inference import check_device, keypoint_set_for
 from unipose_ray.models import build_from_config
-from unipose_ray.skeleton import keypoint_set_of
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True, help="MMPose model config (.py)")
     parser.add_argument("--checkpoint", type=Path, required=True, help="MMPose checkpoint (.pth)")
+    parser.add_argument("--config", type=Path,
+                        help="its MMPose model config (.py); default: model_config.py beside it")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="unpickle the checkpoint without restrictions (trusted files only)")
     parser.add_argument("--coco-ann", type=Path, help="COCO person-keypoints val file (17 joints)")
@@ -60,19 +75,33 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
                         help="evaluate the first N instances of each set (whole images; 0: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", type=Path, help="write the metrics to this JSON file")
-    return parser, parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+PATH_FLAGS = ("coco_ann", "coco_img_dir", "coco_unified_ann", "bbox_file", "mpii_ann",
+              "mpii_img_dir", "mpii_headbox_file", "mpii_unified_ann")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Every file or folder named on the command line that does not exist, in one error."""
+    missing = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in PATH_FLAGS
+               if getattr(args, name) is not None and not getattr(args, name).exists()]
+    if missing:
+        verb = "does" if len(missing) == 1 else "do"
+        raise InputError(f"{', '.join(missing)} {verb} not exist")
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The validation files named on the command line (at least one dataset).
 
     Raises:
-        ValueError: no dataset, or an annotation file without its image folder.
-        FileNotFoundError: a named file or folder that does not exist.
+        UsageError: no dataset, or an annotation file without its image folder.
+        InputError: a named file or folder that does not exist.
     """
+    check_paths(args)
     splits = {}
     if args.bbox_file is not None and args.coco_ann is None:
-        raise ValueError("--bbox-file holds COCO person detections: pass --coco-ann and "
+        raise UsageError("--bbox-file holds COCO person detections: pass --coco-ann and "
                          "--coco-img-dir too")
     for dataset, extra in (("coco", {"bbox_file": args.bbox_file}),
                            ("mpii", {"headbox_file": args.mpii_headbox_file})):
@@ -82,29 +111,38 @@ def data_config(args: argparse.Namespace) -> DataConfig:
         if not any(v is not None for v in given):
             continue
         if ann is None or img_dir is None:
-            raise ValueError(f"--{dataset}-ann and --{dataset}-img-dir go together; "
+            raise UsageError(f"--{dataset}-ann and --{dataset}-img-dir go together; "
                              f"pass both to evaluate on {dataset.upper()}")
         splits[f"{dataset}_val"] = DatasetFiles(
             str(ann), str(img_dir), unified_ann_file=None if unified is None else str(unified),
             **{k: None if v is None else str(v) for k, v in extra.items()},
             **({"bbox_score_thr": args.bbox_score_thr} if dataset == "coco" else {}))
     if not splits:
-        raise ValueError("name at least one validation set: --coco-ann/--coco-img-dir "
+        raise UsageError("name at least one validation set: --coco-ann/--coco-img-dir "
                          "and/or --mpii-ann/--mpii-img-dir")
     config = DataConfig(**splits)
     config.check()
     return config
 
 
+def row_name(checkpoint: Path) -> str:
+    """The table row of a checkpoint: its folder and file name (``demo/best.pth``), so that
+    two runs' ``best.pth`` stay apart."""
+    folder = checkpoint.parent.name
+    return f"{folder}/{checkpoint.name}" if folder else checkpoint.name
+
+
+@entry
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser, args = parse_args(argv)
-    try:
-        for what in ("config", "checkpoint"):
-            if not getattr(args, what).is_file():
-                raise FileNotFoundError(f"--{what} {getattr(args, what)} does not exist")
-        data = data_config(args)
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+    args = parse_args(argv)
+    config = model_config_for(args.checkpoint, args.config)
+    device = check_device(args.device)
+    data = data_config(args)
+    model = build_from_config(config, args.checkpoint, device=device,
+                              trust_checkpoint=args.trust_checkpoint,
+                              trust_hint="--trust-checkpoint")
+    keypoint_set = keypoint_set_for(model.spec.num_keypoints, str(args.checkpoint))
+    flip_test = model.spec.flip_test if args.flip_test is None else args.flip_test
 
     with tempfile.TemporaryDirectory(prefix="unipose_eval_") as tmp:
         paths = prepare_records(data, tmp)
@@ -114,19 +152,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     bbox_file=files.bbox_file, bbox_score_thr=files.bbox_score_thr)
             for name, files in data.splits().items()
         ]
-        model = build_from_config(args.config, args.checkpoint, device=args.device,
-                                  trust_checkpoint=args.trust_checkpoint)
-        keypoint_set = keypoint_set_of(model.spec.num_keypoints)
-        flip_test = model.spec.flip_test if args.flip_test is None else args.flip_test
         boxes = f"detections of {args.bbox_file.name}" if args.bbox_file else "GT boxes"
-        print(f"{args.checkpoint}: {keypoint_set} keypoints ({model.spec.num_keypoints}), "
-              f"input {model.spec.input_size}, flip test {'on' if flip_test else 'off'}, "
-              f"on {', '.join(s.name for s in eval_sets)} ({boxes})")
+        print(f"{args.checkpoint} ({config.name}): {keypoint_set} keypoints "
+              f"({model.spec.num_keypoints}), input {model.spec.input_size}, flip test "
+              f"{'on' if flip_test else 'off'}, on {', '.join(s.name for s in eval_sets)} "
+              f"({boxes})")
         metrics = evaluate_model(model, keypoint_set, model.spec.codec, eval_sets,
-                                 batch_size=args.batch_size, device=args.device,
+                                 batch_size=args.batch_size, device=device,
                                  flip_test=flip_test)
 
-    print(format_table({args.config.stem: metrics}))
+    print(format_table({row_name(args.checkpoint): metrics}, TRANSFER_COLUMNS))
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         plain = {k: None if math.isnan(v) else v for k, v in metrics.items()}

@@ -2,17 +2,18 @@
 
     python jobs/export.py --checkpoint runs/demo/student/best.pth --out student.onnx
     python jobs/export.py --checkpoint rtmpose-m_coco.pth \\
-        --config rtmpose-m_8xb256-420e_coco-256x192.py --out rtmpose-m.onnx
+        --config rtmpose-m_8xb256-420e_coco-256x192.py --out rtmpose-m.onnx \\
+        --check-images val2017_sample/
 
 Without ``--config`` the checkpoint's ``model_config.py`` (written beside it by a run of this
 project) is used. The file takes normalised ``(B, 3, H, W)`` crops and returns ``simcc_x``,
 ``simcc_y``; its metadata carries input size, SimCC settings, keypoint names, mean/std and
 channel order (see :mod:`unipose_ray.export`). After writing it, the job runs the file with
-onnxruntime and the model with PyTorch on the same crops: the person crops of
-``--check-images`` (a folder with images and a COCO person-keypoints file; by default the
-project's ``../shared/data/real_samples/coco`` when it is there), or seeded random images
-with ``--check-images none``. It fails, and removes the file, when the logits differ by more
-than ``--atol`` or the decoded keypoints differ.
+onnxruntime and the model with PyTorch on the same crops: by default person crops of
+generated images (:mod:`unipose_ray.data.synthetic`, drawn in memory), with
+``--check-images DIR`` the person crops of a folder of images with a COCO person-keypoints
+file, with ``--check-images none`` seeded random images. It fails, and removes the file,
+when the logits differ by more than ``--atol`` or the decoded keypoints differ.
 """
 
 from __future__ import annotations
@@ -23,22 +24,24 @@ from pathlib import Path
 
 import torch
 
-from unipose_ray.checkpoints import CheckpointError, model_config_for
+from unipose_ray.checkpoints import model_config_for
+from unipose_ray.cli import InputError, UsageError, entry
 from unipose_ray.export import OnnxPoseModel, export_onnx
 from unipose_ray.export_check import (
     DEFAULT_ATOL,
     ExportCheck,
     coco_file_in,
     compare_with_pytorch,
+    generated_crops,
     person_crops,
 )
 from unipose_ray.models import PoseModelSpec, build_from_config
 
-REAL_SAMPLES_COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_samples" / "coco"
-"""The default check images: the real COCO samples beside the project, when present."""
+RANDOM_IMAGES = "none"
+"""``--check-images none``: seeded random images instead of person crops."""
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="MMPose checkpoint (.pth)")
     parser.add_argument("--config", type=Path,
@@ -48,41 +51,44 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
                         help="unpickle the checkpoint without restrictions (trusted files only)")
     parser.add_argument("--check-images", default=None, metavar="DIR_OR_NONE",
                         help="folder of images + COCO person-keypoints file to check on, or "
-                             f"'none' for random images (default: {REAL_SAMPLES_COCO} if it "
-                             "exists, else random images)")
+                             f"'{RANDOM_IMAGES}' for random images (default: person crops of "
+                             "generated images)")
     parser.add_argument("--max-crops", type=int, default=16, help="crops (or images) checked")
     parser.add_argument("--atol", type=float, default=DEFAULT_ATOL,
                         help="largest |ONNX - PyTorch| logit difference accepted")
-    return parser, parser.parse_args(argv)
+    return parser.parse_args(argv)
 
 
 def check_folder(value: str | None) -> Path | None:
-    """The folder to crop check images from, or None for random images.
+    """The folder to crop check images from; None for generated or random images.
 
     Raises:
-        FileNotFoundError: a named folder that is missing or has no COCO file.
+        InputError: a named folder that is missing or has no COCO file.
     """
-    if value is None:
-        return REAL_SAMPLES_COCO if REAL_SAMPLES_COCO.is_dir() else None
-    if value.lower() == "none":
+    if value is None or value.lower() == RANDOM_IMAGES:
         return None
     folder = Path(value)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--check-images {folder} is not a folder (pass a folder of "
-                                "images with a COCO person-keypoints file, or 'none')")
+        raise InputError(f"--check-images {folder} is not a folder (pass a folder of images "
+                         f"with a COCO person-keypoints file, or '{RANDOM_IMAGES}')")
     coco_file_in(folder)
     return folder
 
 
-def check_images(folder: Path | None, spec: PoseModelSpec, count: int) -> tuple[torch.Tensor, str]:
-    """``(N, 3, H, W)`` uint8 RGB images at the model's input size, and where they come from."""
+def check_images(folder: Path | None, random_images: bool, spec: PoseModelSpec, count: int
+                 ) -> tuple[torch.Tensor, str]:
+    """``(N, 3, H, W)`` uint8 RGB images at the model's input size, and where they come
+    from: the person crops of ``folder``, random images, else generated person crops."""
     if folder is not None:
         crops = person_crops(folder, spec, limit=count)
-        return crops, f"{len(crops)} real person crops from {folder}"
-    w, h = spec.input_size
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (count, 3, h, w), dtype=torch.uint8, generator=generator)
-    return images, f"{count} random images (no real images to crop)"
+        return crops, f"{len(crops)} person crops from {folder}"
+    if random_images:
+        w, h = spec.input_size
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (count, 3, h, w), dtype=torch.uint8, generator=generator)
+        return images, f"{count} random images (--check-images {RANDOM_IMAGES})"
+    crops = generated_crops(spec, limit=count)
+    return crops, f"{len(crops)} person crops of generated images (unipose_ray.data.synthetic)"
 
 
 def report(check: ExportCheck, atol: float) -> str:
@@ -100,30 +106,32 @@ def report(check: ExportCheck, atol: float) -> str:
             f"check {'OK' if check.passed(atol) else 'FAILED'}")
 
 
-def main(argv: list[str] | None = None) -> ExportCheck:
-    parser, args = parse_args(argv)
+def make_out_folder(out: Path) -> None:
     try:
-        config = model_config_for(args.checkpoint, args.config)
-        folder = check_folder(args.check_images)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except FileNotFoundError as err:
-        parser.error(str(err))
-    except OSError as err:
-        parser.error(f"cannot create the folder of --out {args.out}: {err}")
-    if args.max_crops < 1:
-        parser.error(f"--max-crops must be >= 1, got {args.max_crops}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission: the path given is wrong
+        raise UsageError(f"cannot create the folder of --out {out}: {err}") from None
 
-    try:
-        model = build_from_config(config, args.checkpoint, trust_checkpoint=args.trust_checkpoint)
-    except CheckpointError as err:
-        parser.error(f"{args.checkpoint} with config {config}: {err}")
+
+@entry
+def main(argv: list[str] | None = None) -> ExportCheck:
+    args = parse_args(argv)
+    if args.max_crops < 1:
+        raise UsageError(f"--max-crops must be >= 1, got {args.max_crops}")
+    config = model_config_for(args.checkpoint, args.config)
+    folder = check_folder(args.check_images)
+    random_images = folder is None and args.check_images is not None
+    make_out_folder(args.out)
+
+    model = build_from_config(config, args.checkpoint, trust_checkpoint=args.trust_checkpoint,
+                              trust_hint="--trust-checkpoint")
     spec = model.spec
     print(f"{args.checkpoint} ({config.name}): {spec.num_keypoints} keypoints, input "
           f"{spec.input_size}, SimCC bins {spec.simcc_bins}")
     export_onnx(model, args.out)
     print(f"wrote {args.out}")
 
-    images, source = check_images(folder, spec, args.max_crops)
+    images, source = check_images(folder, random_images, spec, args.max_crops)
     print(f"checking on {source}")
     check = compare_with_pytorch(model, OnnxPoseModel(args.out), images)
     print(report(check, args.atol))

@@ -8,13 +8,19 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from unipose_ray.checkpoints import save_checkpoint
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import write_records
 from unipose_ray.data.synthetic import SyntheticDataset
 from unipose_ray.data.transforms import CodecConfig
-from unipose_ray.evaluation.cross_dataset import HEADLINE, EvalSet, evaluate_model
+from unipose_ray.evaluation.cross_dataset import (
+    HEADLINE,
+    TRANSFER_COLUMNS,
+    EvalSet,
+    evaluate_model,
+)
 from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.models import build_from_config, build_rtmpose, write_mmpose_config
 from unipose_ray.skeleton import UNIFIED
@@ -82,15 +88,17 @@ def _assert_json_equals(path: Path, metrics: dict) -> None:
             assert written[name] == pytest.approx(value, abs=1e-9), name
 
 
-def test_unified_student_checkpoint(job, data, tmp_path, monkeypatch, capsys):
+def test_unified_student_of_a_run(job, data, tmp_path, monkeypatch, capsys):
+    """A run's best.pth, its model_config.py beside it (no --config), as predict and export
+    take it; the row is named after the run's folder and the file."""
     model = build_rtmpose("t", UNIFIED.num_keypoints, input_size=(256, 256))
-    config = write_mmpose_config(model, "t", tmp_path / "student.py")
-    checkpoint = save_checkpoint(model, tmp_path / "student.pth")
+    write_mmpose_config(model, "t", tmp_path / "student" / "model_config.py")
+    checkpoint = save_checkpoint(model, tmp_path / "student" / "best.pth")
     output = tmp_path / "out" / "table.json"
     calls = _spy_on_evaluate_model(job, monkeypatch)
 
-    returned = job.main(["--config", str(config), "--checkpoint", str(checkpoint),
-                         *_data_args(data), "--batch-size", "8", "--output", str(output)])
+    returned = job.main(["--checkpoint", str(checkpoint), *_data_args(data), "--batch-size",
+                         "8", "--output", str(output)])
 
     [(spec, dataset, codec, eval_sets, flip_test)] = calls
     assert spec == model.spec and dataset == "unified"
@@ -104,8 +112,12 @@ def test_unified_student_checkpoint(job, data, tmp_path, monkeypatch, capsys):
     assert returned.keys() == expected.keys()
     assert {"unified_AP_coco_domain", "unified_AP_mpii_domain", "mpii_PCKh/head_top"} <= set(expected)
     out = capsys.readouterr().out
-    assert "unified keypoints (21)" in out
-    assert out.count("student ") == 1 and all(name in out for name in HEADLINE)
+    assert "(model_config.py): unified keypoints (21)" in out
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("model "))
+    header, row = lines[at:at + 2]
+    assert header.split() == ["model", *TRANSFER_COLUMNS]  # the demo's table
+    assert row.split()[0] == "student/best.pth" and len(row.split()) == 1 + len(TRANSFER_COLUMNS)
 
 
 def test_coco_teacher_from_the_released_config(job, data, tmp_path, monkeypatch, capsys):
@@ -142,7 +154,7 @@ def test_missing_annotation_file_is_named_before_the_model_is_built(job, data, t
                   "--coco-ann", str(missing), "--coco-img-dir", str(data.coco_val_images)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert str(missing) in err and "does not exist" in err
+    assert err == f"evaluate.py: error: --coco-ann {missing} does not exist\n"
 
 
 @pytest.mark.parametrize(
@@ -151,7 +163,7 @@ def test_missing_annotation_file_is_named_before_the_model_is_built(job, data, t
         ([], "at least one validation set"),
         (["--coco-ann", "{coco_ann}"], "--coco-ann and --coco-img-dir go together"),
         (["--mpii-ann", "{mpii_ann}", "--mpii-img-dir", "{mpii_dir}",
-          "--mpii-headbox-file", "{missing}"], "headbox_file"),
+          "--mpii-headbox-file", "{missing}"], "--mpii-headbox-file"),
     ],
 )
 def test_bad_dataset_arguments_fail_before_the_model(job, data, tmp_path, monkeypatch, capsys,
@@ -176,3 +188,42 @@ def test_missing_checkpoint_is_named(job, data, tmp_path, capsys):
                   "--coco-ann", str(data.coco_val_ann), "--coco-img-dir",
                   str(data.coco_val_images)])
     assert str(missing) in capsys.readouterr().err
+
+
+def _usage_error(job, argv, capsys) -> str:
+    """The one-line message of a user's mistake: exit code 2, on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        job.main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_a_checkpoint_without_config_says_what_to_pass(job, data, tmp_path, monkeypatch,
+                                                      capsys):
+    monkeypatch.setattr(job, "build_from_config", lambda *a, **k: pytest.fail("model built"))
+    checkpoint = save_checkpoint(build_rtmpose("t", UNIFIED.num_keypoints), tmp_path / "m.pth")
+    err = _usage_error(job, ["--checkpoint", str(checkpoint), "--coco-ann",
+                             str(data.coco_val_ann), "--coco-img-dir",
+                             str(data.coco_val_images)], capsys)
+    assert err.startswith(f"evaluate.py: error: model config {tmp_path / 'model_config.py'} "
+                          "does not exist")
+    assert "pass the model's MMPose config with --config" in err
+
+
+def test_cuda_without_a_gpu_is_refused_before_the_model(job, data, tmp_path, monkeypatch,
+                                                       capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(job, "build_from_config", lambda *a, **k: pytest.fail("model built"))
+    model = build_rtmpose("t", UNIFIED.num_keypoints)
+    write_mmpose_config(model, "t", tmp_path / "model_config.py")
+    checkpoint = save_checkpoint(model, tmp_path / "best.pth")
+    err = _usage_error(job, ["--checkpoint", str(checkpoint), "--device", "cuda",
+                             "--coco-ann", str(data.coco_val_ann), "--coco-img-dir",
+                             str(data.coco_val_images)], capsys)
+    assert err == ("evaluate.py: error: --device cuda: PyTorch sees no CUDA GPU on this "
+                   "machine (torch.cuda.is_available() is False); pass --device cpu\n")
+
+
+def test_the_row_is_named_after_the_checkpoint(job):
+    assert job.row_name(Path("outputs/demo/models/demo/best.pth")) == "demo/best.pth"
+    assert job.row_name(Path("rtmpose-m_coco.pth")) == "rtmpose-m_coco.pth"

@@ -32,7 +32,7 @@ from unipose_ray.export import (
     load_pose_model,
     write_model_atomically,
 )
-from unipose_ray.export_check import ExportCheck, coco_file_in, person_crops
+from unipose_ray.export_check import ExportCheck, coco_file_in, generated_crops, person_crops
 from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.models import PoseModel, build_from_config, build_rtmpose, write_mmpose_config
 from unipose_ray.skeleton import COCO, UNIFIED
@@ -352,15 +352,27 @@ def test_person_crops_are_the_validation_crops(real_samples, crops, unified, tmp
 # --- jobs/export.py ------------------------------------------------------------------------
 
 
-def test_export_job_with_the_config_beside_the_checkpoint(export_job, unified, real_samples,
-                                                         tmp_path, capsys):
+def test_generated_crops_are_seeded_people_at_the_input_size(unified):
+    spec = unified.model.spec
+    crops = generated_crops(spec, limit=5)
+    w, h = spec.input_size
+    assert crops.shape == (5, 3, h, w) and crops.dtype == torch.uint8
+    torch.testing.assert_close(crops, generated_crops(spec, limit=5), atol=0, rtol=0)
+    assert len({bytes(c.numpy()) for c in crops}) == 5  # five different people
+    assert all(float(c.float().std()) > 10 for c in crops)  # drawn figures, not flat padding
+
+
+def test_export_job_with_the_config_beside_the_checkpoint(export_job, unified, tmp_path,
+                                                         monkeypatch, capsys):
+    """The default check images are generated: the job reads no folder of its own."""
+    monkeypatch.setattr(export_job, "person_crops", lambda *a, **k: pytest.fail("read a folder"))
     out = tmp_path / "deploy" / "student.onnx"  # the folder is created
 
     check = export_job.main(["--checkpoint", str(unified.checkpoint), "--out", str(out),
                              "--max-crops", "4"])
 
     stdout = capsys.readouterr().out
-    assert f"4 real person crops from {real_samples / 'coco'}" in stdout  # the default
+    assert "4 person crops of generated images" in stdout
     assert "max |logit diff| onnxruntime vs PyTorch" in stdout
     assert "decoded keypoints equal: yes" in stdout and "check OK" in stdout
     assert check.num_images == 4 and check.num_keypoints == 4 * 21 and check.keypoints_equal
@@ -373,7 +385,7 @@ def test_export_job_with_the_config_beside_the_checkpoint(export_job, unified, r
 def test_export_job_with_a_config_and_random_images(coco):
     """The ``coco`` fixture's run: its check only passes if the runner flips the RGB images
     to BGR as the PyTorch model does."""
-    assert "3 random images (no real images to crop)" in coco.job_stdout
+    assert "3 random images (--check-images none)" in coco.job_stdout
     assert "decoded keypoints equal: yes" in coco.job_stdout and "check OK" in coco.job_stdout
     check = coco.job_check
     assert check.num_images == 3 and check.num_keypoints == 3 * 17 and check.passed()
@@ -400,6 +412,26 @@ def test_export_job_fails_when_the_file_does_not_reproduce_the_model(export_job,
     captured = capsys.readouterr()
     assert "check FAILED" in captured.out
     assert f"removed {out}" in captured.err and not out.exists()
+
+
+def test_export_job_checks_on_the_person_crops_of_a_folder(export_job, unified, real_samples,
+                                                           crops, tmp_path, monkeypatch, capsys):
+    folder = real_samples / "coco"
+    monkeypatch.setattr(export_job, "export_onnx",  # the fixture's export: no second export
+                        lambda model, path: shutil.copyfile(unified.onnx, path))
+    checked = []
+
+    def compare(model, exported, images):
+        checked.append(images)
+        return ExportCheck(len(images), 0.0, 1.0, 0.0, 0, 21 * len(images))
+
+    monkeypatch.setattr(export_job, "compare_with_pytorch", compare)
+
+    export_job.main(["--checkpoint", str(unified.checkpoint), "--out", str(tmp_path / "m.onnx"),
+                     "--check-images", str(folder), "--max-crops", "4"])
+
+    assert f"4 person crops from {folder}" in capsys.readouterr().out
+    torch.testing.assert_close(checked[0], crops[:4], atol=0, rtol=0)
 
 
 def _must_not_build(*args, **kwargs):

@@ -8,13 +8,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from unipose_ray.checkpoints import save_checkpoint
 from unipose_ray.evaluation.coco_metric import bbox_keypoint_score
 from unipose_ray.evaluation.topdown import predict, read_detections
 from unipose_ray.export import export_onnx
 from unipose_ray.inference import image_infos
-from unipose_ray.models import build_from_config, build_rtmpose, write_mmpose_config
+from unipose_ray.models import (
+    PoseModelSpec,
+    build_from_config,
+    build_rtmpose,
+    write_mmpose_config,
+)
 from unipose_ray.skeleton import COCO, MPII, UNIFIED
 
 
@@ -166,3 +172,115 @@ def test_a_missing_config_says_what_to_pass(job, tmp_path, real_samples, capsys)
     err = _error(job, ["--checkpoint", str(checkpoint), str(real_samples / "coco"),
                        "--out", str(tmp_path / "o")], capsys)
     assert "model_config.py" in err and "--config" in err
+
+
+# --- The summary: what was drawn, which images got no box -----------------------------------
+
+
+class ScoredModel:
+    """Stands in for a pose model with known joint scores: a peak of height
+    ``u_k * a_b`` in both logits, ``u_k`` spread over the joints and ``a_b`` following the
+    crop's mean pixel, so a drawing threshold splits both people and joints."""
+
+    training = False
+
+    def __init__(self) -> None:
+        self.spec = PoseModelSpec(UNIFIED.num_keypoints, (64, 96), 2.0, (1.63, 2.12),
+                                  flip_test=False)
+
+    def eval(self) -> ScoredModel:
+        return self
+
+    def train(self, mode: bool = True) -> ScoredModel:
+        return self
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (w, h), k = self.spec.input_size, self.spec.num_keypoints
+        person = (images.float().mean(dim=(1, 2, 3)) / 255 * 7) % 1
+        scores = person[:, None] * ((torch.arange(k) * 0.37) % 1 * 0.8 + 0.2)
+        simcc_x, simcc_y = torch.zeros(len(images), k, 2 * w), torch.zeros(len(images), k, 2 * h)
+        simcc_x[..., w], simcc_y[..., h] = scores, scores
+        return simcc_x, simcc_y
+
+
+def test_the_summary_counts_what_is_drawn(job, real_samples, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(job, "load_pose_model", lambda *a, **k: ScoredModel())
+    coco = real_samples / "coco"
+    thr = 0.25
+    results = job.main(["--checkpoint", str(tmp_path / "model.pth"), str(coco), "--gt-boxes",
+                        str(coco / "test_coco.json"), "--out", str(tmp_path / "o"),
+                        "--draw-thr", str(thr)])
+
+    drawn = [r for r in results if r["score"] >= thr]
+    joint_scores = np.array([r["keypoints"][2::3] for r in drawn])
+    shown = int((joint_scores >= thr).sum())
+    assert 0 < len(drawn) < len(results) and 0 < shown < joint_scores.size  # thr splits both
+    out = capsys.readouterr().out
+    assert (f"drawn: {len(drawn)} of {len(results)} people (score >= 0.25, --draw-thr), with "
+            f"{shown} of their {joint_scores.size} joints ({joint_scores.size - shown} scored "
+            "below it)") in out
+    assert "no box" not in out
+
+
+def _numbered_images(folder: Path, count: int) -> list[Path]:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    paths = [folder / f"{i:012d}.jpg" for i in range(1, count + 1)]
+    for path in paths:
+        cv2.imwrite(str(path), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    return paths
+
+
+def test_images_without_a_box_are_named(job, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(job, "load_pose_model", lambda *a, **k: ScoredModel())
+    paths = _numbered_images(tmp_path / "images", 8)
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"image_id": i, "category_id": 1, "bbox": [4, 4, 30, 40],
+                                  "score": 0.9} for i in (2, 5)]))
+
+    results = job.main(["--checkpoint", str(tmp_path / "model.pth"), str(tmp_path / "images"),
+                        "--bbox-file", str(boxes), "--out", str(tmp_path / "o")])
+
+    assert sorted(r["image_id"] for r in results) == [2, 5]
+    without = [p.name for p in paths if int(p.stem) not in (2, 5)]
+    out = capsys.readouterr().out
+    assert "2 people in 2 images" in out
+    assert (f"6 of 8 images got no box from {boxes}, so no prediction: "
+            f"{', '.join(without[:5])} and 1 more") in out
+    assert without[5] not in out
+
+
+def test_a_box_file_with_no_box_on_the_images_predicts_nothing(job, tmp_path, monkeypatch,
+                                                               capsys):
+    monkeypatch.setattr(job, "load_pose_model", lambda *a, **k: ScoredModel())
+    _numbered_images(tmp_path / "images", 2)
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [4, 4, 30, 40],
+                                  "score": 0.2}]))
+
+    results = job.main(["--checkpoint", str(tmp_path / "m.pth"), str(tmp_path / "images"),
+                        "--bbox-file", str(boxes), "--bbox-score-thr", "0.5",
+                        "--out", str(tmp_path / "o")])
+
+    assert results == [] and json.loads((tmp_path / "o" / "predictions.json").read_text()) == []
+    assert (f"2 of 2 images got no box from {boxes} (boxes scoring >= 0.5, --bbox-score-thr), "
+            "so no prediction: 000000000001.jpg, 000000000002.jpg") in capsys.readouterr().out
+
+
+def test_an_empty_overlay_says_why(job, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(job, "load_pose_model", lambda *a, **k: ScoredModel())
+    _numbered_images(tmp_path / "images", 2)
+    job.main(["--checkpoint", str(tmp_path / "m.pth"), str(tmp_path / "images"), "--draw-thr",
+              "1.5", "--out", str(tmp_path / "o")])  # above every score
+    assert ("drawn: 0 of 2 people (score >= 1.5, --draw-thr): all scored below it; lower "
+            "--draw-thr to draw them") in capsys.readouterr().out
+
+
+def test_cuda_without_a_gpu_is_refused_before_the_model(job, student, real_samples, tmp_path,
+                                                       monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(job, "load_pose_model", lambda *a, **k: pytest.fail("model loaded"))
+    err = _error(job, ["--checkpoint", str(student), str(real_samples / "coco"),
+                       "--out", str(tmp_path / "o"), "--device", "cuda"], capsys)
+    assert err == ("predict.py: error: --device cuda: PyTorch sees no CUDA GPU on this "
+                   "machine (torch.cuda.is_available() is False); pass --device cpu\n")

@@ -47,7 +47,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from unipose_ray.checkpoints import model_config_for
+from unipose_ray.checkpoints import TRUST_ARGUMENT, model_config_for
+from unipose_ray.cli import InputError, UsageError
 from unipose_ray.models import FrozenTeacher, PoseModel, PoseModelSpec, build_from_config
 from unipose_ray.skeleton import KEYPOINT_SETS, keypoint_set_of
 
@@ -58,6 +59,11 @@ OUTPUT_NAMES = ("simcc_x", "simcc_y")
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset; lower ones go through a converter
 METADATA_KEYS = (FORMAT_KEY, "input_size", "simcc_split_ratio", "sigma", "num_keypoints",
                  "flip_test", "keypoint_names", "channel_order", "mean", "std")
+
+
+class ExportError(UsageError, ValueError):
+    """A model or file outside the export convention (module doc), or asked to run where
+    this runner cannot."""
 
 
 class _NormalisedNetwork(nn.Module):
@@ -78,7 +84,7 @@ def keypoint_names_of(model: PoseModel) -> tuple[str, ...]:
     set of that size (:func:`~unipose_ray.skeleton.keypoint_set_of`: 21 unified, 17 COCO...).
 
     Raises:
-        ValueError: neither gives K names; pass them to :func:`export_onnx`.
+        ExportError: neither gives K names; pass them to :func:`export_onnx`.
     """
     k = model.spec.num_keypoints
     meta = getattr(model.estimator, "dataset_meta", None) or {}
@@ -88,8 +94,8 @@ def keypoint_names_of(model: PoseModel) -> tuple[str, ...]:
     try:
         return KEYPOINT_SETS[keypoint_set_of(k)].names
     except ValueError as err:
-        raise ValueError(f"{err}, and its checkpoint names no joints: pass keypoint_names"
-                         ) from None
+        raise ExportError(f"{err}, and its checkpoint names no joints (no dataset_meta): "
+                          "pass keypoint_names") from None
 
 
 def export_metadata(model: PoseModel, keypoint_names: Sequence[str]) -> dict[str, str]:
@@ -164,8 +170,8 @@ def _check_outputs(outputs: Any, spec: PoseModelSpec) -> None:
             or [tuple(o.shape[1:]) for o in outputs] != expected):
         got = ([tuple(o.shape) for o in outputs] if isinstance(outputs, tuple | list)
                else type(outputs).__name__)
-        raise ValueError(f"only SimCC pose models export: expected outputs (B, K, Wx), "
-                         f"(B, K, Wy) = (B, {expected[0]}), (B, {expected[1]}), got {got}")
+        raise ExportError(f"only SimCC pose models export: expected outputs (B, K, Wx), "
+                          f"(B, K, Wy) = (B, {expected[0]}), (B, {expected[1]}), got {got}")
 
 
 def write_model_atomically(proto: Any, path: str | os.PathLike) -> Path:
@@ -208,8 +214,8 @@ class OnnxPoseModel:
         """Load ``path``; ``intra_op_threads`` caps onnxruntime's threads (None: its default).
 
         Raises:
-            FileNotFoundError: no such file.
-            ValueError: not an ONNX file, or not one :func:`export_onnx` wrote.
+            InputError: no such file.
+            ExportError: not an ONNX file, or not one :func:`export_onnx` wrote.
         """
         self.path = Path(path)
         self._session = _cpu_session(self.path, intra_op_threads)
@@ -253,9 +259,9 @@ class OnnxPoseModel:
     def to(self, device: str | torch.device) -> OnnxPoseModel:
         """Only the CPU: this runner uses onnxruntime's CPU provider."""
         if torch.device(device).type != "cpu":
-            raise ValueError(f"{self.path} runs on onnxruntime's CPU provider; device "
-                             f"'{device}' is not supported (use 'cpu', or the .pth checkpoint "
-                             "with PyTorch for a GPU)")
+            raise ExportError(f"{self.path} runs on onnxruntime's CPU provider; device "
+                              f"'{device}' is not supported (use 'cpu', or the .pth checkpoint "
+                              "with PyTorch for a GPU)")
         return self
 
 
@@ -263,7 +269,7 @@ def _cpu_session(path: Path, intra_op_threads: int | None) -> Any:
     import onnxruntime as ort  # noqa: PLC0415
 
     if not path.is_file():
-        raise FileNotFoundError(f"ONNX model {path} does not exist")
+        raise InputError(f"ONNX model {path} does not exist")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: not its notes on unused initialisers
     if intra_op_threads is not None:
@@ -271,8 +277,8 @@ def _cpu_session(path: Path, intra_op_threads: int | None) -> Any:
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        raise ValueError(f"{path} cannot be loaded by onnxruntime (not an ONNX model?): "
-                         f"{err}") from err
+        raise ExportError(f"{path} cannot be loaded by onnxruntime (not an ONNX model?): "
+                          f"{err}") from err
 
 
 def _read_metadata(session: Any, path: Path) -> dict[str, Any]:
@@ -280,17 +286,17 @@ def _read_metadata(session: Any, path: Path) -> dict[str, Any]:
     props = session.get_modelmeta().custom_metadata_map
     missing = [key for key in METADATA_KEYS if key not in props]
     if missing:
-        raise ValueError(f"{path} is not a pose model exported by unipose_ray.export "
-                         f"(metadata {missing} missing); export it with jobs/export.py")
+        raise ExportError(f"{path} is not a pose model exported by unipose_ray.export "
+                          f"(metadata {missing} missing); export it with jobs/export.py")
     meta = {key: json.loads(props[key]) for key in METADATA_KEYS}
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
-        raise ValueError(f"{path}: expected input {[INPUT_NAME]} and outputs "
-                         f"{list(OUTPUT_NAMES)}, the file has {inputs} and {outputs}")
+        raise ExportError(f"{path}: expected input {[INPUT_NAME]} and outputs "
+                          f"{list(OUTPUT_NAMES)}, the file has {inputs} and {outputs}")
     if meta[FORMAT_KEY] != FORMAT or meta["channel_order"] not in ("rgb", "bgr"):
-        raise ValueError(f"{path}: unsupported export format {meta[FORMAT_KEY]!r} / channel "
-                         f"order {meta['channel_order']!r} (this version reads {FORMAT!r})")
+        raise ExportError(f"{path}: unsupported export format {meta[FORMAT_KEY]!r} / channel "
+                          f"order {meta['channel_order']!r} (this version reads {FORMAT!r})")
     return meta
 
 
@@ -299,6 +305,7 @@ def load_pose_model(
     config: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     trust_checkpoint: bool = False,
+    trust_hint: str = TRUST_ARGUMENT,
 ) -> PoseModel | OnnxPoseModel:
     """Either kind of pose model file: ``.onnx`` -> :class:`OnnxPoseModel` (CPU), anything
     else -> :func:`~unipose_ray.models.build_from_config` with the checkpoint's config.
@@ -308,18 +315,19 @@ def load_pose_model(
         config: the checkpoint's MMPose config; default ``model_config.py`` beside it.
             Not accepted with an ``.onnx`` file, which carries its own settings.
         device: where the model runs (``cpu`` only for ``.onnx``).
-        trust_checkpoint: see :func:`~unipose_ray.models.build_from_config`.
+        trust_checkpoint, trust_hint: see :func:`~unipose_ray.models.build_from_config`.
 
     Raises:
-        FileNotFoundError: a missing file (with what to pass).
-        CheckpointError: a checkpoint that cannot be read safely or does not fit the config.
-        ValueError: an unreadable ``.onnx`` file, a config with one, or a non-CPU device.
+        InputError: a missing file (with what to pass).
+        CheckpointError: a checkpoint that is not one, cannot be read safely or does not
+            fit the config.
+        ExportError: an unreadable ``.onnx`` file, a config with one, or a non-CPU device.
     """
     checkpoint = Path(checkpoint)
     if checkpoint.suffix.lower() == ".onnx":
         if config is not None:
-            raise ValueError(f"{checkpoint} is an ONNX export: it carries its own settings, so "
-                             f"no config ({config}) is used with it")
+            raise ExportError(f"{checkpoint} is an ONNX export: it carries its own settings, so "
+                              f"no config ({config}) is used with it")
         return OnnxPoseModel(checkpoint).to(device)
     return build_from_config(model_config_for(checkpoint, config), checkpoint, device=device,
-                             trust_checkpoint=trust_checkpoint)
+                             trust_checkpoint=trust_checkpoint, trust_hint=trust_hint)

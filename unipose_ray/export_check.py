@@ -1,6 +1,8 @@
-"""Checking an ONNX export against PyTorch: logits and decoded keypoints on real crops.
+"""Checking an ONNX export against PyTorch: logits and decoded keypoints on person crops.
 
-Used by ``jobs/export.py`` after every export (the file is removed when it fails).
+Used by ``jobs/export.py`` after every export (the file is removed when it fails). The crops
+come from a folder the user names (:func:`person_crops`) or are drawn in memory by the
+synthetic data generator (:func:`generated_crops`), so the check needs no file of its own.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unipose_ray.cli import InputError
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.readers import read_coco
+from unipose_ray.data.records import InstanceRecord
+from unipose_ray.data.synthetic import SyntheticConfig, render_sample
 from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.evaluation.decode import decode_simcc
+from unipose_ray.evaluation.topdown import ImageInfo, box_record
 from unipose_ray.export import OnnxPoseModel
 from unipose_ray.models import PoseModel, PoseModelSpec
 
@@ -99,7 +105,11 @@ def _max_abs_diff(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float
 
 def coco_file_in(folder: str | os.PathLike) -> Path:
     """The COCO person-keypoints file among ``folder``'s ``*.json`` (the first, by name, with
-    ``images`` and ``annotations``; detection results and other JSON are passed over)."""
+    ``images`` and ``annotations``; detection results and other JSON are passed over).
+
+    Raises:
+        InputError: there is none.
+    """
     folder = Path(folder)
     for candidate in sorted(folder.glob("*.json")):
         try:
@@ -108,8 +118,8 @@ def coco_file_in(folder: str | os.PathLike) -> Path:
             continue
         if isinstance(data, dict) and {"images", "annotations"} <= data.keys():
             return candidate
-    raise FileNotFoundError(f"{folder} holds no COCO person-keypoints file (a *.json with "
-                            "'images' and 'annotations') to crop persons from")
+    raise InputError(f"{folder} holds no COCO person-keypoints file (a *.json with "
+                     "'images' and 'annotations') to crop persons from")
 
 
 def person_crops(folder: str | os.PathLike, spec: PoseModelSpec, limit: int = 16
@@ -118,11 +128,47 @@ def person_crops(folder: str | os.PathLike, spec: PoseModelSpec, limit: int = 16
     no augmentation) at ``spec``'s input size: ``(N, 3, H, W)`` uint8 RGB.
 
     ``folder`` holds the images and their person-keypoints file (:func:`coco_file_in`).
+
+    Raises:
+        InputError: no COCO file, or no person with keypoints in it.
     """
     folder = Path(folder)
-    records = read_coco(coco_file_in(folder), folder)
+    ann_file = coco_file_in(folder)
+    records = read_coco(ann_file, folder)
     if not records:
-        raise ValueError(f"{folder}: its COCO file has no person instances with keypoints")
-    dataset = TopdownDataset(records, PipelineConfig(codec=spec.codec, augment=AugmentConfig.none()))
+        raise InputError(f"{ann_file} has no person instances with keypoints to crop")
+    dataset = _validation_dataset(records, spec)
     crops = [dataset.sample(i).image for i in range(min(limit, len(dataset)))]
     return torch.from_numpy(np.stack(crops))
+
+
+MIN_BOX_SIDE = 8
+"""Generated people cut to a sliver by the image border are not cropped."""
+
+
+def generated_crops(spec: PoseModelSpec, limit: int = 16, seed: int = 0) -> torch.Tensor:
+    """``limit`` person crops of generated images (the COCO-style validation scenes of
+    :mod:`unipose_ray.data.synthetic`, drawn in memory, seeded), cut as for validation at
+    ``spec``'s input size: ``(N, 3, H, W)`` uint8 RGB."""
+    config = SyntheticConfig(seed=seed)
+    records: list[InstanceRecord] = []
+    images: dict[int, np.ndarray] = {}
+    while len(records) < limit:
+        index = len(images)
+        image, people = render_sample(config, "coco", "val", index)  # BGR, as files load
+        images[index] = image
+        info = ImageInfo(f"<generated coco val image {index}>", image.shape[1], image.shape[0])
+        records += [box_record(info, index, number, person.bbox)
+                    for number, person in enumerate(people)
+                    if min(person.bbox[2:]) >= MIN_BOX_SIDE]
+    records = records[:limit]
+    dataset = _validation_dataset(records, spec)
+    crops = [dataset.replay(i, dataset.params(i), image=images[record.image_id]).image
+             for i, record in enumerate(records)]
+    return torch.from_numpy(np.stack(crops))
+
+
+def _validation_dataset(records: Sequence[InstanceRecord], spec: PoseModelSpec
+                        ) -> TopdownDataset:
+    """Unaugmented crops of ``records``' boxes at ``spec``'s input size."""
+    return TopdownDataset(records, PipelineConfig(codec=spec.codec, augment=AugmentConfig.none()))

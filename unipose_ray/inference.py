@@ -10,6 +10,10 @@ none; MMPose's crops, flip test and decoding. Writes to an output folder:
 - ``keypoints.json``: the joint names and skeleton links of those keypoints, and how they
   were made (model file, flip test, boxes);
 - ``<image name>.png``: the image with the skeletons drawn on it.
+
+:class:`PredictionSummary` counts what was found and what was drawn, so that an overlay
+without skeletons (every score below the drawing threshold, or an image without a box)
+has its reason printed.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from unipose_ray.cli import InputError, UsageError
 from unipose_ray.data.pipeline import load_image
 from unipose_ray.evaluation.coco_metric import bbox_keypoint_score
 from unipose_ray.evaluation.topdown import (
@@ -41,8 +48,41 @@ from unipose_ray.viz import draw_skeleton
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageError(ValueError):
-    """An input image that is missing or cannot be read."""
+class ImageError(InputError, ValueError):
+    """An input image that is missing or cannot be read, or whose name does not fit."""
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """``device`` if this process can run on it; checked before any model is loaded.
+
+    Raises:
+        UsageError: not a device name, or a CUDA device this machine does not have (the
+            message names ``option``, the setting to change).
+    """
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"{option} {device} is not a device name; pass cpu, cuda or "
+                         "cuda:N") from None
+    if parsed.type != "cuda":
+        return device
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UsageError(f"{option} {device}: PyTorch sees no CUDA GPU on this machine "
+                         f"(torch.cuda.is_available() is False); pass {option} cpu")
+    if parsed.index is not None and parsed.index >= count:
+        raise UsageError(f"{option} {device}: this machine has {count} CUDA GPU(s), "
+                         f"cuda:0 to cuda:{count - 1}")
+    return device
+
+
+def keypoint_set_for(num_keypoints: int, model_name: str = "the model") -> str:
+    """:func:`~unipose_ray.skeleton.keypoint_set_of`, failing as a usage error that names
+    the model file."""
+    try:
+        return keypoint_set_of(num_keypoints)
+    except ValueError as err:  # the count matches no keypoint set: the user's model
+        raise UsageError(f"{model_name}: {err}; use a model of one of those sets") from None
 
 
 def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -130,11 +170,56 @@ def results_json(boxes: Detections, pred: Predictions) -> list[dict]:
     return results
 
 
+@dataclass(frozen=True)
+class PredictionSummary:
+    """What a :func:`predict_images` run predicted and drew.
+
+    Attributes:
+        images: the input images.
+        people: the boxes predicted on (one result each).
+        people_drawn: of those, the ones whose instance score is at least ``draw_thr``.
+        joints_drawn, joints_hidden: the joints of the drawn people scoring at least /
+            below ``draw_thr`` (the hidden ones are not drawn).
+        draw_thr: the drawing threshold.
+        images_without_boxes: names of the input images that got no box, in input order.
+    """
+
+    images: int
+    people: int
+    people_drawn: int
+    joints_drawn: int
+    joints_hidden: int
+    draw_thr: float
+    images_without_boxes: tuple[str, ...]
+
+
+def summarize(images: dict[int, ImageInfo], results: list[dict], draw_thr: float
+              ) -> PredictionSummary:
+    """Count the people and joints of ``results`` drawn at ``draw_thr``, and the images
+    without a box."""
+    drawn = drawn_people(results, draw_thr)
+    joint_scores = np.array([r["keypoints"][2::3] for r in drawn]).reshape(-1)
+    hidden = int((joint_scores < draw_thr).sum())
+    boxed = {r["image_id"] for r in results}
+    return PredictionSummary(
+        images=len(images), people=len(results), people_drawn=len(drawn),
+        joints_drawn=len(joint_scores) - hidden, joints_hidden=hidden, draw_thr=draw_thr,
+        images_without_boxes=tuple(Path(info.path).name for image_id, info in images.items()
+                                   if image_id not in boxed))
+
+
+def drawn_people(results: list[dict], draw_thr: float) -> list[dict]:
+    """The results whose instance score is at least ``draw_thr``: the people on the
+    overlays (a detector's many weak boxes would bury the picture)."""
+    return [r for r in results if r["score"] >= draw_thr]
+
+
 def predict_images(model, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                    bbox_file: str | os.PathLike | None = None, bbox_score_thr: float = 0.0,
                    flip_test: bool | None = None, batch_size: int = 16,
                    device: str = "cpu", draw_thr: float = 0.3, model_name: str = "",
-                   gt_ann_file: str | os.PathLike | None = None) -> list[dict]:
+                   gt_ann_file: str | os.PathLike | None = None
+                   ) -> tuple[list[dict], PredictionSummary]:
     """Predict every person in ``inputs`` and write the results to ``out_dir``.
 
     Args:
@@ -147,12 +232,12 @@ def predict_images(model, inputs: Sequence[str | os.PathLike], out_dir: str | os
         draw_thr: people and joints scored below this are not drawn.
 
     Returns:
-        The COCO results written to ``predictions.json``.
+        The COCO results written to ``predictions.json``, and what was found and drawn.
     """
     spec = model.spec
-    keypoint_set = keypoint_set_of(spec.num_keypoints)
+    keypoint_set = keypoint_set_for(spec.num_keypoints, model_name or "the model")
     if bbox_file is not None and gt_ann_file is not None:
-        raise ValueError("pass boxes from a detection file or from an annotation file, not both")
+        raise UsageError("pass boxes from a detection file or from an annotation file, not both")
     images = image_infos(find_images(inputs), coco_ids=bool(bbox_file or gt_ann_file))
     boxes = person_boxes(images, bbox_file, bbox_score_thr, gt_ann_file)
     flip_test = spec.flip_test if flip_test is None else flip_test
@@ -169,15 +254,15 @@ def predict_images(model, inputs: Sequence[str | os.PathLike], out_dir: str | os
         "flip_test": flip_test, "boxes": str(bbox_file or gt_ann_file or "whole image")},
         indent=1)
     draw_overlays(images, results, keypoint_set, out, draw_thr)
-    return results
+    return results, summarize(images, results, draw_thr)
 
 
 def draw_overlays(images: dict[int, ImageInfo], results: list[dict], keypoint_set: str,
                   out_dir: Path, draw_thr: float = 0.3) -> None:
-    """``out_dir/<image name>.png``: each image with the skeletons of its people scoring at
-    least ``draw_thr`` (a detector's many weak boxes would bury the picture)."""
+    """``out_dir/<image name>.png``: each image with the skeletons of its
+    :func:`drawn_people`, their joints scoring below ``draw_thr`` left out."""
     by_image: dict[int, list[dict]] = {}
-    for result in (r for r in results if r["score"] >= draw_thr):
+    for result in drawn_people(results, draw_thr):
         by_image.setdefault(result["image_id"], []).append(result)
     items = list(images.items())
     for image_id, info in tqdm(items, desc="draw", unit="image", disable=len(items) < 20):

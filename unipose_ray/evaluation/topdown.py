@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from unipose_ray.cli import InputError, UsageError
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, collate, load_image
 from unipose_ray.data.records import InstanceRecord
 from unipose_ray.data.transforms import AugmentConfig, CodecConfig
@@ -87,8 +88,12 @@ def predict(model, records: Sequence[InstanceRecord], keypoint_set: str, codec: 
         progress: show a progress bar over the batches.
 
     Returns:
-        :class:`Predictions` with the model's own ``K`` joints.
+        :class:`Predictions` with the model's own ``K`` joints (none for no records).
     """
+    if not records:  # e.g. a box file with no box on the given images
+        k = KEYPOINT_SETS[keypoint_set].num_keypoints
+        return Predictions(np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32),
+                           np.zeros(0))
     data = TopdownDataset(records, PipelineConfig(codec=codec, augment=AugmentConfig.none()))
     flip = KEYPOINT_SETS[keypoint_set].flip_permutation.tolist() if flip_test else None
     keypoints, scores = [], []
@@ -135,8 +140,9 @@ def to_unified(pred: Predictions, keypoint_set: str) -> Predictions:
 # --- Detector boxes -------------------------------------------------------------------------
 
 
-class BoxFileError(ValueError):
-    """A person-detection file that cannot be used with the given images."""
+class BoxFileError(UsageError, ValueError):
+    """A person-box file (detections, or an annotation file's boxes) that cannot be used
+    with the given images."""
 
 
 @dataclass(frozen=True)
@@ -180,16 +186,11 @@ def read_detections(bbox_file: str | Path, images: dict[int, ImageInfo],
             have boxes for at least one given image.
 
     Raises:
-        FileNotFoundError: no such file. BoxFileError: not a results list, or boxes for
-            images that are not given.
+        InputError: no such file. BoxFileError: not a results list, or boxes for images
+            that are not given.
     """
     path = Path(bbox_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"box file {path} does not exist")
-    try:
-        dets = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise BoxFileError(f"{path} is not valid JSON ({err})") from None
+    dets = _read_box_json(path)
     if not isinstance(dets, list) or not all(
             isinstance(d, dict) and {"image_id", "category_id", "bbox", "score"} <= set(d)
             for d in dets):
@@ -200,11 +201,29 @@ def read_detections(bbox_file: str | Path, images: dict[int, ImageInfo],
 
 def gt_boxes(ann_file: str | Path, images: dict[int, ImageInfo]) -> Detections:
     """The person boxes of a COCO annotation file as detections scoring 1 (people with
-    keypoints, as the evaluation's GT boxes), on those of ``images`` it annotates."""
-    raw = json.loads(Path(ann_file).read_text())
+    keypoints, as the evaluation's GT boxes), on those of ``images`` it annotates.
+
+    Raises:
+        InputError: no such file. BoxFileError: not a COCO annotation file, or no box on
+            any of ``images``.
+    """
+    raw = _read_box_json(Path(ann_file))
+    if not isinstance(raw, dict) or not isinstance(raw.get("annotations"), list):
+        raise BoxFileError(f"{ann_file} is not a COCO annotation file: expected a JSON object "
+                           "with an 'annotations' list")
     dets = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 1.0}
-            for a in raw.get("annotations", []) if a.get("num_keypoints", 1) > 0]
+            for a in raw["annotations"] if a.get("num_keypoints", 1) > 0]
     return detections_on(dets, images, other_images=True, source=str(ann_file))
+
+
+def _read_box_json(path: Path) -> object:
+    """The JSON of a box file, or an error naming it."""
+    if not path.is_file():
+        raise InputError(f"box file {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BoxFileError(f"{path} is not valid JSON ({err})") from None
 
 
 def detections_on(dets: list[dict], images: dict[int, ImageInfo], score_thr: float = 0.0,
