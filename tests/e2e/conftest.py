@@ -131,7 +131,8 @@ def comparison(ray_cluster, tiny, mlflow_server, tmp_path_factory, load_job) -> 
     services) side by side, the table and the claim, tracked on a real ``mlflow server``."""
     from unipose_ray.workflow import ensure_backbone, prepare_data
 
-    uri, artifacts = mlflow_server
+    uri, server_root = mlflow_server
+    artifacts = server_root / "artifacts"  # its --artifacts-destination
     out = tmp_path_factory.mktemp("comparison")
     config = load_config("demo_self_trained", [*tiny, *COMPARISON, f"tracking.tracking_uri={uri}"])
     argv = ["--config", "demo_self_trained", "--output-dir", str(out), "--tracking-uri", uri,
