@@ -97,13 +97,14 @@ def test_workers_share_the_replicas_and_a_killed_replica_is_restarted(prepared):
     """Two training workers, two replicas of each teacher: each worker starts its
     round-robin at its own replica, so every replica serves one call a step. One MPII
     replica is killed once it has served three calls; it restarts, its call is retried,
-    and every step trains. (The workers' crops come from Ray Data's crop actors.)"""
+    and every step trains. (Ray Data's crop actors: ``test_a_corrupt_image_stops_the_run...``;
+    here they would cost a minute of start-up on 2 cores.)"""
     import ray
 
     config, data, out = prepared
     config = replace(config, teachers=tuple(replace(t, replicas=2) for t in config.teachers),
                      optim=replace(config.optim, epochs=3),
-                     run=replace(config.run, name="replicas", num_workers=2, data_actors=1))
+                     run=replace(config.run, name="replicas", num_workers=2))
     pools = {t.name: TeacherPool(t, _grid(config)) for t in config.teachers}
     for pool in pools.values():
         pool.wait_ready()
