@@ -61,16 +61,17 @@ def _data_problems(config: DistillConfig) -> list[str]:
     for split, files in config.data.splits().items():
         missing = files.missing(f"data.{split}")
         problems += [f"{line} does not exist" for line in missing]
-        problems += _format_problems(split, files, missing)
+        problems += _format_problems(split, files)
     return problems
 
 
-def _format_problems(split: str, files: DatasetFiles, missing: list[str]) -> list[str]:
+def _format_problems(split: str, files: DatasetFiles) -> list[str]:
+    """The annotation files of ``split`` that exist but hold another format."""
     problems = []
     for name, expected in FORMATS.items():
         path, field = getattr(files, name), f"data.{split}.{name}"
-        if path is None or is_uri(path) or any(m.startswith(f"{field} =") for m in missing):
-            continue
+        if path is None or is_uri(path) or not Path(path).is_file():
+            continue  # missing ones are named as such
         try:
             check_annotation_format(path, expected or split.split("_")[0], field)
         except InputError as error:
