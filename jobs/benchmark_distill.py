@@ -31,13 +31,14 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from unipose_ray import bench
-from unipose_ray.bench import paper_sizes, write_random_teacher
+import bench_common as bench
+from bench_common import paper_sizes, write_random_teacher
+
 from unipose_ray.config import DistillConfig, load_config
-from unipose_ray.data.transforms import CodecConfig
-from unipose_ray.distributed import init_ray
+from unipose_ray.config.settings import CodecConfig
+from unipose_ray.runtime.distributed import init_ray
 from unipose_ray.train.job import TrainJob
-from unipose_ray.workflow import check_teachers, prepare_data
+from unipose_ray.workflows.training import check_teachers, prepare_data
 
 
 def teacher_bound(config: DistillConfig) -> DistillConfig:

@@ -4,7 +4,7 @@
     python jobs/benchmark_export.py --size m --input-size 192 256 --batch-size 16 --repeats 20
 
 Builds a randomly initialised RTMPose of the given size (latency does not depend on the
-weights), exports it with :func:`unipose_ray.export.export_onnx` into a temporary folder, and
+weights), exports it with :func:`unipose_ray.deploy.onnx.export_onnx` into a temporary folder, and
 times PyTorch (eval mode, no autograd) and onnxruntime (CPU provider) with the same thread
 count, side by side in one run: for each batch size, each runtime in turn after its own
 warm-up. Both take the same uint8 RGB crops and normalise them (the ONNX runner outside its
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from unipose_ray.export import OnnxPoseModel, export_onnx
+from unipose_ray.deploy.onnx import OnnxPoseModel, export_onnx
 from unipose_ray.models import DEFAULT_SIGMAS, RTMPOSE_SIZES, build_rtmpose
 
 

@@ -30,27 +30,27 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+from bench_common import measure, paper_sizes, write_random_teacher
 
-from unipose_ray.bench import measure, paper_sizes, write_random_teacher
 from unipose_ray.config import DistillConfig, load_config
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.records import read_records
-from unipose_ray.distributed import init_ray
-from unipose_ray.losses import map_teacher_logits, simcc_kd_loss
+from unipose_ray.kd.basis import fit_basis
+from unipose_ray.kd.losses import map_teacher_logits, simcc_kd_loss
+from unipose_ray.kd.topk import compress, kd_loss_topk
+from unipose_ray.runtime.distributed import init_ray
 from unipose_ray.skeleton import mapping_for
-from unipose_ray.teachers.basis import fit_basis
-from unipose_ray.teachers.cache_build import build_cache
-from unipose_ray.teachers.cache_format import (
+from unipose_ray.teacher_cache.build import build_cache
+from unipose_ray.teacher_cache.format import (
     CacheStore,
     basis_name,
     rows_to_table,
     targets_to_table,
     write_parquet,
 )
-from unipose_ray.teachers.compress import compress, kd_loss_topk
 from unipose_ray.teachers.service import StudentGrid, TeacherService
 from unipose_ray.train.job import TrainJob
-from unipose_ray.workflow import check_teachers, prepare_data, resolve_teachers
+from unipose_ray.workflows.training import check_teachers, prepare_data, resolve_teachers
 
 KS = (4, 8, 16, 32, None)  # None: every bin, fp16
 COMPONENTS = (16, 24, 28, 32, 48)

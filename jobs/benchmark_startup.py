@@ -30,11 +30,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from unipose_ray.config import PRESETS, load_config
-from unipose_ray.distributed import init_ray
+from unipose_ray.runtime.distributed import init_ray
 from unipose_ray.teachers.service import StudentGrid, TeacherPool
 from unipose_ray.train.driver import run_training
 from unipose_ray.train.job import TrainJob
-from unipose_ray.workflow import check_teachers, ensure_backbone, prepare_data, resolve_teachers
+from unipose_ray.workflows.training import (
+    check_teachers,
+    ensure_backbone,
+    prepare_data,
+    resolve_teachers,
+)
 
 # what a Ray Train worker imports: Ray Train's own module, then the training loop's stack
 # (MMPose's registry as the student build imports it, through the project's mmcv shim)
@@ -42,7 +47,7 @@ WORKER_IMPORTS = {
     "torch": "import torch",
     "ray.train.torch": "import ray.train.torch",
     "mlflow": "import mlflow",
-    "mmpose.models": "from unipose_ray.mmpose_compat import import_mmpose; import_mmpose(); "
+    "mmpose.models": "from unipose_ray.models.compat import import_mmpose; import_mmpose(); "
                      "import mmpose.models",
     "unipose_ray.train.loop": "import unipose_ray.train.loop",
 }

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from unipose_ray.cli import entry
 from unipose_ray.config import PRESETS, ConfigError, load_config
-from unipose_ray.preflight import check_inputs
+from unipose_ray.workflows.preflight import check_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     if not config.teachers:
         raise ConfigError(f"--config {args.config}: no teachers, so no targets to cache")
 
-    from unipose_ray.distributed import init_ray  # noqa: PLC0415 (seconds: after the checks)
-    from unipose_ray.teachers.cache_build import build_cache  # noqa: PLC0415
-    from unipose_ray.workflow import check_teachers, prepare_data, resolve_teachers  # noqa: PLC0415
+    from unipose_ray.runtime.distributed import init_ray  # noqa: PLC0415 (seconds: after the checks)
+    from unipose_ray.teacher_cache.build import build_cache  # noqa: PLC0415
+    from unipose_ray.workflows.training import check_teachers, prepare_data, resolve_teachers  # noqa: PLC0415
 
     init_ray(args.address)
     output_dir = Path(args.output_dir).resolve()

@@ -25,7 +25,7 @@ from unipose_ray.data.geometry import BOX_PADDING, box_center_scale, fix_aspect_
 from unipose_ray.data.records import InstanceRecord, write_records
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
 from unipose_ray.models import build_from_config
-from unipose_ray.workflow import prepare_data, teacher_run_dir
+from unipose_ray.workflows.training import prepare_data, teacher_run_dir
 
 COLUMNS = ("coco_AP", "mpii_PCKh", "mpii_PCKh@0.1", "score")
 

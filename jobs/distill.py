@@ -7,7 +7,7 @@
 Attaches to a Ray cluster when one is given (``RAY_ADDRESS``, as ``ray job submit`` sets
 it, or ``--address``); otherwise starts Ray locally. Started again with the same
 ``run.name`` and ``--output-dir``, a run resumes, and refuses settings other than those it
-started with (``unipose_ray.resume``). Mistakes in the config or the inputs are reported
+started with (``unipose_ray.config.resume``). Mistakes in the config or the inputs are reported
 (exit code 2) before Ray and the model stack load.
 """
 
@@ -17,8 +17,8 @@ import argparse
 
 from unipose_ray.cli import entry
 from unipose_ray.config import PRESETS, load_config
-from unipose_ray.preflight import check_inputs
-from unipose_ray.resume import check_resume
+from unipose_ray.config.resume import check_resume
+from unipose_ray.workflows.preflight import check_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     check_inputs(config)
     check_resume(config, args.output_dir, anyway=args.resume_anyway)
 
-    from unipose_ray.distill import run_distill  # noqa: PLC0415 (seconds: after the checks)
-    from unipose_ray.distributed import init_ray  # noqa: PLC0415
+    from unipose_ray.runtime.distributed import init_ray  # noqa: PLC0415
+    from unipose_ray.workflows.distill import run_distill  # noqa: PLC0415 (seconds: after the checks)
 
     init_ray(args.address)
     return run_distill(config, args.output_dir)

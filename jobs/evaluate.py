@@ -30,17 +30,17 @@ from pathlib import Path
 
 import torch
 
-from unipose_ray.checkpoints import model_config_for
 from unipose_ray.cli import InputError, UsageError, entry
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
+from unipose_ray.deploy.predict import check_device, keypoint_set_for
 from unipose_ray.evaluation.cross_dataset import (
     TRANSFER_COLUMNS,
     EvalSet,
     evaluate_model,
     format_table,
 )
-from unipose_ray.inference import check_device, keypoint_set_for
 from unipose_ray.models import build_from_config
+from unipose_ray.models.checkpoints import model_config_for
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

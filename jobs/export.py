@@ -8,7 +8,7 @@
 Without ``--config`` the checkpoint's ``model_config.py`` (written beside it by a run of this
 project) is used. The file takes normalised ``(B, 3, H, W)`` crops and returns ``simcc_x``,
 ``simcc_y``; its metadata carries input size, SimCC settings, keypoint names, mean/std and
-channel order (see :mod:`unipose_ray.export`). After writing it, the job runs the file with
+channel order (see :mod:`unipose_ray.deploy.onnx`). After writing it, the job runs the file with
 onnxruntime and the model with PyTorch on the same crops: by default person crops of
 generated images (:mod:`unipose_ray.data.synthetic`, drawn in memory), with
 ``--check-images DIR`` the person crops of a folder of images with a COCO person-keypoints
@@ -24,10 +24,9 @@ from pathlib import Path
 
 import torch
 
-from unipose_ray.checkpoints import model_config_for
 from unipose_ray.cli import InputError, UsageError, entry
-from unipose_ray.export import OnnxPoseModel, export_onnx
-from unipose_ray.export_check import (
+from unipose_ray.deploy.onnx import OnnxPoseModel, export_onnx
+from unipose_ray.deploy.onnx_check import (
     DEFAULT_ATOL,
     ExportCheck,
     coco_file_in,
@@ -36,6 +35,7 @@ from unipose_ray.export_check import (
     person_crops,
 )
 from unipose_ray.models import PoseModelSpec, build_from_config
+from unipose_ray.models.checkpoints import model_config_for
 
 RANDOM_IMAGES = "none"
 """``--check-images none``: seeded random images instead of person crops."""

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from unipose_ray.cli import entry
-from unipose_ray.export import load_pose_model
-from unipose_ray.inference import PredictionSummary, check_device, predict_images
+from unipose_ray.deploy.onnx import load_pose_model
+from unipose_ray.deploy.predict import PredictionSummary, check_device, predict_images
 
 MAX_NAMES = 5
 """Images without a box named in the summary; the rest are counted."""

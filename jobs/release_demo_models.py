@@ -25,10 +25,16 @@ from pathlib import Path
 
 from unipose_ray.cli import entry
 from unipose_ray.config import PRESETS, DistillConfig, load_config, preset_path
-from unipose_ray.distributed import init_ray
-from unipose_ray.release import MANIFEST_NAME, half_checkpoint, sha256_of, write_manifest
-from unipose_ray.tracking import RunTracker, resolve_tracking_uri
-from unipose_ray.workflow import PreparedData, ensure_backbone, ensure_teachers, prepare_data
+from unipose_ray.models.checkpoints import half_checkpoint
+from unipose_ray.models.release import MANIFEST_NAME, sha256_of, write_manifest
+from unipose_ray.runtime.distributed import init_ray
+from unipose_ray.tracking.runs import RunTracker, resolve_tracking_uri
+from unipose_ray.workflows.training import (
+    PreparedData,
+    ensure_backbone,
+    ensure_teachers,
+    prepare_data,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,8 @@ import sys
 
 from unipose_ray.cli import entry
 from unipose_ray.config import PRESETS, load_config
-from unipose_ray.preflight import check_inputs, check_sweep
-from unipose_ray.resume import check_resume
+from unipose_ray.config.resume import check_resume
+from unipose_ray.workflows.preflight import check_inputs, check_sweep
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     check_inputs(config, sweep=True)
     check_resume(config, args.output_dir, anyway=args.resume_anyway)
 
-    from unipose_ray.distributed import init_ray  # noqa: PLC0415 (seconds: after the checks)
-    from unipose_ray.ray_output import quiet_ray_data  # noqa: PLC0415
-    from unipose_ray.sweep_run import SweepInterrupted, run_sweep  # noqa: PLC0415
+    from unipose_ray.runtime.distributed import init_ray  # noqa: PLC0415 (seconds: after the checks)
+    from unipose_ray.runtime.output import quiet_ray_data  # noqa: PLC0415
+    from unipose_ray.workflows.sweep import SweepInterrupted, run_sweep  # noqa: PLC0415
 
     init_ray(args.address)
     quiet_ray_data()

@@ -13,8 +13,8 @@ from dataclasses import replace
 
 from unipose_ray.cli import entry
 from unipose_ray.config import PRESETS, ConfigError, load_config
-from unipose_ray.preflight import check_inputs
-from unipose_ray.resume import check_resume
+from unipose_ray.config.resume import check_resume
+from unipose_ray.workflows.preflight import check_inputs
 
 
 @entry
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     check_resume(replace(own, run=replace(own.run, name=run)), args.output_dir,
                  anyway=args.resume_anyway)
 
-    from unipose_ray.distributed import init_ray  # noqa: PLC0415 (seconds: after the checks)
-    from unipose_ray.workflow import run_train_teacher  # noqa: PLC0415
+    from unipose_ray.runtime.distributed import init_ray  # noqa: PLC0415 (seconds: after the checks)
+    from unipose_ray.workflows.training import run_train_teacher  # noqa: PLC0415
 
     init_ray(args.address)
     run_train_teacher(config, args.teacher, args.output_dir)

@@ -99,9 +99,12 @@ def real_samples() -> Path:
 @pytest.fixture(scope="session")
 def load_job():
     """``load_job("evaluate")`` imports ``jobs/evaluate.py`` as a module (jobs run nothing at
-    import time; tests call their ``main(argv)``)."""
+    import time; tests call their ``main(argv)``). ``jobs/`` joins ``sys.path``, as it does
+    for a script, so the benchmarks find ``bench_common``."""
 
     def load(name: str):
+        if str(REPO_ROOT / "jobs") not in sys.path:
+            sys.path.append(str(REPO_ROOT / "jobs"))
         spec = importlib.util.spec_from_file_location(f"{name}_job", REPO_ROOT / "jobs" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -124,13 +127,13 @@ def tiny_dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def random_teachers(tmp_path_factory):
+def random_teachers(tmp_path_factory, load_job):
     """``name -> TeacherConfig`` of RTMPose-t teachers with random weights, written as MMPose
     config + checkpoint files at the ``demo_self_trained`` preset's teacher sizes (COCO
     64x96, the student's; MPII 64x64)."""
     import torch
 
-    from unipose_ray.bench import write_random_teacher
+    write_random_teacher = load_job("bench_common").write_random_teacher
     from unipose_ray.config import load_config
 
     out = tmp_path_factory.mktemp("random_teachers")

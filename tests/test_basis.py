@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from unipose_ray.losses import map_teacher_logits, simcc_kd_loss
-from unipose_ray.teachers.basis import Basis, fit_basis
-from unipose_ray.teachers.cache_format import rows_to_table, shard_schema, table_columns
+from unipose_ray.kd.basis import Basis, fit_basis
+from unipose_ray.kd.losses import map_teacher_logits, simcc_kd_loss
+from unipose_ray.teacher_cache.format import rows_to_table, shard_schema, table_columns
 
 TEACHER_BINS = (192, 256)  # a 96x128 teacher, split ratio 2
 STUDENT_BINS = (128, 192)  # a 64x96 student

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from unipose_ray.teachers.cache_format import (
+from unipose_ray.kd.topk import compress
+from unipose_ray.teacher_cache.format import (
     CacheManifest,
-    mismatches,
     CacheStore,
+    mismatches,
     table_to_targets,
     targets_to_table,
 )
-from unipose_ray.teachers.compress import compress
 
 
 def _manifest() -> CacheManifest:

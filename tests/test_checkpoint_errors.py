@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from unipose_ray.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from unipose_ray.cli import UsageError
 from unipose_ray.models import build_rtmpose, build_teacher, write_mmpose_config
+from unipose_ray.models.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from unipose_ray.skeleton import UNIFIED
 
 REPO = Path(__file__).resolve().parents[1]

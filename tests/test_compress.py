@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unipose_ray.losses import simcc_kd_loss
-from unipose_ray.teachers.compress import compress, kd_loss_topk
+from unipose_ray.kd.losses import simcc_kd_loss
+from unipose_ray.kd.topk import compress, kd_loss_topk
 
 BETA = 10.0
 

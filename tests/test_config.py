@@ -4,7 +4,7 @@ import pytest
 
 from unipose_ray.cli import InputError
 from unipose_ray.config import DistillConfig, TeacherConfig, load_config, preset_path
-from unipose_ray.config_io import ConfigError, apply_overrides, build, load_yaml
+from unipose_ray.config.loading import ConfigError, apply_overrides, build, load_yaml
 from unipose_ray.data.sources import DataConfig, DatasetFiles
 
 

@@ -10,19 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from unipose_ray.checkpoints import save_checkpoint
+from unipose_ray.config.settings import CodecConfig
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import write_records
 from unipose_ray.data.synthetic import SyntheticDataset
-from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.evaluation.cross_dataset import (
     HEADLINE,
     TRANSFER_COLUMNS,
     EvalSet,
     evaluate_model,
 )
-from unipose_ray.mmpose_compat import import_mmpose
 from unipose_ray.models import build_from_config, build_rtmpose, write_mmpose_config
+from unipose_ray.models.checkpoints import save_checkpoint
+from unipose_ray.models.compat import import_mmpose
 from unipose_ray.skeleton import UNIFIED
 
 

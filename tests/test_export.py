@@ -19,12 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-from unipose_ray.checkpoints import save_checkpoint
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.readers import read_coco
 from unipose_ray.data.transforms import AugmentConfig
-from unipose_ray.evaluation.decode import decode_simcc
-from unipose_ray.export import (
+from unipose_ray.deploy.onnx import (
     OnnxPoseModel,
     export_metadata,
     export_onnx,
@@ -32,9 +30,11 @@ from unipose_ray.export import (
     load_pose_model,
     write_model_atomically,
 )
-from unipose_ray.export_check import ExportCheck, coco_file_in, generated_crops, person_crops
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.deploy.onnx_check import ExportCheck, coco_file_in, generated_crops, person_crops
+from unipose_ray.evaluation.decode import decode_simcc
 from unipose_ray.models import PoseModel, build_from_config, build_rtmpose, write_mmpose_config
+from unipose_ray.models.checkpoints import save_checkpoint
+from unipose_ray.models.compat import import_mmpose
 from unipose_ray.skeleton import COCO, UNIFIED
 
 ATOL = 1e-4

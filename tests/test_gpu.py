@@ -58,8 +58,8 @@ def test_a_mixed_precision_training_step_on_the_gpu(mode):
 
 
 def test_one_distillation_step_on_the_gpu(teacher):
-    from unipose_ray.losses import SimCCTargets, distillation_loss
-    from unipose_ray.train.kd import teacher_terms
+    from unipose_ray.kd.losses import SimCCTargets, distillation_loss
+    from unipose_ray.train.kd_step import teacher_terms
 
     device = torch.device("cuda")
     config = DistillConfig(student=StudentConfig("t", codec=CODEC), teachers=(teacher,))

@@ -1,5 +1,5 @@
 """A user's mistake is one message and exit code 2, before Ray, MLflow or the model stack
-load (``unipose_ray.cli``, ``unipose_ray.preflight``, ``unipose_ray.resume``).
+load (``unipose_ray.cli``, ``unipose_ray.workflows.preflight``, ``unipose_ray.config.resume``).
 
 Each job runs as a user runs it (``python jobs/<job>.py ...`` in a fresh process), and
 reports which heavy modules it had imported when it exited.
@@ -15,7 +15,7 @@ import pytest
 from helpers import REPO
 
 from unipose_ray.config import load_config
-from unipose_ray.resume import check_resume
+from unipose_ray.config.resume import check_resume
 
 HEAVY = ("torch", "ray", "mlflow", "mmpose", "mmengine", "cv2", "pyarrow")
 RUN = f"""

@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unipose_ray import losses as L
+from unipose_ray.kd import losses as L
 from unipose_ray.skeleton import mapping_for
 
 
 @pytest.fixture(scope="module")
 def mmpose_losses():
-    from unipose_ray.mmpose_compat import import_mmpose
+    from unipose_ray.models.compat import import_mmpose
 
     import_mmpose()
     from mmpose.models.losses import KDLoss, KLDiscretLoss
@@ -313,7 +313,7 @@ def test_udp_heatmap_targets_equal_mmposes_udpheatmap_codec(sigma, input_size, h
     falls partly or wholly outside the heatmap, and unlabelled joints."""
     import numpy as np
 
-    from unipose_ray.mmpose_compat import import_mmpose
+    from unipose_ray.models.compat import import_mmpose
 
     import_mmpose()
     from mmpose.codecs import UDPHeatmap

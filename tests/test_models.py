@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from unipose_ray import checkpoints as C
 from unipose_ray import models as M
 from unipose_ray import skeleton
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models import checkpoints as C
+from unipose_ray.models.compat import import_mmpose
 
 import_mmpose()
 import mmpose

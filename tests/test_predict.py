@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from unipose_ray.checkpoints import save_checkpoint
+from unipose_ray.deploy.onnx import export_onnx
+from unipose_ray.deploy.predict import image_infos
 from unipose_ray.evaluation.coco_metric import bbox_keypoint_score
 from unipose_ray.evaluation.topdown import predict, read_detections
-from unipose_ray.export import export_onnx
-from unipose_ray.inference import image_infos
 from unipose_ray.models import (
     PoseModelSpec,
     build_from_config,
     build_rtmpose,
     write_mmpose_config,
 )
+from unipose_ray.models.checkpoints import save_checkpoint
 from unipose_ray.skeleton import COCO, MPII, UNIFIED
 
 

@@ -1,6 +1,6 @@
 """Ray's chatter is filtered from the driver's output; real errors are not."""
 
-from unipose_ray.ray_output import keep_lines
+from unipose_ray.runtime.output import keep_lines
 
 PROGRESS = "[demo] step 10/300 epoch 0 loss=0.5 | 60.1 samples/s"
 REAL_ERROR = [

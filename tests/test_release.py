@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from unipose_ray.checkpoints import load_backbone
 from unipose_ray.config import load_config
 from unipose_ray.models import build_from_config
-from unipose_ray.release import MANIFEST_NAME, ReleaseError, sha256_of
+from unipose_ray.models.checkpoints import load_backbone
+from unipose_ray.models.release import MANIFEST_NAME, ReleaseError, sha256_of
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.train.job import build_student
 

@@ -1,4 +1,4 @@
-"""A run started again with other settings is refused, naming them (``unipose_ray.resume``)."""
+"""A run started again with other settings is refused, naming them (``unipose_ray.config.resume``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from unipose_ray.config import load_config
-from unipose_ray.resume import ResumeMismatch, check_resume, record_path
+from unipose_ray.config.resume import ResumeMismatch, check_resume, record_path
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
-"""Ctrl+C stays the job's around Ray's fit() calls (``unipose_ray.signals``)."""
+"""Ctrl+C stays the job's around Ray's fit() calls (``unipose_ray.runtime.signals``)."""
 
 from __future__ import annotations
 
 import signal
 import threading
 
-from unipose_ray.signals import handlers_restored
+from unipose_ray.runtime.signals import handlers_restored
 
 
 def test_handlers_installed_inside_the_block_give_way_to_the_earlier_ones():

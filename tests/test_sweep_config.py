@@ -8,8 +8,8 @@ import pytest
 
 from unipose_ray.config import ConfigError, load_config
 from unipose_ray.evaluation.cross_dataset import EvalSet
-from unipose_ray.preflight import check_sweep
-from unipose_ray.sweep import (
+from unipose_ray.workflows.preflight import check_sweep
+from unipose_ray.workflows.sweep_trial import (
     concurrent_trials,
     param_space,
     short_params,
@@ -106,7 +106,7 @@ def _drawn_trials(config, n: int = 4) -> list[dict]:
     """The parameters of the first ``n`` trials the sweep's search algorithm hands Tune."""
     from ray.tune.experiment import Experiment
 
-    from unipose_ray.sweep import search_algorithm
+    from unipose_ray.workflows.sweep_trial import search_algorithm
 
     search = search_algorithm(config, concurrent=n)
     search.add_configurations([Experiment("drawn", run=lambda _: None, num_samples=n,
@@ -124,7 +124,7 @@ def test_random_search_draws_the_same_trials_for_the_same_run_seed():
 
 
 def test_the_base_point_is_the_configs_own_choice():
-    from unipose_ray.sweep import base_point
+    from unipose_ray.workflows.sweep_trial import base_point
 
     config = load_config("demo_sweep", ["sweep.sizes=[s,t]", "sweep.lr=[1e-4,1e-2]"])
     assert base_point(config) == {"weights": {"w_gt": 0.45, "coco": 0.25, "mpii": 0.45},
@@ -132,7 +132,7 @@ def test_the_base_point_is_the_configs_own_choice():
 
 
 def test_every_swept_size_needs_a_backbone_that_fits_it():
-    from unipose_ray.sweep import resolve_backbones, trial_config
+    from unipose_ray.workflows.sweep_trial import resolve_backbones, trial_config
 
     released = "released/demo/cspnext-t_udp-demo-coco_64x96.pth"
     with pytest.raises(ConfigError, match=r"sizes \['s'\] have none; give sweep.backbones"):
@@ -151,9 +151,9 @@ def test_every_swept_size_needs_a_backbone_that_fits_it():
 
 def test_a_sweep_stopped_with_ctrl_c_exits_130_saying_how_to_resume(load_job, monkeypatch,
                                                                      capsys, tmp_path):
-    import unipose_ray.distributed
-    import unipose_ray.sweep_run
-    from unipose_ray.sweep_run import SweepInterrupted
+    import unipose_ray.runtime.distributed
+    import unipose_ray.workflows.sweep
+    from unipose_ray.workflows.sweep import SweepInterrupted
 
     job = load_job("sweep")
 
@@ -161,8 +161,8 @@ def test_a_sweep_stopped_with_ctrl_c_exits_130_saying_how_to_resume(load_job, mo
         raise SweepInterrupted("the sweep stopped with 2 trial(s) unfinished; run the same "
                                "command again (same --output-dir) to resume it")
 
-    monkeypatch.setattr(unipose_ray.distributed, "init_ray", lambda address=None: None)
-    monkeypatch.setattr(unipose_ray.sweep_run, "run_sweep", interrupted)
+    monkeypatch.setattr(unipose_ray.runtime.distributed, "init_ray", lambda address=None: None)
+    monkeypatch.setattr(unipose_ray.workflows.sweep, "run_sweep", interrupted)
     with pytest.raises(SystemExit) as stopped:
         job.main(["--config", "demo_sweep", "--output-dir", str(tmp_path)])
     assert stopped.value.code == 130  # as a shell reports Ctrl+C
@@ -172,7 +172,7 @@ def test_a_sweep_stopped_with_ctrl_c_exits_130_saying_how_to_resume(load_job, mo
 def test_a_resumed_sweeps_asha_judges_new_trials_against_the_finished_ones(tmp_path):
     """Tune does not save its scheduler: without its rungs a resumed ASHA would let a trial
     that cannot learn run on (judged against nothing)."""
-    from unipose_ray.sweep_scheduler import ResumableASHA
+    from unipose_ray.workflows.sweep_scheduler import ResumableASHA
 
     class Trial:
         def __init__(self, trial_id: str):

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from unipose_ray.config import load_config
-from unipose_ray.teachers.cache_build import TeacherTargets
+from unipose_ray.data.transforms import size_key
+from unipose_ray.teacher_cache.build import TeacherTargets
 from unipose_ray.teachers.service import StudentGrid
-from unipose_ray.train.data import size_key
-from unipose_ray.workflow import check_teachers, resolve_teachers
+from unipose_ray.workflows.training import check_teachers, resolve_teachers
 
 
 @pytest.mark.parametrize("name", ["coco", "mpii"])

@@ -14,8 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from unipose_ray import tracking, viz
+from unipose_ray.evaluation import viz
 from unipose_ray.skeleton import UNIFIED
+from unipose_ray.tracking.runs import runs as tracking
 
 # --- flatten_config ----------------------------------------------------------------------
 

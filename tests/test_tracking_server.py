@@ -6,8 +6,8 @@ import multiprocessing
 
 from mlflow.tracking import MlflowClient
 
-from unipose_ray.tracking import RunTracker
-from unipose_ray.tracking_server import served
+from unipose_ray.tracking.runs import RunTracker
+from unipose_ray.tracking.server import served
 
 WRITERS, STEPS = 4, 40
 

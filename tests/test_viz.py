@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unipose_ray import viz
+from unipose_ray.evaluation import viz
 from unipose_ray.skeleton import COCO, UNIFIED
 
 H, W = 256, 192

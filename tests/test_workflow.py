@@ -5,11 +5,11 @@ from dataclasses import replace
 
 import pytest
 
-from unipose_ray.checkpoints import CheckpointError, save_checkpoint
 from unipose_ray.config import load_config
-from unipose_ray.config_io import ConfigError
+from unipose_ray.config.loading import ConfigError
 from unipose_ray.models import build_rtmpose
-from unipose_ray.workflow import ensure_backbone, run_train_teacher
+from unipose_ray.models.checkpoints import CheckpointError, save_checkpoint
+from unipose_ray.workflows.training import ensure_backbone, run_train_teacher
 
 
 def test_a_missing_backbone_checkpoint_is_named(tmp_path):
@@ -75,7 +75,7 @@ def test_relative_data_paths_in_a_yaml_reach_the_workers_absolute(real_samples, 
     import shutil
     from pathlib import Path
 
-    from unipose_ray.workflow import prepare_data
+    from unipose_ray.workflows.training import prepare_data
 
     shutil.copytree(real_samples, tmp_path / "data")
     (tmp_path / "run.yaml").write_text(
@@ -97,7 +97,7 @@ def test_relative_data_paths_in_a_yaml_reach_the_workers_absolute(real_samples, 
 
 def test_a_checkpoint_that_does_not_fit_its_config_fails_before_training(random_teachers,
                                                                         tmp_path):
-    from unipose_ray.workflow import check_teachers
+    from unipose_ray.workflows.training import check_teachers
 
     config = replace(load_config("demo_self_trained"), teachers=tuple(random_teachers.values()))
     assert set(check_teachers(config)) == {"coco", "mpii"}  # the files as written fit
@@ -119,7 +119,7 @@ def test_teacher_services_start_for_a_run_unless_it_reads_the_cache(cached, rand
                                                                     monkeypatch, tmp_path):
     """``fit_with_teachers``: the run's teacher actors are started, handed to the training
     and stopped; a run that reads its targets from a cache starts none."""
-    import unipose_ray.workflow as workflow
+    import unipose_ray.workflows.training as workflow
     from unipose_ray.train.job import TrainJob
 
     config = replace(load_config("demo_self_trained"), teachers=tuple(random_teachers.values()))

@@ -14,7 +14,7 @@ from unipose_ray.data.geometry import (
     invert_affine,
 )
 from unipose_ray.evaluation.decode import crop_to_image_affine
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models.compat import import_mmpose
 
 import_mmpose()
 from mmpose.datasets.transforms import TopdownAffine  # noqa: E402

@@ -10,7 +10,7 @@ from unipose_ray.cli import InputError
 from unipose_ray.data import formats
 from unipose_ray.data.readers import AnnotationError, AnnotationFormatError, read_coco, read_mpii
 from unipose_ray.data.records import read_records, records_to_table, table_to_records, write_records
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models.compat import import_mmpose
 from unipose_ray.skeleton import mapping_for
 
 

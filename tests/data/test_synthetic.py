@@ -85,7 +85,7 @@ def test_coco_keypoints_are_the_rendered_truth(data):
 
 
 def test_mpii_file_loads_in_mmpose_with_true_pixel_positions(data):
-    from unipose_ray.mmpose_compat import install_mmcv_ops_placeholder
+    from unipose_ray.models.compat import install_mmcv_ops_placeholder
 
     install_mmcv_ops_placeholder()  # what import_mmpose does, without the slow mmpose.models
     from mmpose.datasets import MpiiDataset

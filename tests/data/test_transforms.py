@@ -3,9 +3,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from unipose_ray.data.geometry import apply_affine, invert_affine
 from unipose_ray.data.pipeline import BatchLoader, PipelineConfig, TopdownDataset, load_image
 from unipose_ray.data.readers import read_coco, read_mpii
-from unipose_ray.data.geometry import apply_affine, invert_affine
 from unipose_ray.data.transforms import (
     AugmentConfig,
     CodecConfig,
@@ -16,7 +16,7 @@ from unipose_ray.data.transforms import (
     transform_keypoints,
     warp_matrix,
 )
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models.compat import import_mmpose
 from unipose_ray.skeleton import UNIFIED
 
 

@@ -23,8 +23,8 @@ from runs import final_state, leftovers
 from unipose_ray.config import DistillConfig, load_config
 
 if TYPE_CHECKING:
-    from unipose_ray.teachers.cache_build import BuildReport
-    from unipose_ray.workflow import PreparedData
+    from unipose_ray.teacher_cache.build import BuildReport
+    from unipose_ray.workflows.training import PreparedData
 
 SHORT = ["optim.batch_size=8", "optim.epochs=2", "optim.warmup_steps=2",
          "run.val_every_epochs=1", "run.val_flip_test=false"]
@@ -45,8 +45,8 @@ def ray_cluster() -> SharedRay:
     import ray
     import torch
 
-    from unipose_ray.distributed import start_local_ray
-    from unipose_ray.ray_output import filter_worker_output
+    from unipose_ray.runtime.distributed import start_local_ray
+    from unipose_ray.runtime.output import filter_worker_output
 
     global _shared
     port = free_port()
@@ -129,7 +129,7 @@ def comparison(ray_cluster, tiny, mlflow_server, tmp_path_factory, load_job) -> 
     """``jobs/distill.py --config demo_self_trained`` end to end: a pretrained backbone, two
     teachers trained here, the joint student and the distilled student (online teacher
     services) side by side, the table and the claim, tracked on a real ``mlflow server``."""
-    from unipose_ray.workflow import ensure_backbone, prepare_data
+    from unipose_ray.workflows.training import ensure_backbone, prepare_data
 
     uri, server_root = mlflow_server
     artifacts = server_root / "artifacts"  # its --artifacts-destination
@@ -173,8 +173,13 @@ def basis_cache(ray_cluster, cache_overrides, tmp_path_factory) -> BuiltCache:
     (the basis spans every view: decoded logits are the live teachers' up to fp16), built
     once by ``ensure_cache`` (the build's report kept); the cache tests and the sweep read
     it."""
-    import unipose_ray.teachers.cache_build as cache_build
-    from unipose_ray.workflow import check_teachers, ensure_backbone, prepare_data, resolve_teachers
+    import unipose_ray.teacher_cache.build as cache_build
+    from unipose_ray.workflows.training import (
+        check_teachers,
+        ensure_backbone,
+        prepare_data,
+        resolve_teachers,
+    )
 
     out = tmp_path_factory.mktemp("basis_cache")
     overrides = [*cache_overrides, "teacher_cache.topk=0", "teacher_cache.components=512",

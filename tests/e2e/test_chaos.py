@@ -24,7 +24,7 @@ from unipose_ray.config import load_config
 from unipose_ray.teachers.service import StudentGrid, TeacherPool
 from unipose_ray.train.driver import run_training
 from unipose_ray.train.job import TrainJob
-from unipose_ray.workflow import check_teachers, prepare_data
+from unipose_ray.workflows.training import check_teachers, prepare_data
 
 pytestmark = pytest.mark.chaos
 

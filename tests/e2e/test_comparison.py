@@ -15,9 +15,9 @@ import cv2
 import pytest
 from mlflow.tracking import MlflowClient
 
-from unipose_ray.distill import CLAIM_METRICS, DISTILLED, JOINT, claim_summary
 from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, format_table
-from unipose_ray.tracking import PARENT_TAG
+from unipose_ray.tracking.runs import PARENT_TAG
+from unipose_ray.workflows.distill import CLAIM_METRICS, DISTILLED, JOINT, claim_summary
 
 pytestmark = pytest.mark.ci
 
@@ -118,9 +118,9 @@ def test_mlflow_has_the_comparison_as_a_parent_and_each_model_as_its_child(compa
 
 
 def test_every_model_is_an_mmpose_model_and_the_backbone_is_trained_once(comparison):
-    from unipose_ray.checkpoints import load_weights
     from unipose_ray.models import build_from_config, build_rtmpose
-    from unipose_ray.workflow import ensure_backbone, prepare_data
+    from unipose_ray.models.checkpoints import load_weights
+    from unipose_ray.workflows.training import ensure_backbone, prepare_data
 
     config, models = comparison.config, comparison.out / "models"
     name = config.run.name

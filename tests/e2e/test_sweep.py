@@ -28,7 +28,7 @@ from runs import leftovers
 
 from unipose_ray.config import ConfigError, load_config
 from unipose_ray.data.records import read_records
-from unipose_ray.tracking import PARENT_TAG
+from unipose_ray.tracking.runs import PARENT_TAG
 
 pytestmark = pytest.mark.ci
 
@@ -93,7 +93,7 @@ def overrides(basis_cache) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sweep(ray_cluster, overrides, tmp_path_factory):
-    from unipose_ray.sweep_run import SweepInterrupted, run_sweep
+    from unipose_ray.workflows.sweep import SweepInterrupted, run_sweep
 
     out = tmp_path_factory.mktemp("sweep")
     watch = ClusterWatch("sweep", ray_cluster.dashboard)
@@ -153,7 +153,7 @@ def test_the_best_checkpoint_evaluates_to_its_validation_score(sweep):
     """The exported ``best.pth`` of the best trial, evaluated as ``jobs/evaluate.py`` does,
     gives back the score its trial validated (same model, same sets)."""
     from unipose_ray.models import build_from_config
-    from unipose_ray.workflow import prepare_data
+    from unipose_ray.workflows.training import prepare_data
 
     config, rows, out = sweep["config"], sweep["rows"], sweep["out"]
     table = (out / "best_trial.txt").read_text()
@@ -235,7 +235,7 @@ def test_mlflow_has_the_sweep_as_a_parent_run_and_each_trial_as_its_child(sweep)
 def test_metric_names_are_what_validation_reports(sweep):
     from unipose_ray.evaluation.cross_dataset import evaluate_model, metric_names
     from unipose_ray.train.job import build_student
-    from unipose_ray.workflow import prepare_data
+    from unipose_ray.workflows.training import prepare_data
 
     config, out = sweep["config"], sweep["out"]
     _, data = prepare_data(config, out)
@@ -247,7 +247,7 @@ def test_metric_names_are_what_validation_reports(sweep):
 
 
 def test_a_cache_that_does_not_fit_is_refused_before_any_trial(sweep, overrides):
-    from unipose_ray.sweep_run import run_sweep
+    from unipose_ray.workflows.sweep import run_sweep
 
     out = sweep["out"]
     with in_repo():
@@ -258,7 +258,7 @@ def test_a_cache_that_does_not_fit_is_refused_before_any_trial(sweep, overrides)
 
 
 def test_a_metric_that_is_never_reported_is_refused_before_any_trial(sweep, overrides):
-    from unipose_ray.sweep_run import run_sweep
+    from unipose_ray.workflows.sweep import run_sweep
 
     out = sweep["out"]
     for override, named in (("sweep.metric=val/coco_APP", "val/coco_AP,"),

@@ -25,13 +25,14 @@ from helpers import in_repo
 from unipose_ray.config import load_config
 from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.records import read_records
-from unipose_ray.teachers.cache import ViewTargets, batch_targets, open_cache, shard_layout
-from unipose_ray.teachers.cache_build import build_cache
-from unipose_ray.teachers.cache_format import CacheStore
-from unipose_ray.teachers.compress import TopK
+from unipose_ray.data.transforms import size_key
+from unipose_ray.kd.topk import TopK
+from unipose_ray.teacher_cache.build import build_cache
+from unipose_ray.teacher_cache.format import CacheStore
+from unipose_ray.teacher_cache.source import ViewTargets, batch_targets, open_cache, shard_layout
 from unipose_ray.teachers.service import StudentGrid, TeacherService
-from unipose_ray.train.data import CropStage, StepPlan, StreamSpec, size_key
-from unipose_ray.workflow import check_teachers, prepare_data, resolve_teachers
+from unipose_ray.train.data import CropStage, StepPlan, StreamSpec
+from unipose_ray.workflows.training import check_teachers, prepare_data, resolve_teachers
 
 pytestmark = pytest.mark.ci
 

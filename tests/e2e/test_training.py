@@ -23,7 +23,7 @@ from unipose_ray.teachers.service import StudentGrid, TeacherPool
 from unipose_ray.train.data import StepPlan, StreamSpec, epoch_order, num_records, stream_batches
 from unipose_ray.train.driver import check_resources, run_training
 from unipose_ray.train.job import TrainJob
-from unipose_ray.workflow import check_teachers, prepare_data, train_model
+from unipose_ray.workflows.training import check_teachers, prepare_data, train_model
 
 pytestmark = pytest.mark.ci
 
@@ -66,7 +66,7 @@ def test_in_process_teachers_give_the_online_services_logits(prepared):
     teacher actors answer the same batch with the same student-grid logits."""
     from unipose_ray.data.pipeline import PipelineConfig
     from unipose_ray.train.data import CropStage
-    from unipose_ray.train.kd import TeacherClient
+    from unipose_ray.train.kd_step import TeacherClient
 
     config, data, out = prepared
     records = str(data.train_records(["coco", "mpii"], out))

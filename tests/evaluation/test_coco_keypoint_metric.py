@@ -16,7 +16,7 @@ from unipose_ray.evaluation.coco_metric import (
     oks_nms,
     unified_keypoint_metrics,
 )
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models.compat import import_mmpose
 from unipose_ray.skeleton import COCO, UNIFIED, mapping_for
 
 REAL = Path(__file__).resolve().parents[2] / "../shared/data/real_samples"

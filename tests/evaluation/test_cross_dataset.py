@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
+from unipose_ray.data.geometry import apply_affine, invert_affine
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import InstanceRecord, write_records
 from unipose_ray.data.synthetic import SyntheticConfig, SyntheticDataset, generate_dataset
-from unipose_ray.data.geometry import apply_affine, invert_affine
 from unipose_ray.data.transforms import (
     AugmentConfig,
     CodecConfig,
@@ -30,7 +30,7 @@ from unipose_ray.data.transforms import (
 )
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
 from unipose_ray.evaluation.topdown import predict, to_unified
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models.compat import import_mmpose
 from unipose_ray.skeleton import COCO, MPII, UNIFIED, KeypointSet, mapping_for
 
 CODEC = CodecConfig()  # RTMPose's 192x256 crops, split ratio 2

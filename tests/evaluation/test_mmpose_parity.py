@@ -25,24 +25,28 @@ import pytest
 import scipy.io
 import torch
 
-from unipose_ray.checkpoints import save_checkpoint
+from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.readers import read_coco, read_mpii
+from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.evaluation.coco_metric import stable_metric_names
 from unipose_ray.evaluation.cross_dataset import EvalSet
-from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
-from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.evaluation.topdown import eval_mode, predict, simcc_logits
-from unipose_ray.mmpose_compat import import_mmpose
-from unipose_ray.models import build_from_config, build_rtmpose, load_mmpose_config, write_mmpose_config
+from unipose_ray.models import (
+    build_from_config,
+    build_rtmpose,
+    load_mmpose_config,
+    write_mmpose_config,
+)
+from unipose_ray.models.checkpoints import save_checkpoint
+from unipose_ray.models.compat import import_mmpose
 from unipose_ray.skeleton import COCO, KEYPOINT_SETS, keypoint_set_of
 
 import_mmpose()
+import mmpose  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmpose.apis import init_model  # noqa: E402
 from mmpose.datasets import CocoDataset, MpiiDataset  # noqa: E402
 from mmpose.evaluation.metrics import CocoMetric, MpiiPCKAccuracy  # noqa: E402
-
-import mmpose  # noqa: E402
 
 CONFIGS = Path(mmpose.__file__).parent / ".mim" / "configs" / "body_2d_keypoint" / "rtmpose"
 PX_TOLERANCE = 0.01

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from unipose_ray.evaluation.pckh import compute_pckh, evaluate_pckh
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models.compat import import_mmpose
 from unipose_ray.skeleton import MPII, mapping_for
 
 REAL_MPII = Path(__file__).resolve().parents[2] / "../shared/data/real_samples/mpii/test_mpii.json"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unipose_ray.evaluation.decode import crop_to_image_affine, decode_simcc, to_image_coords
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models.compat import import_mmpose
 
 INPUT_SIZE = (192, 256)  # w, h
 

@@ -20,13 +20,13 @@ from unipose_ray.config import DistillConfig, LossConfig, StudentConfig
 from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import write_records
-from unipose_ray.data.transforms import AugmentConfig
-from unipose_ray.losses import SimCCTargets, distillation_loss
+from unipose_ray.data.transforms import AugmentConfig, size_key
+from unipose_ray.kd.losses import SimCCTargets, distillation_loss
 from unipose_ray.models import build_rtmpose
 from unipose_ray.skeleton import UNIFIED
 from unipose_ray.teachers.service import StudentGrid, TeacherService
-from unipose_ray.train.data import DATASET_CODES, CropStage, StreamSpec, size_key
-from unipose_ray.train.kd import kd_joint_weights, teacher_terms
+from unipose_ray.train.data import DATASET_CODES, CropStage, StreamSpec
+from unipose_ray.train.kd_step import kd_joint_weights, teacher_terms
 
 STUDENT = DEMO_CODEC
 MPII_TEACHER_SIZE = (64, 64)  # the random_teachers fixture's (the student's for COCO)

@@ -19,7 +19,7 @@ from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
 from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model
-from unipose_ray.losses import SimCCTargets, simcc_kl_loss
+from unipose_ray.kd.losses import SimCCTargets, simcc_kl_loss
 from unipose_ray.models import build_rtmpose
 from unipose_ray.train.optim import build_optimizer, lr_at, set_lr
 

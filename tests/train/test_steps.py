@@ -16,10 +16,10 @@ from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import write_records
 from unipose_ray.data.transforms import AugmentConfig
-from unipose_ray.tracking import NullTracker
+from unipose_ray.tracking.runs import NullTracker
 from unipose_ray.train.data import CropStage, StepPlan, StreamSpec
 from unipose_ray.train.job import TrainJob, build_student
-from unipose_ray.train.kd import TeacherClient
+from unipose_ray.train.kd_step import TeacherClient
 from unipose_ray.train.loop import Steps
 from unipose_ray.train.optim import MixedPrecision, build_optimizer
 from unipose_ray.train.report import Learner, StartupMarks, TrainState
@@ -110,7 +110,7 @@ def test_non_finite_losses_in_a_row_stop_the_run_with_a_clear_message(batches):
 
 
 def test_mixed_precision_is_off_on_the_cpu_and_checked_in_the_config():
-    from unipose_ray.config_io import ConfigError
+    from unipose_ray.config.loading import ConfigError
 
     for mode in ("bf16", "fp16", "off"):
         precision = MixedPrecision(mode, torch.device("cpu"))
@@ -124,8 +124,8 @@ def test_a_fresh_run_starts_from_the_pretrained_backbone_a_resumed_one_does_not(
     """A worker's student: the configured pretrained backbone (a whole MMPose HeatmapHead
     model, as the demo's pretraining run writes it) in a fresh run; not in a resumed one,
     whose checkpoint holds every weight."""
-    from unipose_ray.checkpoints import save_checkpoint
     from unipose_ray.models import build_rtmpose
+    from unipose_ray.models.checkpoints import save_checkpoint
     from unipose_ray.train.loop import initial_student
 
     torch.manual_seed(1)

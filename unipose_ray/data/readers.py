@@ -19,7 +19,7 @@ from unipose_ray.data import formats
 from unipose_ray.data.formats import AnnotationError, AnnotationFormatError  # both re-exported
 from unipose_ray.data.geometry import BOX_PADDING
 from unipose_ray.data.records import InstanceRecord
-from unipose_ray.distributed import quiet
+from unipose_ray.runtime.distributed import quiet
 from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
 
 MPII_PIXEL_STD = 200.0

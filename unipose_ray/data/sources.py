@@ -1,6 +1,6 @@
 """Where a run's data comes from: annotation paths -> Parquet record sets.
 
-:class:`~unipose_ray.data.files.DataConfig` names the COCO and MPII files a user holds;
+:class:`~unipose_ray.config.files.DataConfig` names the COCO and MPII files a user holds;
 :func:`prepare_records` reads them once and writes one Parquet record set per split, which
 every later stage (pipeline, Ray Data, teacher-logit cache) reads.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from unipose_ray.data.files import PATH_FIELDS, DataConfig, DatasetFiles
+from unipose_ray.config.files import PATH_FIELDS, DataConfig, DatasetFiles
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import (
     SCHEMA,

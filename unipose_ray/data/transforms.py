@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 import cv2
 import numpy as np
 
+from unipose_ray.config.settings import AugmentConfig, CodecConfig
 from unipose_ray.data.geometry import (
     affine_matrix,
     apply_affine,
@@ -27,7 +28,6 @@ from unipose_ray.data.geometry import (
     fix_aspect_ratio,
 )
 from unipose_ray.data.records import InstanceRecord
-from unipose_ray.data.settings import AugmentConfig, CodecConfig
 from unipose_ray.skeleton import UNIFIED
 
 
@@ -76,7 +76,7 @@ class CropParams:
         256x256 teacher a wide person 4/3 smaller than its training crops.) The teacher's
         crop always holds the person box; where it is shorter than the student's along
         one axis, the student bins beyond it get no teacher mass (see
-        :func:`~unipose_ray.losses.map_teacher_logits`). Photometric parameters carry over;
+        :func:`~unipose_ray.kd.losses.map_teacher_logits`). Photometric parameters carry over;
         the dropout hole moves with the relation between the crops.
         """
         scale = fix_aspect_ratio(np.asarray(self.box or self.scale), input_size)
@@ -304,3 +304,8 @@ def make_sample(record: InstanceRecord, image: np.ndarray, params: CropParams,
         params=params,
         warp=warp_matrix(params),
     )
+
+
+def size_key(size: tuple[int, int]) -> str:
+    """Column suffix for a teacher input size: ``256x256``."""
+    return f"{size[0]}x{size[1]}"

@@ -28,8 +28,8 @@ import numpy as np
 from xtcocotools.coco import COCO as CocoApi
 from xtcocotools.cocoeval import COCOeval
 
-from unipose_ray.distributed import quiet
 from unipose_ray.evaluation.names import STABLE_SUFFIXES
+from unipose_ray.runtime.distributed import quiet
 from unipose_ray.skeleton import COCO, KEYPOINT_SETS, UNIFIED, KeypointSet, mapping_for
 
 MMPOSE_STAT_NAMES = tuple(STABLE_SUFFIXES)

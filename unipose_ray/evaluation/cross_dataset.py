@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from unipose_ray.config.settings import CodecConfig
 from unipose_ray.data.records import InstanceRecord, read_records, table_to_records
-from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.evaluation.coco_metric import (
     KeypointPrediction,
     coco_keypoint_metrics,

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import torch
 
+from unipose_ray.config.settings import CodecConfig
 from unipose_ray.data.pipeline import load_image
-from unipose_ray.data.transforms import CodecConfig
 from unipose_ray.evaluation.cross_dataset import EvalSet
 from unipose_ray.evaluation.topdown import predict, to_unified
-from unipose_ray.viz import draw_skeleton, label, make_grid
+from unipose_ray.evaluation.viz import draw_skeleton, label, make_grid
 
 
 def validation_picture(model: torch.nn.Module, keypoint_set: str, codec: CodecConfig,

@@ -23,9 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from unipose_ray.cli import InputError, UsageError
+from unipose_ray.config.settings import AugmentConfig, CodecConfig
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, collate, load_image
 from unipose_ray.data.records import InstanceRecord
-from unipose_ray.data.transforms import AugmentConfig, CodecConfig
 from unipose_ray.evaluation.decode import decode_simcc, to_image_coords
 from unipose_ray.skeleton import KEYPOINT_SETS, UNIFIED, mapping_for
 

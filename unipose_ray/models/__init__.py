@@ -11,7 +11,7 @@ what MMPose's ``PoseDataPreprocessor`` feeds the network after ``bgr_to_rgb`` on
 cv2-loaded (BGR) image. It returns SimCC logits ``(simcc_x (B, K, Wx), simcc_y (B, K, Wy))``.
 
 Checkpoint files (safe reading, strict loading, MMPose's layout) are in
-:mod:`unipose_ray.checkpoints`.
+:mod:`unipose_ray.models.checkpoints`.
 """
 
 from unipose_ray.models.mmpose_config import (

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from unipose_ray.checkpoints import TRUST_ARGUMENT, load_weights, plain_values
 from unipose_ray.cli import UsageError
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models.checkpoints import TRUST_ARGUMENT, load_weights, plain_values
+from unipose_ray.models.compat import import_mmpose
 from unipose_ray.models.pose_model import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -35,7 +35,7 @@ def load_mmpose_config(config_path: str | os.PathLike) -> Any:
     ``CSPNeXt`` has the same parameter names, so both are dropped. SyncBN becomes BN.
     Returns an ``mmengine.Config``.
     """
-    from unipose_ray.release import verify_released  # noqa: PLC0415
+    from unipose_ray.models.release import verify_released  # noqa: PLC0415
 
     verify_released(config_path)
     import_mmpose()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unipose_ray.data.transforms import CodecConfig
+from unipose_ray.config.settings import CodecConfig
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255
 IMAGENET_STD = (58.395, 57.12, 57.375)

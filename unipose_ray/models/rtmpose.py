@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from unipose_ray.mmpose_compat import import_mmpose
+from unipose_ray.models.compat import import_mmpose
 from unipose_ray.models.pose_model import IMAGENET_MEAN, IMAGENET_STD, PoseModel, PoseModelSpec
 
 RTMPOSE_SIZES: dict[str, tuple[float, float, int]] = {

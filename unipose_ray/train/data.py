@@ -31,7 +31,8 @@ import numpy as np
 from unipose_ray.data.geometry import invert_affine
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, load_image
 from unipose_ray.data.records import read_records
-from unipose_ray.teachers.cache import CacheSource, ViewTargets
+from unipose_ray.data.transforms import size_key
+from unipose_ray.teacher_cache.source import CacheSource, ViewTargets
 
 DATASET_CODES = {"coco": 0, "mpii": 1, "aic": 2, "unified": 3}
 
@@ -107,11 +108,6 @@ class StepPlan:
         position = ((step % per_epoch) * self.world_size + self.rank) * self.batch_size \
             + ids % self.batch_size
         return (step // per_epoch) * self.num_records + position
-
-
-def size_key(size: tuple[int, int]) -> str:
-    """Column suffix for a teacher input size: ``256x256``."""
-    return f"{size[0]}x{size[1]}"
 
 
 def epoch_order(num_records: int, seed: int, epoch: int) -> np.ndarray:

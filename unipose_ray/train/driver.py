@@ -15,10 +15,11 @@ from unipose_ray.cli import UsageError
 from unipose_ray.config import DistillConfig
 from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.records import read_records
-from unipose_ray.distributed import print0, started_local_ray
 from unipose_ray.paths import is_uri, resolve_path
-from unipose_ray.teachers.cache import open_cache
-from unipose_ray.teachers.cache_format import describe
+from unipose_ray.runtime.distributed import print0, started_local_ray
+from unipose_ray.runtime.ray_internals import autoscaler_max_resources
+from unipose_ray.teacher_cache.format import describe
+from unipose_ray.teacher_cache.source import open_cache
 from unipose_ray.teachers.service import TeacherPool
 from unipose_ray.train.data import StreamSpec
 from unipose_ray.train.job import TrainJob
@@ -45,10 +46,8 @@ def gpus_wanted(config: DistillConfig) -> float:
 def max_cluster_gpus() -> float | None:
     """The GPUs the autoscaler may bring up (its node groups' maxima), or ``None`` when no
     autoscaler published its limits (a fixed cluster, or Ray's v1 autoscaler)."""
-    import ray._private.state  # noqa: PLC0415
-
     try:
-        limits = ray._private.state.state.get_max_resources_from_cluster_config()
+        limits = autoscaler_max_resources()
     except Exception:  # an old GCS, or no autoscaler state: same as no limits
         return None
     return None if limits is None else float(limits.get("GPU", 0))
@@ -248,8 +247,8 @@ def export_best(result, job: TrainJob) -> Path | None:
     the driver, whichever node rank 0 trained on. ``None`` when no checkpoint was
     validated (a pretraining run).
     """
-    from unipose_ray.checkpoints import MODEL_CONFIG_NAME  # noqa: PLC0415
     from unipose_ray.models import write_mmpose_config  # noqa: PLC0415
+    from unipose_ray.models.checkpoints import MODEL_CONFIG_NAME  # noqa: PLC0415
     from unipose_ray.skeleton import KEYPOINT_SETS  # noqa: PLC0415
     from unipose_ray.train.job import build_student  # noqa: PLC0415
     from unipose_ray.train.report import VAL_PICTURE  # noqa: PLC0415

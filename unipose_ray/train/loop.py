@@ -3,7 +3,7 @@
 Each worker builds the RTMPose student, reads its own Ray Data stream (its rows of every
 step, crops made by :mod:`unipose_ray.train.data`), asks the teacher services for logits
 one batch ahead (the request for batch i+1 is in flight while batch i trains), and minimises
-:func:`unipose_ray.losses.distillation_loss`. Rank 0 validates, logs to MLflow and writes
+:func:`unipose_ray.kd.losses.distillation_loss`. Rank 0 validates, logs to MLflow and writes
 checkpoints through ``ray.train.report``; a run started again with the same name, or
 restarted after a worker failure, resumes from its latest checkpoint at the data position
 and RNG state it had. With no teachers the same loop trains a single-dataset model
@@ -21,21 +21,21 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from unipose_ray import distributed as dist
-from unipose_ray.checkpoints import load_backbone
 from unipose_ray.config import DistillConfig
-from unipose_ray.losses import (
+from unipose_ray.kd.losses import (
     SimCCTargets,
     distillation_loss,
     kd_decay,
     udp_heatmap_targets,
 )
 from unipose_ray.models import HEATMAP_SIGMA, PoseModel, heatmap_size, use_channels_last
+from unipose_ray.models.checkpoints import load_backbone
+from unipose_ray.runtime import distributed as dist
 from unipose_ray.skeleton import mapping_for
-from unipose_ray.tracking import NullTracker
+from unipose_ray.tracking.runs import NullTracker
 from unipose_ray.train.data import StepPlan, batches_naming_failures, stream_batches
 from unipose_ray.train.job import TrainJob, build_student
-from unipose_ray.train.kd import TeacherClient, kd_joint_weights, one_ahead, teacher_terms
+from unipose_ray.train.kd_step import TeacherClient, kd_joint_weights, one_ahead, teacher_terms
 from unipose_ray.train.optim import EMA, MixedPrecision, build_optimizer, lr_at, set_lr
 from unipose_ray.train.report import (
     Learner,

@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 import torch
 
-from unipose_ray import distributed as dist
-from unipose_ray.checkpoints import MODEL_CONFIG_NAME, save_checkpoint
 from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, evaluate_model
 from unipose_ray.evaluation.pictures import validation_picture
 from unipose_ray.models import PoseModel
+from unipose_ray.models.checkpoints import MODEL_CONFIG_NAME, save_checkpoint
+from unipose_ray.runtime import distributed as dist
 from unipose_ray.skeleton import KEYPOINT_SETS
-from unipose_ray.tracking import PARENT_TAG, NullTracker, RunTracker, child_key, flatten_config
+from unipose_ray.tracking.runs import PARENT_TAG, NullTracker, RunTracker, child_key, flatten_config
 from unipose_ray.train.optim import EMA, MixedPrecision
 
 if TYPE_CHECKING:

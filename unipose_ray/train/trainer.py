@@ -15,11 +15,11 @@ waits for. Two of them serve nothing here:
   and in a Tune trial (a worker process, where ``started_local_ray`` is false), whose
   controller dies with the trial when ASHA stops it while Ray runs on.
 
-Ray Train builds these in ``DataParallelTrainer._create_default_callbacks`` (Ray 2.60,
-pinned by the lock). ``tests/train/test_trainer.py`` checks the callbacks against Ray's
-own list, so an upgrade that moves them fails there rather than here.
+Ray Train builds these in ``DataParallelTrainer._create_default_callbacks``; their classes
+come from :mod:`unipose_ray.runtime.ray_internals`. ``tests/train/test_trainer.py`` checks
+them against Ray's own list, so an upgrade that moves them fails there rather than here.
 
-``fit()`` also gives Ctrl+C back to the job when the run ends (:mod:`unipose_ray.signals`).
+``fit()`` also gives Ctrl+C back to the job when the run ends (:mod:`unipose_ray.runtime.signals`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,9 @@ from __future__ import annotations
 import signal
 
 from ray.train.torch import TorchTrainer
-from ray.train.v2._internal.callbacks import DatasetsCallback
-from ray.train.v2._internal.callbacks.placement_group_callback import (
-    PlacementGroupCleanerCallback,
-)
 
-from unipose_ray.signals import handlers_restored
+from unipose_ray.runtime.ray_internals import train_helper_callbacks
+from unipose_ray.runtime.signals import handlers_restored
 
 
 class LeanTorchTrainer(TorchTrainer):
@@ -45,8 +42,9 @@ class LeanTorchTrainer(TorchTrainer):
         if kwargs.get("datasets") and not keep_datasets:
             raise ValueError("LeanTorchTrainer has no dataset manager: pass no datasets "
                              "(or keep_datasets=True)")
-        self._dropped = (() if keep_datasets else (DatasetsCallback,)) + (
-            () if keep_cleaner else (PlacementGroupCleanerCallback,))
+        datasets, cleaner = train_helper_callbacks()
+        self._dropped = (() if keep_datasets else (datasets,)) + (
+            () if keep_cleaner else (cleaner,))
         super().__init__(*args, **kwargs)
 
     def fit(self):

@@ -1,0 +1,1 @@
+"""The process and Ray runtime: ranks, output filtering, signals, Ray's internals."""

@@ -1,0 +1,1 @@
+"""The teacher-logit cache: Parquet shards of teacher targets, built once, read by every run."""

@@ -1,0 +1,1 @@
+"""Teacher inference services: Ray actors that turn teacher crops into student-grid logits."""

@@ -1,0 +1,1 @@
+"""Student training on Ray Train: the driver's run, the workers' loop, their input pipeline."""

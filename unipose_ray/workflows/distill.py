@@ -1,0 +1,172 @@
+"""The comparison behind ``jobs/distill.py``: teachers, joint student, distilled student.
+
+1. data, backbone and teachers (:mod:`unipose_ray.workflows.training`: generated or given, released
+   or trained here);
+2. each teacher evaluated; the joint student without KD and the distilled student trained
+   side by side, then evaluated;
+3. the cross-dataset table, printed and written to ``results.json`` with the paper's claim
+   checked on it, and a picture of each model's skeletons on validation images.
+
+MLflow: one parent run per comparison, the models as its child runs named as the table's
+rows (``teacher_coco``, ``student_distilled``, ...), each with its final metrics under
+``final/``; the parent holds the table, ``results.json`` and the pictures. A killed job
+started again goes on where it stopped, in the same runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+
+from unipose_ray.config import DistillConfig
+from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, evaluate_model, format_table
+from unipose_ray.evaluation.pictures import validation_picture
+from unipose_ray.models import build_from_config
+from unipose_ray.runtime.distributed import print0
+from unipose_ray.skeleton import keypoint_set_of
+from unipose_ray.teacher_cache.build import ensure_cache
+from unipose_ray.tracking.runs import (
+    PARENT_TAG,
+    RunTracker,
+    child_key,
+    flatten_config,
+    resolve_tracking_uri,
+)
+from unipose_ray.train.driver import uses_cache
+from unipose_ray.workflows.training import (
+    PreparedData,
+    Run,
+    check_teachers,
+    ensure_backbone,
+    ensure_teachers,
+    prepare_data,
+    resolve_teachers,
+    train_concurrently,
+)
+
+JOINT, DISTILLED = "student_joint_no_kd", "student_distilled"
+CLAIM_METRICS = ("coco_AP", "unified_AP", "transfer_PCK")
+"""The paper's finding: distillation beats joint training on these (and each teacher on score)."""
+
+
+def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict[str, float]]:
+    """The whole comparison; returns ``row -> metrics`` (also in ``results.json``)."""
+    output_dir = Path(output_dir).resolve()
+    config, data = prepare_data(config, output_dir)
+    uri = resolve_tracking_uri(config.tracking.tracking_uri, output_dir)
+    parent = RunTracker(uri).start(  # fails early on an unreachable server, too
+        config.tracking.experiment, config.run.name, params=flatten_config(config),
+        tags={"unipose_ray.kind": "comparison", "unipose_ray.output_dir": str(output_dir)},
+        key=f"{config.run.name}@{output_dir}")
+    status = "FAILED"
+    try:
+        results = _compare(config, data, output_dir, parent)
+        status = "FINISHED"
+        return results
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        parent.end(status)
+
+
+def _compare(config: DistillConfig, data: PreparedData, output_dir: Path,
+             parent: RunTracker) -> dict[str, dict[str, float]]:
+    config = ensure_backbone(config, data, output_dir, parent.run_id)
+    config = resolve_teachers(ensure_teachers(config, data, output_dir, parent.run_id))
+    specs = check_teachers(config)
+    flip = config.run.val_flip_test
+    results: dict[str, dict[str, float]] = {}
+    models = {}
+    for teacher in config.teachers:
+        row = f"teacher_{teacher.name}"
+        print0(f"evaluating teacher '{teacher.name}' ({Path(teacher.checkpoint).name})")
+        models[row] = build_from_config(teacher.config, teacher.checkpoint,
+                                        trust_checkpoint=teacher.trust_checkpoint)
+        results[row] = evaluate_model(models[row], teacher.dataset, models[row].spec.codec,
+                                      data.eval_sets, flip_test=flip)
+        _log_row(config, parent, row, results[row],
+                 {"config": teacher.config, "checkpoint": teacher.checkpoint,
+                  "dataset": teacher.dataset})
+
+    datasets = sorted(data.train)
+    if uses_cache(config):  # built once (or completed); the distilled student reads it
+        ensure_cache(config, data.train_records(datasets, output_dir / "records"), specs)
+    runs = [Run(config, datasets, specs, DISTILLED)]
+    if config.baseline:
+        joint = replace(config, teachers=(), run=replace(config.run, name=f"{config.run.name}_joint"))
+        runs.insert(0, Run(joint, datasets, {}, JOINT))
+    run_dirs = train_concurrently(runs, data, output_dir, config.parallel_runs, parent.run_id)
+    print0("evaluating the students")
+    for run, run_dir in zip(runs, run_dirs, strict=True):
+        models[run.name] = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
+        results[run.name] = evaluate_model(models[run.name], config.student.dataset,
+                                           models[run.name].spec.codec, data.eval_sets,
+                                           flip_test=flip)
+        _log_row(config, parent, run.name, results[run.name])
+
+    table = format_table(results, TRANSFER_COLUMNS)
+    claim = claim_summary(results)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    (output_dir / "results.txt").write_text(f"{table}\n\n{claim}\n")
+    parent.log_artifact(output_dir / "results.json")
+    parent.log_text(f"{table}\n\n{claim}\n", "results.txt")
+    parent.log_metrics({f"{row}/{k}": v for row, m in results.items() for k, v in m.items()
+                        if k in TRANSFER_COLUMNS}, step=0)
+    _pictures(models, config, data, output_dir, parent)
+    print0(f"\n{table}\n\n{claim}\n\nresults written to {output_dir / 'results.json'}, "
+           f"pictures to {output_dir / 'pictures'}")
+    return results
+
+
+def _log_row(config: DistillConfig, parent: RunTracker, row: str, metrics: dict[str, float],
+             params: dict | None = None) -> None:
+    """The row's child run (the training run of a model trained here) gets ``final/*``."""
+    child = RunTracker(parent.tracking_uri).start(
+        config.tracking.experiment, row, params=params,
+        tags={PARENT_TAG: parent.run_id, "unipose_ray.row": row},
+        key=child_key(parent.run_id, row))
+    child.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=0)
+    child.end("FINISHED")
+
+
+def _pictures(models: dict, config: DistillConfig, data: PreparedData, output_dir: Path,
+              parent: RunTracker) -> None:
+    folder = output_dir / "pictures"
+    folder.mkdir(exist_ok=True)
+    for row, model in models.items():
+        picture = validation_picture(model, keypoint_set_of(model.spec.num_keypoints), model.spec.codec,
+                                     data.eval_sets, config.tracking.images_per_set,
+                                     config.run.val_flip_test)
+        cv2.imwrite(str(folder / f"{row}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        parent.log_figure_png(picture, f"pictures/{row}")
+
+
+def claim_summary(results: dict[str, dict[str, float]]) -> str:
+    """The paper's finding checked on a table: one line per comparison, with the margins."""
+    if DISTILLED not in results:
+        return ""
+    d = results[DISTILLED]
+    lines = []
+    if JOINT in results:
+        j = results[JOINT]
+        parts = [f"{k} {_pct(k, d[k] - j[k]):+.2f}" for k in CLAIM_METRICS
+                 if not math.isnan(d.get(k, math.nan) - j.get(k, math.nan))]
+        wins = all(d.get(k, math.nan) > j.get(k, math.nan) for k in CLAIM_METRICS)
+        lines.append(f"distilled vs joint student: {', '.join(parts)} -> "
+                     f"{'distillation helps' if wins else 'NOT better on all of them'}")
+    teachers = {row: m for row, m in results.items() if row.startswith("teacher_")}
+    if teachers:
+        parts = [f"{row} {d['score'] - m['score']:+.2f}" for row, m in teachers.items()]
+        wins = all(d["score"] > m["score"] for m in teachers.values())
+        lines.append(f"distilled student's score vs teachers: {', '.join(parts)} -> "
+                     f"{'beats every teacher' if wins else 'NOT above every teacher'}")
+    return "\n".join(lines)
+
+
+def _pct(metric: str, value: float) -> float:
+    return 100 * value if metric.endswith("AP") else value
