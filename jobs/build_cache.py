@@ -17,15 +17,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unipose_ray.cli import entry
+from unipose_ray.cli import add_run_flags, entry, job_parser
 from unipose_ray.config import PRESETS, ConfigError, load_config
 from unipose_ray.workflows.preflight import check_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="demo",
-                        help=f"a preset ({', '.join(PRESETS)}) or a YAML file")
+    parser = job_parser(__doc__)
+    add_run_flags(parser, config="demo", presets=PRESETS, output_dir="outputs/demo",
+                  output_help="where the records (and generated data) are, as for distill.py",
+                  example="run.seed=1")
     parser.add_argument("--out", help="cache folder or URI (default: teacher_cache.uri, else "
                         "<output-dir>/teacher_cache)")
     parser.add_argument("--views", type=int, help="augmentation views per instance "
@@ -34,10 +35,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(teacher_cache.components, the default format; 0: --topk's)")
     parser.add_argument("--topk", type=int, help="top-k bins per axis per joint instead of a "
                         "basis (teacher_cache.topk; 0: every bin in fp16)")
-    parser.add_argument("--output-dir", default="outputs/demo",
-                        help="where the records (and generated data) are, as for distill.py")
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. run.seed=1")
     return parser.parse_args(argv)
 
 

@@ -13,14 +13,13 @@ people are that wide.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from unipose_ray.cli import entry
-from unipose_ray.config import load_config
+from unipose_ray.cli import add_run_flags, entry, job_parser
+from unipose_ray.config import PRESETS, load_config
 from unipose_ray.data.geometry import BOX_PADDING, box_center_scale, fix_aspect_ratio
 from unipose_ray.data.records import InstanceRecord, write_records
 from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
@@ -46,10 +45,9 @@ def grown_eval_set(eval_set: EvalSet, student_size: tuple[int, int], out: Path) 
 
 @entry
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="demo", help="preset name or YAML of the run")
-    parser.add_argument("--output-dir", type=Path, required=True, help="the finished run's folder")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, as for the run")
+    parser = job_parser(__doc__)
+    add_run_flags(parser, config="demo", presets=PRESETS, output_dir=None,
+                  output_help="the finished run's folder", address=False)
     args = parser.parse_args(argv)
     output_dir = args.output_dir.resolve()
     config, data = prepare_data(load_config(args.config, args.overrides), output_dir)

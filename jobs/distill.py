@@ -15,33 +15,23 @@ from __future__ import annotations
 
 import argparse
 
-from unipose_ray.cli import entry
+from unipose_ray.cli import add_run_flags, entry, job_parser, run_overrides
 from unipose_ray.config import PRESETS, load_config
 from unipose_ray.config.resume import check_resume
 from unipose_ray.workflows.preflight import check_inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="demo",
-                        help=f"a preset ({', '.join(PRESETS)}) or a YAML file")
-    parser.add_argument("--output-dir", default="outputs/demo", help="where everything is written")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI "
-                        "or a SQLite store in the output dir)")
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
-    parser.add_argument("--resume-anyway", action="store_true",
-                        help="resume a run although its settings changed (see the refusal)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.epochs=5")
+    parser = job_parser(__doc__)
+    add_run_flags(parser, config="demo", presets=PRESETS, output_dir="outputs/demo",
+                  tracking=True, resume=True)
     return parser.parse_args(argv)
 
 
 @entry
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
-    overrides = list(args.overrides)
-    if args.tracking_uri:
-        overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, run_overrides(args))
     check_inputs(config)
     check_resume(config, args.output_dir, anyway=args.resume_anyway)
 

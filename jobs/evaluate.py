@@ -4,10 +4,10 @@
         --coco-ann person_keypoints_val2017.json --coco-img-dir val2017 \\
         --mpii-ann mpii_val.json --mpii-img-dir images --mpii-headbox-file mpii_gt_val.mat \\
         --output table.json
-    python jobs/evaluate.py --checkpoint rtmpose-m.pth --config rtmpose-m_coco.py \\
+    python jobs/evaluate.py --checkpoint rtmpose-m.pth --model-config rtmpose-m_coco.py \\
         --coco-ann person_keypoints_val2017.json --coco-img-dir val2017
 
-Without ``--config`` the ``model_config.py`` a run of this project writes beside its
+Without ``--model-config`` the ``model_config.py`` a run of this project writes beside its
 ``best.pth`` is used. The table's row is named after the checkpoint (its folder and file
 name) and has the demo's columns.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from unipose_ray.cli import InputError, UsageError, entry
+from unipose_ray.cli import InputError, UsageError, add_model_flags, entry, job_parser
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
 from unipose_ray.deploy.predict import check_device, keypoint_set_for
 from unipose_ray.evaluation.cross_dataset import (
@@ -44,12 +44,8 @@ from unipose_ray.models.checkpoints import model_config_for
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="MMPose checkpoint (.pth)")
-    parser.add_argument("--config", type=Path,
-                        help="its MMPose model config (.py); default: model_config.py beside it")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="unpickle the checkpoint without restrictions (trusted files only)")
+    parser = job_parser(__doc__)
+    add_model_flags(parser)
     parser.add_argument("--coco-ann", type=Path, help="COCO person-keypoints val file (17 joints)")
     parser.add_argument("--coco-img-dir", type=Path, help="its image folder")
     parser.add_argument("--coco-unified-ann", type=Path,
@@ -135,7 +131,7 @@ def row_name(checkpoint: Path) -> str:
 @entry
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
-    config = model_config_for(args.checkpoint, args.config)
+    config = model_config_for(args.checkpoint, args.model_config)
     device = check_device(args.device)
     data = data_config(args)
     model = build_from_config(config, args.checkpoint, device=device,

@@ -2,10 +2,10 @@
 
     python jobs/export.py --checkpoint runs/demo/student/best.pth --out student.onnx
     python jobs/export.py --checkpoint rtmpose-m_coco.pth \\
-        --config rtmpose-m_8xb256-420e_coco-256x192.py --out rtmpose-m.onnx \\
+        --model-config rtmpose-m_8xb256-420e_coco-256x192.py --out rtmpose-m.onnx \\
         --check-images val2017_sample/
 
-Without ``--config`` the checkpoint's ``model_config.py`` (written beside it by a run of this
+Without ``--model-config`` the checkpoint's ``model_config.py`` (written beside it by a run of this
 project) is used. The file takes normalised ``(B, 3, H, W)`` crops and returns ``simcc_x``,
 ``simcc_y``; its metadata carries input size, SimCC settings, keypoint names, mean/std and
 channel order (see :mod:`unipose_ray.deploy.onnx`). After writing it, the job runs the file with
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from unipose_ray.cli import InputError, UsageError, entry
+from unipose_ray.cli import InputError, UsageError, add_model_flags, entry, job_parser
 from unipose_ray.deploy.onnx import OnnxPoseModel, export_onnx
 from unipose_ray.deploy.onnx_check import (
     DEFAULT_ATOL,
@@ -42,13 +42,9 @@ RANDOM_IMAGES = "none"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="MMPose checkpoint (.pth)")
-    parser.add_argument("--config", type=Path,
-                        help="its MMPose config (.py); default: model_config.py beside it")
+    parser = job_parser(__doc__)
+    add_model_flags(parser)
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="unpickle the checkpoint without restrictions (trusted files only)")
     parser.add_argument("--check-images", default=None, metavar="DIR_OR_NONE",
                         help="folder of images + COCO person-keypoints file to check on, or "
                              f"'{RANDOM_IMAGES}' for random images (default: person crops of "
@@ -118,7 +114,7 @@ def main(argv: list[str] | None = None) -> ExportCheck:
     args = parse_args(argv)
     if args.max_crops < 1:
         raise UsageError(f"--max-crops must be >= 1, got {args.max_crops}")
-    config = model_config_for(args.checkpoint, args.config)
+    config = model_config_for(args.checkpoint, args.model_config)
     folder = check_folder(args.check_images)
     random_images = folder is None and args.check_images is not None
     make_out_folder(args.out)

@@ -1,7 +1,7 @@
 """Predict the keypoints of the people in images with a trained model (top-down).
 
     python jobs/predict.py --checkpoint runs/demo/demo/best.pth images/ --out predictions/
-    python jobs/predict.py --checkpoint rtmpose-m.pth --config rtmpose-m_coco.py \\
+    python jobs/predict.py --checkpoint rtmpose-m.pth --model-config rtmpose-m_coco.py \\
         val2017/ --bbox-file COCO_val2017_detections_AP_H_56_person.json --out preds/
     python jobs/predict.py --checkpoint student.onnx images/ --out predictions/
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from unipose_ray.cli import entry
+from unipose_ray.cli import add_model_flags, entry, job_parser
 from unipose_ray.deploy.onnx import load_pose_model
 from unipose_ray.deploy.predict import PredictionSummary, check_device, predict_images
 
@@ -31,12 +31,9 @@ MAX_NAMES = 5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = job_parser(__doc__)
     parser.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders")
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="MMPose checkpoint (.pth) or ONNX export (.onnx)")
-    parser.add_argument("--config", type=Path,
-                        help="MMPose config of a .pth (default: model_config.py beside it)")
+    add_model_flags(parser, onnx=True)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     boxes = parser.add_mutually_exclusive_group()
     boxes.add_argument("--bbox-file", type=Path,
@@ -51,8 +48,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="people and joints scored below this are not drawn")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="unpickle the checkpoint without restrictions (trusted files only)")
     return parser.parse_args(argv)
 
 
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     onnx = args.checkpoint.suffix.lower() == ".onnx"
     device = "cpu" if onnx else check_device(args.device)
-    model = load_pose_model(args.checkpoint, args.config, device=device,
+    model = load_pose_model(args.checkpoint, args.model_config, device=device,
                             trust_checkpoint=args.trust_checkpoint,
                             trust_hint="--trust-checkpoint")
     results, summary = predict_images(

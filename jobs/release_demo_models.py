@@ -13,7 +13,6 @@ as ``jobs/evaluate.py`` measures them. Started again, it reuses finished trainin
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -23,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from unipose_ray.cli import entry
+from unipose_ray.cli import add_run_flags, entry, job_parser
 from unipose_ray.config import PRESETS, DistillConfig, load_config, preset_path
 from unipose_ray.models.checkpoints import half_checkpoint
 from unipose_ray.models.release import MANIFEST_NAME, sha256_of, write_manifest
@@ -41,12 +40,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @entry
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="demo_models", help=f"a preset ({', '.join(PRESETS)}) or YAML")
-    parser.add_argument("--output-dir", default="outputs/demo_models", help="training runs and data")
+    parser = job_parser(__doc__)
+    add_run_flags(parser, config="demo_models", presets=PRESETS, output_dir="outputs/demo_models",
+                  output_help="training runs and data", example="teacher_epochs=8")
     parser.add_argument("--release-dir", default="released/demo", help="where the files go")
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. teacher_epochs=8")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "jobs/release_demo_models.py", *(argv if argv is not None else sys.argv[1:])])
 
@@ -114,7 +111,7 @@ def write_files(config: DistillConfig, release: Path) -> dict:
 
 def evaluate(release: Path, paths: dict, data: PreparedData) -> dict:
     """Run ``jobs/evaluate.py`` on a released teacher and both validation sets."""
-    args = ["--config", release / paths["config"], "--checkpoint", release / paths["checkpoint"]]
+    args = ["--model-config", release / paths["config"], "--checkpoint", release / paths["checkpoint"]]
     for s in data.eval_sets:
         args += [f"--{s.name}-ann", s.ann_file, f"--{s.name}-img-dir", s.img_dir]
         if s.unified_ann_file:

@@ -16,37 +16,27 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unipose_ray.cli import entry
+from unipose_ray.cli import add_run_flags, entry, job_parser, run_overrides
 from unipose_ray.config import PRESETS, load_config
 from unipose_ray.config.resume import check_resume
 from unipose_ray.workflows.preflight import check_inputs, check_sweep
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="demo_sweep",
-                        help=f"a preset ({', '.join(PRESETS)}) or a YAML file")
+    parser = job_parser(__doc__)
+    add_run_flags(parser, config="demo_sweep", presets=PRESETS, output_dir="outputs/sweep",
+                  output_help="data, cache, trials, Tune state and the summary (resume: same)",
+                  tracking=True, resume=True, example="sweep.sizes=[t,s] sweep.search=grid")
     parser.add_argument("--num-samples", type=int, help="trials (sweep.num_samples)")
-    parser.add_argument("--output-dir", default="outputs/sweep",
-                        help="data, cache, trials, Tune state and the summary (resume: same)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI "
-                        "or a SQLite store in --output-dir)")
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
-    parser.add_argument("--resume-anyway", action="store_true",
-                        help="resume a sweep although its settings changed (see the refusal)")
-    parser.add_argument("overrides", nargs="*",
-                        help="config overrides, e.g. sweep.sizes=[t,s] sweep.search=grid")
     return parser.parse_args(argv)
 
 
 @entry
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    overrides = list(args.overrides)
+    overrides = run_overrides(args)
     if args.num_samples:
         overrides.append(f"sweep.num_samples={args.num_samples}")
-    if args.tracking_uri:
-        overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
     config = load_config(args.config, overrides)
     check_sweep(config)
     check_inputs(config, sweep=True)

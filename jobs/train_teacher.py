@@ -8,10 +8,9 @@ terms. Writes an MMPose config + checkpoint that ``jobs/distill.py`` (or MMPose)
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 
-from unipose_ray.cli import entry
+from unipose_ray.cli import add_run_flags, entry, job_parser
 from unipose_ray.config import PRESETS, ConfigError, load_config
 from unipose_ray.config.resume import check_resume
 from unipose_ray.workflows.preflight import check_inputs
@@ -19,14 +18,10 @@ from unipose_ray.workflows.preflight import check_inputs
 
 @entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(PRESETS)}) or YAML")
+    parser = job_parser(__doc__)
+    add_run_flags(parser, config="demo", presets=PRESETS, output_dir="outputs/demo",
+                  resume=True, example="teacher_epochs=20")
     parser.add_argument("--teacher", required=True, help="name of a teacher in the config")
-    parser.add_argument("--output-dir", default="outputs/demo")
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
-    parser.add_argument("--resume-anyway", action="store_true",
-                        help="resume a run although its settings changed (see the refusal)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. teacher_epochs=20")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)
     teachers = {t.name: t for t in config.teachers}

@@ -89,7 +89,7 @@ def _assert_json_equals(path: Path, metrics: dict) -> None:
 
 
 def test_unified_student_of_a_run(job, data, tmp_path, monkeypatch, capsys):
-    """A run's best.pth, its model_config.py beside it (no --config), as predict and export
+    """A run's best.pth, its model_config.py beside it (no --model-config), as predict and export
     take it; the row is named after the run's folder and the file."""
     model = build_rtmpose("t", UNIFIED.num_keypoints, input_size=(256, 256))
     write_mmpose_config(model, "t", tmp_path / "student" / "model_config.py")
@@ -128,7 +128,7 @@ def test_coco_teacher_from_the_released_config(job, data, tmp_path, monkeypatch,
     output = tmp_path / "coco_t.json"
     calls = _spy_on_evaluate_model(job, monkeypatch)
 
-    job.main(["--config", config, "--checkpoint", str(checkpoint), *_data_args(data),
+    job.main(["--model-config", config, "--checkpoint", str(checkpoint), *_data_args(data),
               "--output", str(output)])
 
     [(spec, dataset, codec, _, _)] = calls
@@ -150,7 +150,7 @@ def test_missing_annotation_file_is_named_before_the_model_is_built(job, data, t
     missing = tmp_path / "nowhere" / "person_keypoints_val.json"
 
     with pytest.raises(SystemExit) as exit_info:
-        job.main(["--config", str(config), "--checkpoint", str(checkpoint),
+        job.main(["--model-config", str(config), "--checkpoint", str(checkpoint),
                   "--coco-ann", str(missing), "--coco-img-dir", str(data.coco_val_images)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
@@ -174,7 +174,7 @@ def test_bad_dataset_arguments_fail_before_the_model(job, data, tmp_path, monkey
     checkpoint.write_bytes(b"")
     values = {"coco_ann": data.coco_val_ann, "mpii_ann": data.mpii_val_ann,
               "mpii_dir": data.mpii_val_images, "missing": tmp_path / "mpii_gt_val.mat"}
-    argv = ["--config", str(config), "--checkpoint", str(checkpoint),
+    argv = ["--model-config", str(config), "--checkpoint", str(checkpoint),
             *(a.format(**values) for a in args)]
     with pytest.raises(SystemExit):
         job.main(argv)
@@ -184,7 +184,7 @@ def test_bad_dataset_arguments_fail_before_the_model(job, data, tmp_path, monkey
 def test_missing_checkpoint_is_named(job, data, tmp_path, capsys):
     missing = tmp_path / "best.pth"
     with pytest.raises(SystemExit):
-        job.main(["--config", _coco_config(), "--checkpoint", str(missing),
+        job.main(["--model-config", _coco_config(), "--checkpoint", str(missing),
                   "--coco-ann", str(data.coco_val_ann), "--coco-img-dir",
                   str(data.coco_val_images)])
     assert str(missing) in capsys.readouterr().err
@@ -207,7 +207,7 @@ def test_a_checkpoint_without_config_says_what_to_pass(job, data, tmp_path, monk
                              str(data.coco_val_images)], capsys)
     assert err.startswith(f"evaluate.py: error: model config {tmp_path / 'model_config.py'} "
                           "does not exist")
-    assert "pass the model's MMPose config with --config" in err
+    assert "pass the model's MMPose config with --model-config" in err
 
 
 def test_cuda_without_a_gpu_is_refused_before_the_model(job, data, tmp_path, monkeypatch,

@@ -116,7 +116,7 @@ def export_job(load_job):
 def coco(tmp_path_factory, export_job) -> Exported:
     """A 17-joint model of MMPose's released RTMPose-t COCO config whose network takes BGR
     (the config, otherwise the released one, does not flip cv2's BGR to RGB), exported by
-    ``jobs/export.py`` with ``--config``, checked on random images."""
+    ``jobs/export.py`` with ``--model-config``, checked on random images."""
     folder = tmp_path_factory.mktemp("coco_model")
     released = Path(_released_coco_config())
     model = _trained_like(build_from_config(released), seed=2)
@@ -126,7 +126,7 @@ def coco(tmp_path_factory, export_job) -> Exported:
                       "model = dict(data_preprocessor=dict(bgr_to_rgb=False))\n")
     path = folder / "coco_t.onnx"
     with contextlib.redirect_stdout(io.StringIO()) as stdout:
-        check = export_job.main(["--checkpoint", str(checkpoint), "--config", str(config),
+        check = export_job.main(["--checkpoint", str(checkpoint), "--model-config", str(config),
                                  "--out", str(path), "--check-images", "none",
                                  "--max-crops", "3"])
     loaded = load_pose_model(checkpoint, config)
@@ -451,7 +451,7 @@ def test_checkpoint_of_another_keypoint_count_is_named(export_job, coco, unified
                                                        capsys):
     out = tmp_path / "m.onnx"
     with pytest.raises(SystemExit) as exit_info:
-        export_job.main(["--checkpoint", str(coco.checkpoint), "--config", str(unified.config),
+        export_job.main(["--checkpoint", str(coco.checkpoint), "--model-config", str(unified.config),
                          "--out", str(out)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err

@@ -80,7 +80,7 @@ def test_mpii_model_on_whole_images_with_its_config(job, real_samples, tmp_path,
     out = tmp_path / "out"
     images = sorted((real_samples / "mpii").glob("*.jpg"))
 
-    results = job.main(["--checkpoint", str(checkpoint), "--config", str(config),
+    results = job.main(["--checkpoint", str(checkpoint), "--model-config", str(config),
                         *map(str, images[:3]), "--out", str(out), "--no-flip-test"])
 
     assert len(results) == 3
@@ -160,7 +160,7 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_refused(job, student, real
                                                               tmp_path, capsys):
     other = save_checkpoint(build_rtmpose("t", COCO.num_keypoints, (64, 96), sigma=(1.63, 2.12)),
                             tmp_path / "coco17.pth")
-    err = _error(job, ["--checkpoint", str(other), "--config",
+    err = _error(job, ["--checkpoint", str(other), "--model-config",
                        str(student.parent / "model_config.py"), str(real_samples / "coco"),
                        "--out", str(tmp_path / "o")], capsys)
     assert "does not fit" in err and "shape mismatches" in err
@@ -171,7 +171,7 @@ def test_a_missing_config_says_what_to_pass(job, tmp_path, real_samples, capsys)
                                                sigma=(1.63, 2.12)), tmp_path / "alone.pth")
     err = _error(job, ["--checkpoint", str(checkpoint), str(real_samples / "coco"),
                        "--out", str(tmp_path / "o")], capsys)
-    assert "model_config.py" in err and "--config" in err
+    assert "model_config.py" in err and "--model-config" in err
 
 
 # --- The summary: what was drawn, which images got no box -----------------------------------

@@ -16,7 +16,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from unipose_ray.evaluation import viz
 from unipose_ray.skeleton import UNIFIED
-from unipose_ray.tracking.runs import runs as tracking
+from unipose_ray.tracking import runs as tracking
 
 # --- flatten_config ----------------------------------------------------------------------
 

@@ -284,7 +284,7 @@ def pseudo_mpii_gt(real: Path, ref: Reference, head_sizes: np.ndarray, out: Path
 def run_evaluate_job(evaluate, model: Model, args: list[str], flip_test: bool, tmp_path: Path
                      ) -> dict:
     output = tmp_path / "metrics.json"
-    evaluate.main(["--config", str(model.config), "--checkpoint", str(model.checkpoint), *args,
+    evaluate.main(["--model-config", str(model.config), "--checkpoint", str(model.checkpoint), *args,
                    "--flip-test" if flip_test else "--no-flip-test", "--output", str(output)])
     return json.loads(output.read_text())
 

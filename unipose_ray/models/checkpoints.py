@@ -306,8 +306,8 @@ def model_config_for(checkpoint: str | os.PathLike, config: str | os.PathLike | 
     path = Path(config) if config is not None else checkpoint.parent / MODEL_CONFIG_NAME
     if not path.is_file():
         hint = ("" if config is not None else
-                f" (no --config given, and no {MODEL_CONFIG_NAME} beside the checkpoint as a "
-                "run of this project writes it); pass the model's MMPose config with --config")
+                f" (no --model-config given, and no {MODEL_CONFIG_NAME} beside the checkpoint as a "
+                "run of this project writes it); pass the model's MMPose config with --model-config")
         raise InputError(f"model config {path} does not exist{hint}")
     return path
 
