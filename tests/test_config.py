@@ -110,3 +110,44 @@ def test_pretrain_settings_are_checked():
         load_config("demo_self_trained", ["pretrain.dataset=unified"])
     with pytest.raises(ConfigError, match="pretrain.epochs must be >= 1"):
         load_config("demo_self_trained", ["pretrain.epochs=0"])
+
+
+def test_a_file_with_a_base_merges_mappings_and_replaces_lists_and_values(tmp_path):
+    (tmp_path / "mine.yaml").write_text(
+        "base: demo\n"
+        "optim: {epochs: 2}\n"  # one key of a mapping: the rest stay the base's
+        "teachers:\n  - {name: coco, dataset: coco, weight: 0.5, train_size: t}\n"  # a list: replaced whole
+        "baseline: false\n")
+    (tmp_path / "nested.yaml").write_text("base: mine.yaml\nrun: {name: nested}\n")  # relative
+    demo, mine = load_config("demo"), load_config(str(tmp_path / "nested.yaml"))
+    assert mine.optim.epochs == 2 and mine.optim.lr == demo.optim.lr
+    assert mine.optim.batch_size == demo.optim.batch_size
+    assert [(t.name, t.weight, t.checkpoint) for t in mine.teachers] == [("coco", 0.5, None)]
+    assert mine.baseline is False and mine.run.name == "nested"
+    assert mine.run.data_actors == demo.run.data_actors and mine.generate == demo.generate
+
+
+def test_the_demo_presets_build_on_the_demo(tmp_path):
+    demo = load_config("demo")
+    sweep = load_config("demo_sweep")
+    assert sweep.student == demo.student and sweep.teachers == demo.teachers
+    assert sweep.augment == demo.augment and sweep.loss == demo.loss
+    assert "base: demo" in preset_path("demo_sweep").read_text()
+
+
+def test_a_bad_base_is_named_with_its_file(tmp_path):
+    loop_a, loop_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    loop_a.write_text("base: b.yaml\n")
+    loop_b.write_text("base: a.yaml\n")
+    loop = r"b.yaml: base: a.yaml makes a loop \(\S*a.yaml -> \S*b.yaml -> \S*a.yaml\)"
+    with pytest.raises(ConfigError, match=loop):
+        load_config(str(loop_a))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("base: dmeo\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: base: dmeo: neither a preset .*; "
+                                          r"did you mean demo\?"):
+        load_config(str(typo))
+    number = tmp_path / "number.yaml"
+    number.write_text("base: 3\n")
+    with pytest.raises(ConfigError, match="base must be a preset name or a YAML file, got 3"):
+        load_config(str(number))
