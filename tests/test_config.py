@@ -116,7 +116,8 @@ def test_a_file_with_a_base_merges_mappings_and_replaces_lists_and_values(tmp_pa
     (tmp_path / "mine.yaml").write_text(
         "base: demo\n"
         "optim: {epochs: 2}\n"  # one key of a mapping: the rest stay the base's
-        "teachers:\n  - {name: coco, dataset: coco, weight: 0.5, train_size: t}\n"  # a list: replaced whole
+        # a list: replaced whole
+        "teachers:\n  - {name: coco, dataset: coco, weight: 0.5, train_size: t}\n"
         "baseline: false\n")
     (tmp_path / "nested.yaml").write_text("base: mine.yaml\nrun: {name: nested}\n")  # relative
     demo, mine = load_config("demo"), load_config(str(tmp_path / "nested.yaml"))
