@@ -1,13 +1,14 @@
-"""The benchmark commands the README shows (lines ``uv run python jobs/benchmark_*.py``).
+"""The benchmark commands of ``docs/benchmarks.md`` (its ``uv run python jobs/benchmark_*``
+lines).
 
 - ``ci`` tier: each benchmark script once at smoke size, in this process on the shared Ray
   (its ``main``), and its printed figures checked for sense: rates and times positive and
   finite, the ratio line parsed. Speed itself is not a test.
-- ``bench`` tier (opt-in, long): every README command with the README's flags, as a user
-  runs it (a subprocess with its own Ray); the README's figures come from those runs.
+- ``bench`` tier (opt-in, long): every listed command with its flags, as a user runs it (a
+  subprocess with its own Ray); the figures in ``docs/`` come from those runs.
 
-A benchmark the README lists without a smoke size here fails, so a new one cannot be left
-out of CI.
+A benchmark ``docs/benchmarks.md`` lists without a smoke size here fails, so a new one
+cannot be left out of CI.
 """
 
 from __future__ import annotations
@@ -47,8 +48,12 @@ is for: a rate, a time, a ratio) above zero."""
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|nan|inf")
 
 
+BENCHMARKS_DOC = REPO / "docs" / "benchmarks.md"
+
+
 def readme_commands() -> list[list[str]]:
-    lines = (REPO / "README.md").read_text().splitlines()
+    """The commands of ``docs/benchmarks.md``, each as ``[script, *flags]``."""
+    lines = BENCHMARKS_DOC.read_text().splitlines()
     return [line.split("#")[0].split()[3:] for line in lines
             if line.startswith("uv run python jobs/benchmark_")]
 
@@ -75,7 +80,7 @@ def test_every_readme_benchmark_has_a_smoke_size_and_a_figure_check():
 
 @pytest.mark.parametrize("command", readme_commands(), ids=" ".join)
 def test_a_readme_benchmark_command_parses_with_its_flags(command, load_job):
-    """The README's flags are the script's (the runs themselves: ``--tier bench``)."""
+    """The listed flags are the script's (the runs themselves: ``--tier bench``)."""
     job = load_job(command[0].removeprefix("jobs/").removesuffix(".py"))
     job.parse_args(command[1:])  # an unknown or malformed flag exits here
 
