@@ -2,8 +2,8 @@
 
 Tiers (``tests/README.md``): a plain ``pytest`` runs the ``unit`` tier (no Ray Train fit,
 minutes on 2 cores); ``pytest --tier ci`` the end-to-end tests on one shared Ray
-(``tests/e2e/``), which CI runs after the unit tier; ``--tier bench`` the README's
-benchmark commands with the README's flags; ``--tier chaos`` long fault runs; ``--tier
+(``tests/e2e/``), which CI runs after the unit tier; ``--tier bench`` the benchmark
+commands of ``docs/benchmarks.md`` with their flags; ``--tier chaos`` long fault runs; ``--tier
 all`` every tier. A test's tier is its marker (``ci``, ``bench``, ``chaos``), else
 ``unit``; tests of other tiers are reported as deselected, never silently dropped.
 """
@@ -34,7 +34,7 @@ REAL_SAMPLES = REPO_ROOT.parent / "shared" / "data" / "real_samples"
 TIERS = {
     "unit": "unit and small-integration tests, no Ray Train fit (the default)",
     "ci": "end to end on one shared Ray, each behaviour once (CI runs it after unit)",
-    "bench": "the README's benchmark commands with the README's flags (opt-in, long)",
+    "bench": "docs/benchmarks.md's benchmark commands with their flags (opt-in, long)",
     "chaos": "long fault runs (opt-in)",
 }
 TIMEOUT_S = {"unit": 300, "ci": 1500, "bench": 3600, "chaos": 3600}

@@ -183,7 +183,7 @@ class TeacherCacheConfig:
             bin in fp16 (``full-fp16``: exact to fp16, 1/2 of fp32). Top-k drops the
             teacher's mass outside the kept bins, which the build prints; on the demo's
             teachers top-8 dropped 20-25% and lost the distilled student's COCO AP gain,
-            top-32 dropped 3.5% and kept it (README, "Teacher-logit cache").
+            top-32 dropped 3.5% and kept it (docs/cache.md).
         shard_records: training instances per shard (one shard per view and block).
         actors: teacher actors per teacher while building.
         batch_size: instances per teacher call while building.
