@@ -137,7 +137,8 @@ def test_each_training_worker_starts_its_round_robin_at_its_own_replica():
 def test_a_job_called_where_ray_runs_keeps_that_ray_and_refuses_another_address(monkeypatch):
     import ray
 
-    from unipose_ray import distributed, ray_output
+    from unipose_ray.runtime import distributed
+    from unipose_ray.runtime import output as ray_output
 
     started = []
 
