@@ -1,4 +1,6 @@
-"""COCO keypoint AP/AR against MMPose's own ``CocoMetric`` on the real COCO samples."""
+"""COCO keypoint AP/AR on the real COCO samples, against MMPose's ``CocoMetric`` run as its
+test loop runs it (GT file, boxes as x1y1x2y2, crop scales) and against xtcocotools'
+``COCOeval`` on hand-written results."""
 
 from __future__ import annotations
 
@@ -7,16 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mmpose_reference import mmpose_coco_metric
+from xtcocotools.coco import COCO as CocoApi
+from xtcocotools.cocoeval import COCOeval
 
 from unipose_ray.evaluation.coco_metric import (
     KeypointPrediction,
     coco_keypoint_metrics,
-    coco_results,
     evaluate_coco,
-    oks_nms,
     unified_keypoint_metrics,
 )
-from unipose_ray.models.compat import import_mmpose
+from unipose_ray.evaluation.names import STABLE_SUFFIXES
 from unipose_ray.skeleton import COCO, UNIFIED, mapping_for
 
 REAL = Path(__file__).resolve().parents[2] / "../shared/data/real_samples"
@@ -99,12 +102,7 @@ def _det_box_predictions(gt: dict, mode: str, seed: int) -> list[KeypointPredict
 
 
 def _mmpose_coco_metric(ann_file: Path, preds, keypoint_set, nms_mode="oks_nms") -> dict:
-    """Feed MMPose's CocoMetric the way its top-down models do (process + evaluate)."""
-    import_mmpose()
-    from mmpose.evaluation import CocoMetric
-
-    metric = CocoMetric(ann_file=str(ann_file), nms_mode=nms_mode)
-    metric.dataset_meta = keypoint_set.dataset_meta()
+    """MMPose's CocoMetric on the samples its top-down models emit for ``preds``."""
     samples = []
     for p in preds:
         xywh = np.asarray(p.bbox, dtype=np.float32)
@@ -122,10 +120,7 @@ def _mmpose_coco_metric(ann_file: Path, preds, keypoint_set, nms_mode="oks_nms")
                 "gt_instances": {"bbox_scales": _crop_scale(xywh)[None]},
             }
         )
-    for start in range(0, len(samples), 8):  # a few batches, like a dataloader
-        metric.process([], samples[start : start + 8])
-    results = metric.evaluate(size=len(samples))
-    return {name.split("/", 1)[1]: value for name, value in results.items()}
+    return mmpose_coco_metric(ann_file, samples, keypoint_set, nms_mode)
 
 
 def _assert_same(ours: dict, ref: dict) -> None:
@@ -175,23 +170,34 @@ def test_detector_boxes_with_oks_nms_match_mmpose(gt, mode):
         evaluate_coco(GT_FILE, preds, nms_thr=None),
         _mmpose_coco_metric(GT_FILE, preds, COCO, nms_mode="none"),
     )
-    if mode == "noisy":  # duplicate detections of one person agree: NMS drops them
-        assert len(coco_results(preds)) < len(coco_results(preds, nms_thr=None)) == len(preds)
+    if mode == "noisy":  # duplicate detections of one person agree: NMS drops some
+        assert ours != evaluate_coco(GT_FILE, preds, nms_thr=None)
 
 
-def test_oks_nms_matches_mmpose(gt):
-    import_mmpose()
-    from mmpose.evaluation.functional import oks_nms as mmpose_oks_nms
-
-    preds = [p for p in _det_box_predictions(gt, "noisy", seed=3) if p.image_id == 197388]
-    kpts = np.stack([np.concatenate([p.keypoints, p.keypoint_scores[:, None]], 1) for p in preds])
-    scores = np.array([p.bbox_score * p.keypoint_scores.mean() for p in preds])
-    areas = np.array([p.area for p in preds])
-    sigmas = np.asarray(COCO.sigmas, dtype=np.float32)
-    db = [{"keypoints": k, "score": s, "area": a} for k, s, a in zip(kpts, scores, areas)]
-    keep = oks_nms(kpts, scores, areas, 0.9, sigmas)
-    np.testing.assert_array_equal(keep, mmpose_oks_nms(db, 0.9, sigmas=sigmas))
-    assert 0 < len(keep) < len(preds)
+def test_without_nms_equals_cocoeval_on_hand_written_results(gt):
+    # Independent of CocoMetric: the rescoring written out, xtcocotools' COCOeval run directly.
+    preds = _gt_box_predictions(gt, "partly_wrong", seed=12)
+    results = []
+    for p in preds:
+        counted = [float(s) for s in p.keypoint_scores if s > 0.2]
+        xys = np.concatenate([p.keypoints, p.keypoint_scores[:, None]], axis=1)
+        results.append({
+            "image_id": p.image_id,
+            "category_id": 1,
+            "keypoints": xys.ravel().tolist(),
+            "score": float(p.bbox_score) * (sum(counted) / len(counted) if counted else 0.0),
+            "bbox": np.asarray(p.bbox).tolist(),
+        })
+    coco_gt = CocoApi(str(GT_FILE))
+    cocoeval = COCOeval(coco_gt, coco_gt.loadRes(results), "keypoints",
+                        np.asarray(COCO.sigmas, np.float32), True)
+    cocoeval.params.useSegm = None
+    cocoeval.evaluate()
+    cocoeval.accumulate()
+    cocoeval.summarize()
+    expected = dict(zip(STABLE_SUFFIXES, cocoeval.stats))
+    _assert_same(evaluate_coco(GT_FILE, preds, nms_thr=None), expected)
+    assert 0.0 < expected["AP"] < 1.0
 
 
 def test_unified_predictions_are_evaluated_on_their_coco_joints(gt):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mmpose_reference import mmpose_coco_metric
 
 from unipose_ray.data.geometry import apply_affine, invert_affine
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
@@ -297,7 +298,6 @@ def _mmpose_coco_metric(ann_file: Path, records: list[InstanceRecord], oracle: O
     the pipeline's inverse warp (the same affine as MMPose's, also for rotated crops)."""
     import_mmpose()
     from mmpose.codecs import SimCCLabel
-    from mmpose.evaluation import CocoMetric
 
     decoder = SimCCLabel(input_size=CODEC.input_size, sigma=CODEC.sigma,
                          simcc_split_ratio=CODEC.split_ratio, normalize=False, use_dark=False)
@@ -326,12 +326,7 @@ def _mmpose_coco_metric(ann_file: Path, records: list[InstanceRecord], oracle: O
             },
             "gt_instances": {"bbox_scales": np.asarray(sample.params.scale, np.float32)[None]},
         })
-    metric = CocoMetric(ann_file=str(ann_file))
-    metric.dataset_meta = evaluated.dataset_meta()
-    for start in range(0, len(samples), 8):
-        metric.process([], samples[start : start + 8])
-    return {name.split("/", 1)[1]: value
-            for name, value in metric.evaluate(size=len(samples)).items()}
+    return mmpose_coco_metric(ann_file, samples, evaluated)
 
 
 _FLAT_SUFFIXES = {"AP": "AP", "AP .5": "AP50", "AP .75": "AP75", "AP (M)": "AP_M",
