@@ -36,7 +36,8 @@ from unipose_ray.config import DistillConfig, load_config
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.records import read_records
 from unipose_ray.kd.basis import fit_basis
-from unipose_ray.kd.losses import map_teacher_logits, simcc_kd_loss
+from unipose_ray.kd.grid import map_teacher_logits
+from unipose_ray.kd.losses import simcc_kd_loss
 from unipose_ray.kd.topk import compress, kd_loss_topk
 from unipose_ray.runtime.distributed import init_ray
 from unipose_ray.skeleton import mapping_for

@@ -27,7 +27,8 @@ from unipose_ray.config import PRESETS, DistillConfig, load_config, preset_path
 from unipose_ray.models.checkpoints import half_checkpoint
 from unipose_ray.models.release import MANIFEST_NAME, sha256_of, write_manifest
 from unipose_ray.runtime.distributed import init_ray
-from unipose_ray.tracking.runs import RunTracker, resolve_tracking_uri
+from unipose_ray.tracking.runs import RunTracker
+from unipose_ray.tracking.uris import resolve_tracking_uri
 from unipose_ray.workflows.training import (
     PreparedData,
     ensure_backbone,

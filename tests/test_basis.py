@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from unipose_ray.kd.basis import Basis, fit_basis
-from unipose_ray.kd.losses import map_teacher_logits, simcc_kd_loss
+from unipose_ray.kd.grid import map_teacher_logits
+from unipose_ray.kd.losses import simcc_kd_loss
 from unipose_ray.teacher_cache.format import rows_to_table, shard_schema, table_columns
 
 TEACHER_BINS = (192, 256)  # a 96x128 teacher, split ratio 2

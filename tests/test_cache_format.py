@@ -14,9 +14,11 @@ from unipose_ray.teacher_cache.format import (
     CacheManifest,
     CacheStore,
     mismatches,
-    table_to_targets,
+    table_columns,
     targets_to_table,
 )
+from unipose_ray.teacher_cache.source import batch_targets
+from unipose_ray.teachers.service import StudentGrid
 
 
 def _manifest() -> CacheManifest:
@@ -36,7 +38,10 @@ def test_a_shard_round_trips_the_compressed_targets(tmp_path):
     store = CacheStore(str(tmp_path / "cache"))
     store.write_shard(table, "shard_00000.parquet")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["shard_00000.parquet"]
-    rx, ry = table_to_targets(store.read_shard("shard_00000.parquet"), 17, (128, 192))
+    # read back as a run does: a shard's columns, a batch's kd_<teacher>_* columns, targets
+    columns = table_columns(store.read_shard("shard_00000.parquet"), 17, {"k": 8})
+    batch = {f"kd_coco_{name}": array.copy() for name, array in columns.items()}  # writable
+    rx, ry = batch_targets(batch, "coco", StudentGrid((128, 192), 2.0))
     for got, want in ((rx, x), (ry, y)):
         assert torch.equal(got.values, want.values) and torch.equal(got.indices, want.indices)
         torch.testing.assert_close(got.rest, want.rest)

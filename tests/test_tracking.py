@@ -16,6 +16,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from unipose_ray.evaluation import viz
 from unipose_ray.skeleton import UNIFIED
+from unipose_ray.tracking import params, uris
 from unipose_ray.tracking import runs as tracking
 
 # --- flatten_config ----------------------------------------------------------------------
@@ -49,7 +50,7 @@ def test_flatten_config_nested_dataclasses():
         extra={"aug": {"flip": True, "scales": [0.75, 1.25]}, "empty": []},
         note="x" * (MAX_PARAM_VAL_LENGTH + 50),
     )
-    flat = tracking.flatten_config(cfg)
+    flat = params.flatten_config(cfg)
     expected = {
         "loss.w_gt": 0.45,
         "loss.w_kd.0": 0.25,
@@ -69,21 +70,21 @@ def test_flatten_config_nested_dataclasses():
     assert flat == expected
     assert len(note) == MAX_PARAM_VAL_LENGTH and note.endswith("...")
     assert all(isinstance(v, (str, int, float, bool)) for v in flat.values())
-    assert tracking.flatten_config(_Config(), prefix="cfg")["cfg.loss.w_gt"] == 0.45
+    assert params.flatten_config(_Config(), prefix="cfg")["cfg.loss.w_gt"] == 0.45
     with pytest.raises(TypeError):
-        tracking.flatten_config(3.0)
+        params.flatten_config(3.0)
 
 
 def test_tracking_uri_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    embedded = tracking.resolve_tracking_uri(None, tmp_path / "work")
+    embedded = uris.resolve_tracking_uri(None, tmp_path / "work")
     assert embedded == f"sqlite:///{(tmp_path / 'work').resolve()}/mlflow.db"
-    assert embedded == tracking.default_tracking_uri(tmp_path / "work")
-    assert tracking.default_artifact_root(embedded) == (tmp_path / "work" / "mlartifacts")
+    assert embedded == uris.default_tracking_uri(tmp_path / "work")
+    assert uris.default_artifact_root(embedded) == (tmp_path / "work" / "mlartifacts")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert tracking.resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5999"
-    assert tracking.resolve_tracking_uri("http://h:1", tmp_path) == "http://h:1"
-    assert tracking.default_artifact_root("http://h:1") is None
+    assert uris.resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5999"
+    assert uris.resolve_tracking_uri("http://h:1", tmp_path) == "http://h:1"
+    assert uris.default_artifact_root("http://h:1") is None
 
 
 # --- the embedded SQLite store -----------------------------------------------------------
@@ -100,8 +101,16 @@ def _figure() -> np.ndarray:
     return viz.make_grid([viz.draw_skeleton(np.zeros((256, 192, 3), np.uint8), kps)] * 2, 2)
 
 
+def _runs(uri: str, experiment: str) -> list[tuple[str, dict[str, float]]]:
+    """``(run name, latest metrics)`` of each run of ``experiment``, oldest first."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+    return [(run.info.run_name, dict(run.data.metrics)) for run in runs]
+
+
 def _log_a_run(tracker: tracking.RunTracker, experiment: str, run_name: str) -> str:
-    tracker.start(experiment, run_name, tracking.flatten_config(_Config()), {"stage": "test"})
+    tracker.start(experiment, run_name, params.flatten_config(_Config()), {"stage": "test"})
     for step in (10, 20):
         tracker.log_metrics({"train/loss": 1.0 / step, "train/lr": 4e-3}, step=step)
     tracker.log_metrics({"val/coco_AP": float("nan"), "val/score": 0.5}, step=20)
@@ -134,7 +143,7 @@ def _check_run(client: MlflowClient, run_id: str, run_name: str) -> None:
 
 def test_embedded_sqlite_default_keeps_everything_in_the_work_dir(work_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # artifacts must not follow the current directory
-    uri = tracking.default_tracking_uri(work_dir)
+    uri = uris.default_tracking_uri(work_dir)
     with tracking.RunTracker(uri) as tracker:
         run_id = _log_a_run(tracker, "unipose-local", "student-s")
     _check_run(MlflowClient(uri), run_id, "student-s")
@@ -142,7 +151,7 @@ def test_embedded_sqlite_default_keeps_everything_in_the_work_dir(work_dir, tmp_
     assert list((work_dir / "mlartifacts").rglob("val_epoch1.png"))
     assert not list(tmp_path.iterdir()), "nothing may be written to the current directory"
     assert ("student-s", pytest.approx({"train/loss": 0.05, "train/lr": 4e-3, "val/score": 0.5})
-            ) in tracking.find_runs(uri, "unipose-local")  # fmt: skip
+            ) in _runs(uri, "unipose-local")  # fmt: skip
 
 
 def _check_resume(uri: str, experiment: str) -> None:
@@ -164,23 +173,23 @@ def _check_resume(uri: str, experiment: str) -> None:
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params == {"lr": "0.004", "new": "1"}  # first value kept, new key added
-    assert [name for name, _ in tracking.find_runs(uri, experiment)] == ["job 'a'", "job-b"]
+    assert [name for name, _ in _runs(uri, experiment)] == ["job 'a'", "job-b"]
 
 
 def test_resume_logs_into_the_same_run_sqlite(work_dir):
-    _check_resume(tracking.default_tracking_uri(work_dir), "unipose-resume")
+    _check_resume(uris.default_tracking_uri(work_dir), "unipose-resume")
 
 
 def test_metric_names_mlflow_rejects_are_cleaned(work_dir):
-    uri = tracking.default_tracking_uri(work_dir)
+    uri = uris.default_tracking_uri(work_dir)
     with tracking.RunTracker(uri).start("unipose-names", "names") as tracker:
         tracker.log_metrics({"val/mpii_PCKh@0.1": 80.0, "val/mpii_PCKh": 90.0}, step=0)
-    ((_, metrics),) = tracking.find_runs(uri, "unipose-names")
+    ((_, metrics),) = _runs(uri, "unipose-names")
     assert metrics == {"val/mpii_PCKh_0.1": 80.0, "val/mpii_PCKh": 90.0}
 
 
 def test_failure_inside_the_block_marks_the_run_failed(work_dir):
-    uri = tracking.default_tracking_uri(work_dir)
+    uri = uris.default_tracking_uri(work_dir)
     with pytest.raises(ZeroDivisionError):
         with tracking.RunTracker(uri).start("unipose-fail", "boom") as tracker:
             run_id = tracker.run_id
@@ -196,17 +205,16 @@ def test_null_tracker_has_the_same_interface():
         ours = inspect.signature(getattr(tracking.RunTracker, name)).parameters
         theirs = inspect.signature(getattr(tracking.NullTracker, name)).parameters
         assert list(ours) == list(theirs), name
-    with tracking.make_tracker(1, "http://127.0.0.1:1") as t:  # never contacts the server
+    with null as t:  # never contacts a server
         assert t.start("e", "r", {"a": 1}) is t
         t.log_metrics({"train/loss": 1.0}, step=0)
         t.log_figure_png(np.zeros((4, 4, 3), np.uint8), "x")
-    assert isinstance(tracking.make_tracker(0, "sqlite:///x.db"), tracking.RunTracker)
     assert null.run_id is None
 
 
 def test_logging_before_start_is_an_error(work_dir):
     with pytest.raises(RuntimeError, match="start"):
-        tracking.RunTracker(tracking.default_tracking_uri(work_dir)).log_metrics({"a": 1}, 0)
+        tracking.RunTracker(uris.default_tracking_uri(work_dir)).log_metrics({"a": 1}, 0)
 
 
 # --- unreachable servers -----------------------------------------------------------------
@@ -215,7 +223,7 @@ def test_logging_before_start_is_an_error(work_dir):
 @pytest.mark.timeout(60)  # MLflow's own client would retry for minutes
 def test_unreachable_server_fails_fast_with_a_clear_message(unused_port):
     uri = f"http://127.0.0.1:{unused_port}"  # nothing listens there
-    with pytest.raises(tracking.TrackingUnavailableError) as err:
+    with pytest.raises(uris.TrackingUnavailableError) as err:
         tracking.RunTracker(uri).start("e", "r")
     assert "Connection refused" in str(err.value)  # the connection's own answer, no retries
     assert uri in str(err.value) and "--tracking-uri" in str(err.value)
@@ -228,7 +236,7 @@ def test_server_that_never_answers_times_out():
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        with pytest.raises(tracking.TrackingUnavailableError, match=r"not reachable \(timed out\)"):
+        with pytest.raises(uris.TrackingUnavailableError, match=r"not reachable \(timed out\)"):
             tracking.RunTracker(uri, connect_timeout_s=1.0).start("e", "r")
 
 

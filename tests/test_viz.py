@@ -34,7 +34,7 @@ def _distance_to_segment(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np
 def _palette_colour(pixel: np.ndarray) -> tuple[int, int, int]:
     """The palette colour ``pixel`` is a (possibly anti-aliased, dimmed) shade of."""
     p = pixel.astype(np.float64)
-    palette = [viz.LEFT_COLOR, viz.RIGHT_COLOR, viz.CENTER_COLOR, viz.GT_COLOR]
+    palette = [viz.LEFT_COLOR, viz.RIGHT_COLOR, viz.CENTER_COLOR]
 
     def residual(c):
         c = np.asarray(c, np.float64)
@@ -111,22 +111,6 @@ def test_non_finite_joints_are_skipped_and_shape_is_checked():
 def test_thickness_grows_with_image_size():
     assert viz.line_thickness(256, 192) == 1
     assert viz.line_thickness(1024, 768) > viz.line_thickness(256, 192)
-
-
-def test_comparison_side_by_side_and_overlay():
-    gt, gt_vis = _only({"left_shoulder": (50, 50), "left_elbow": (50, 150)})
-    pred = gt + [10, 0]
-    image = _blank()
-    side = viz.draw_comparison(image, pred, gt, pred_scores=gt_vis, gt_visible=gt_vis)
-    assert side.shape == (H, 2 * W + 2, 3)
-    assert side[100, 50].any() and not side[100, 60].any()  # GT panel: GT only
-    assert side[100, W + 2 + 60].any() and not side[100, W + 2 + 50].any()  # pred panel
-
-    over = viz.draw_comparison(image, pred, gt, gt_vis, gt_vis, overlay=True)
-    assert over.shape == image.shape
-    assert _palette_colour(over[100, 50]) == viz.GT_COLOR
-    assert _palette_colour(over[100, 60]) == viz.LEFT_COLOR
-    assert tuple(over[50, 50]) == viz.GT_COLOR and tuple(over[50, 60]) == viz.LEFT_COLOR
 
 
 @pytest.mark.parametrize("n, cols, rows, used_cols", [(5, 3, 2, 3), (2, 4, 1, 2), (4, 1, 4, 1)])

@@ -193,9 +193,10 @@ AIC = _make_set(
 )  # fmt: skip
 """AI Challenger (14 joints): the third real keypoint set, joined by a name table only."""
 
-# The unified skeleton: COCO order, then the MPII spine/head joints (FACTS.md section 3).
-# Sigmas for the four extra joints: MPII's 0.026 for thorax/neck/head top, and Halpe-26's
-# hip value 0.066 for the pelvis (0.026 would make the pelvis stricter than the nose).
+# The unified skeleton: COCO order, then the MPII spine/head joints (the paper authors' order).
+# Sigmas for the four extra joints: MPII's 0.026 for thorax/neck/head top (MMPose's
+# configs/_base_/datasets/mpii.py), and Halpe-26's hip value 0.066 for the pelvis
+# (.../halpe26.py; 0.026 would make the pelvis stricter than the nose).
 UNIFIED = _make_set(
     "unified",
     COCO_NAMES + ["pelvis", "thorax", "upper_neck", "head_top"],

@@ -38,7 +38,8 @@ def test_mapping_round_trips(dataset):
 
 
 def test_mpii_mapping_matches_the_papers_table():
-    expected = [16, 14, 12, 11, 13, 15, 17, 18, 19, 20, 10, 8, 6, 5, 7, 9]  # FACTS.md §3
+    # MPII index -> unified index, as the paper authors' code maps them
+    expected = [16, 14, 12, 11, 13, 15, 17, 18, 19, 20, 10, 8, 6, 5, 7, 9]
     np.testing.assert_array_equal(mapping_for("mpii").to_unified, expected)
     assert not mapping_for("mpii").annotated[:5].any()
     assert not mapping_for("coco").annotated[17:].any()

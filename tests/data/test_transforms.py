@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from unipose_ray.data.geometry import apply_affine, invert_affine
-from unipose_ray.data.pipeline import BatchLoader, PipelineConfig, TopdownDataset, load_image
+from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, collate, load_image
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.transforms import (
     AugmentConfig,
@@ -137,17 +137,14 @@ def test_weights_are_visibility_times_annotated(dataset):
     assert sample.weights[17:].all()     # but the spine and head are labelled and visible
 
 
-def test_batch_loader_covers_every_sample_once_per_epoch(dataset):
-    loader = BatchLoader(dataset, batch_size=4)
-    batches = list(loader.epoch(1))
-    assert len(batches) == len(loader) == -(-len(dataset) // 4)
-    seen = np.concatenate([b["indices"] for b in batches])
-    np.testing.assert_array_equal(np.sort(seen), np.arange(len(dataset)))
-    first = batches[0]
-    assert first["images"].shape == (4, 3, 256, 192) and first["images"].dtype == np.uint8
-    assert first["target_x"].shape == (4, 21, 384) and first["target_y"].shape == (4, 21, 512)
-    np.testing.assert_array_equal(seen, loader.order(1))
-    assert not np.array_equal(loader.order(1), loader.order(2))
+def test_collate_stacks_samples_into_a_batch(dataset):
+    samples = [dataset.sample(i, 1) for i in range(4)]
+    batch = collate(samples)
+    assert batch["images"].shape == (4, 3, 256, 192) and batch["images"].dtype == np.uint8
+    assert batch["target_x"].shape == (4, 21, 384) and batch["target_y"].shape == (4, 21, 512)
+    np.testing.assert_array_equal(batch["keypoints"][2], samples[2].keypoints)
+    np.testing.assert_allclose(batch["inverse_warp"][0] @ np.vstack([batch["warp"][0], [0, 0, 1]]),
+                               np.eye(3)[:2], atol=1e-3)
 
 
 def test_unaugmented_teacher_crop_is_the_teachers_own_crop(dataset):

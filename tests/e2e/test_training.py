@@ -19,8 +19,9 @@ import torch
 from runs import assert_same_weights, final_state, registered_steps
 
 from unipose_ray.config import load_config
+from unipose_ray.data.records import read_records
 from unipose_ray.teachers.service import StudentGrid, TeacherPool
-from unipose_ray.train.data import StepPlan, StreamSpec, epoch_order, num_records, stream_batches
+from unipose_ray.train.data import StepPlan, StreamSpec, epoch_order, stream_batches
 from unipose_ray.train.driver import check_resources, run_training
 from unipose_ray.train.job import TrainJob
 from unipose_ray.workflows.training import check_teachers, prepare_data, train_model
@@ -50,7 +51,7 @@ def test_ray_data_and_the_inline_stream_give_the_same_batches(prepared):
     records = str(data.train_records(["coco", "mpii"], out))
     spec = StreamSpec(records, PipelineConfig(config.student.codec, config.augment, seed=5),
                       teacher_sizes=((64, 64),))
-    n = num_records(records)
+    n = read_records(records).num_rows
     plan = StepPlan(n, 4, world_size=2, rank=1, start_step=3, total_steps=3 + n // 4)
     by_actors, inline = list(stream_batches(spec, plan, 1)), list(stream_batches(spec, plan, 0))
     assert [b["step"][0] for b in by_actors] == list(range(3, plan.total_steps))
@@ -125,7 +126,7 @@ def test_workers_share_the_replicas_and_a_killed_replica_is_restarted(prepared):
         result = run_training(job, pools)
         assert killed.wait(timeout=10), "the replica was never killed: no restart exercised"
         assert result.error is None
-        steps = num_records(job.train_records) // (2 * config.optim.batch_size) * 3
+        steps = read_records(job.train_records).num_rows // (2 * config.optim.batch_size) * 3
         assert result.metrics["train/step"] == steps  # every step trained, none lost
         calls = {name: ray.get([r.ping.remote() for r in pool.replicas])
                  for name, pool in pools.items()}
@@ -238,8 +239,6 @@ def corrupt(ray_cluster, tiny_dataset, tiny, tmp_path):
     """The tiny dataset's COCO training split in a copy whose image of the first COCO
     record the run trains is corrupted after the records were written: ``(config, data,
     bad image, records)``."""
-    from unipose_ray.data.records import read_records
-
     images = tmp_path / "coco_train"
     shutil.copytree(tiny_dataset.images_dir("coco", "train"), images)
     ann = tiny_dataset.annotation_file("coco", "train")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,15 +111,29 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def to_dict(config: Any) -> Any:
-    """The plain-data form of a config (what YAML and MLflow receive)."""
-    if dataclasses.is_dataclass(config):
-        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
-    if isinstance(config, tuple | list):
-        return [to_dict(v) for v in config]
-    if isinstance(config, Path):
-        return str(config)
-    return config
+def to_plain(obj: Any) -> Any:
+    """The plain-data form of a config tree: what JSON, YAML and MLflow receive.
+
+    Dataclasses become dicts (``dataclasses.asdict``), mappings dicts with string keys,
+    tuples and lists lists, sets sorted lists of strings, enums their names, numpy scalars
+    Python numbers; ``None``, booleans, numbers and strings stay; paths and any other object
+    become their ``str``.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, set | frozenset):
+        return sorted(map(str, obj))
+    if hasattr(obj, "item") and getattr(obj, "shape", None) == ():  # numpy scalars
+        return obj.item()
+    if isinstance(obj, enum.Enum):
+        return obj.name
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    return str(obj)
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from unipose_ray.cli import UsageError
 from unipose_ray.config import DistillConfig
-from unipose_ray.config.loading import to_dict
+from unipose_ray.config.loading import to_plain
 from unipose_ray.paths import is_uri
 
 MAY_CHANGE = (
@@ -107,7 +107,7 @@ def has_trained(config: DistillConfig, output_dir: str | Path) -> bool:
 
 def fingerprint(config: DistillConfig) -> dict[str, object]:
     """The config's flat values, each path field as the identity of the file it names."""
-    flat = flatten(to_dict(config))
+    flat = flatten(to_plain(config))
     return {key: file_identity(value) if _matches(key, PATHS) and value else value
             for key, value in flat.items()}
 

@@ -62,7 +62,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW + linear warm-up + cosine in the second half (FACTS.md section 3).
+    """AdamW + linear warm-up + cosine in the second half (the RTMPose recipe).
 
     Attributes:
         epochs: passes over the training records.

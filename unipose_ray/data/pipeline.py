@@ -1,15 +1,14 @@
-"""From record sets to batches: the top-down dataset and a single-process batch loader.
+"""From record sets to samples: the top-down dataset, and batches of its samples.
 
 ``TopdownDataset.sample(i, epoch)`` draws sample ``i``'s crop parameters from its seed and
 builds it; ``replay(i, params)`` rebuilds it from stored parameters; ``teacher_view`` crops
 the same box at a teacher's input size together with the per-axis relation between the two
-crops. ``BatchLoader`` shuffles per epoch and collates to numpy batches (Ray Data takes over
-in distributed runs).
+crops. ``collate`` stacks samples into a batch of numpy arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -119,40 +118,3 @@ def collate(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
         "warp": np.stack([s.warp for s in samples]).astype(np.float32),
         "inverse_warp": invert_affine(np.stack([s.warp for s in samples])).astype(np.float32),
     }
-
-
-class BatchLoader:
-    """Single-process batches: shuffled per epoch, deterministic for a given seed.
-
-    Args:
-        dataset: the samples.
-        batch_size: samples per batch.
-        shuffle: reshuffle each epoch (seeded by the dataset's seed and the epoch).
-        drop_last: drop the final partial batch.
-    """
-
-    def __init__(self, dataset: TopdownDataset, batch_size: int, shuffle: bool = True,
-                 drop_last: bool = False):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.dataset, self.batch_size = dataset, batch_size
-        self.shuffle, self.drop_last = shuffle, drop_last
-
-    def __len__(self) -> int:
-        n, b = len(self.dataset), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
-
-    def order(self, epoch: int) -> np.ndarray:
-        n = len(self.dataset)
-        if not self.shuffle:
-            return np.arange(n)
-        return np.random.default_rng([self.dataset.config.seed, epoch]).permutation(n)
-
-    def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
-        """Yield the batches of one epoch; each carries ``indices`` into the dataset."""
-        order = self.order(epoch)
-        for start in range(len(self)):
-            indices = order[start * self.batch_size:(start + 1) * self.batch_size]
-            batch = collate([self.dataset.sample(int(i), epoch) for i in indices])
-            batch["indices"] = indices
-            yield batch

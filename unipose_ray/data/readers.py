@@ -20,7 +20,7 @@ from unipose_ray.data.formats import AnnotationError, AnnotationFormatError  # b
 from unipose_ray.data.geometry import BOX_PADDING
 from unipose_ray.data.records import InstanceRecord
 from unipose_ray.runtime.distributed import quiet
-from unipose_ray.skeleton import KEYPOINT_SETS, mapping_for
+from unipose_ray.skeleton import mapping_for
 
 MPII_PIXEL_STD = 200.0
 PCKH_HEAD_FACTOR = 0.6  # MPII's SC_BIAS: head size = 0.6 x head-box diagonal
@@ -296,13 +296,3 @@ def _read_headboxes(path: str | Path, count: int, ann_file: Path) -> np.ndarray:
         raise AnnotationError(f"{path} holds {len(boxes)} head boxes but {ann_file} has "
                               f"{count} annotations; they must be the same split, in order")
     return boxes
-
-
-def read_dataset(dataset: str, ann_file: str | Path, img_dir: str | Path,
-                 headbox_file: str | Path | None = None) -> list[InstanceRecord]:
-    """Read ``ann_file`` with the reader of ``dataset`` (``mpii``, or a COCO-format set)."""
-    if dataset == "mpii":
-        return read_mpii(ann_file, img_dir, headbox_file)
-    if dataset not in KEYPOINT_SETS:
-        raise KeyError(f"unknown dataset '{dataset}'; known: {sorted(KEYPOINT_SETS)}")
-    return read_coco(ann_file, img_dir, dataset)

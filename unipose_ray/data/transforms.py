@@ -76,7 +76,7 @@ class CropParams:
         256x256 teacher a wide person 4/3 smaller than its training crops.) The teacher's
         crop always holds the person box; where it is shorter than the student's along
         one axis, the student bins beyond it get no teacher mass (see
-        :func:`~unipose_ray.kd.losses.map_teacher_logits`). Photometric parameters carry over;
+        :func:`~unipose_ray.kd.grid.map_teacher_logits`). Photometric parameters carry over;
         the dropout hole moves with the relation between the crops.
         """
         scale = fix_aspect_ratio(np.asarray(self.box or self.scale), input_size)

@@ -1,4 +1,4 @@
-"""Pictures of predicted and ground-truth skeletons, for MLflow figures and debugging.
+"""Pictures of skeletons, for MLflow figures, prediction overlays and debugging.
 
 Colours code the side of the body: left joints and limbs in :data:`LEFT_COLOR`, right ones
 in :data:`RIGHT_COLOR`, the rest (nose, spine, head, and limbs joining two sides or a side
@@ -19,7 +19,6 @@ Color = tuple[int, int, int]
 LEFT_COLOR: Color = (0, 200, 255)  # RGB: sky blue
 RIGHT_COLOR: Color = (255, 128, 0)  # orange
 CENTER_COLOR: Color = (60, 220, 60)  # green
-GT_COLOR: Color = (255, 255, 255)  # ground truth in overlays
 _SHIFT = 4  # cv2 sub-pixel bits: coordinates are drawn at 1/16 px precision
 
 
@@ -47,7 +46,6 @@ def draw_skeleton(
     scores: np.ndarray | None = None,
     keypoint_set: KeypointSet = UNIFIED,
     score_threshold: float = 0.3,
-    color: Color | None = None,
 ) -> np.ndarray:
     """Draw one skeleton onto a copy of ``image``.
 
@@ -57,8 +55,6 @@ def draw_skeleton(
         scores: ``(K,)`` confidences or visibilities; None draws every finite joint.
         keypoint_set: names (for the side colours) and limbs; ``K`` must match.
         score_threshold: joints scored below it, and their limbs, are not drawn.
-        color: one colour for everything (e.g. ground truth in an overlay) instead of
-            the left / right / centre colours.
 
     Returns:
         ``(H, W, 3)`` RGB uint8, a new array.
@@ -85,10 +81,10 @@ def draw_skeleton(
     for a, b in keypoint_set.links:
         if visible[a] and visible[b]:
             side = sides[a] if sides[a] == sides[b] else "center"
-            cv2.line(out, _pt(fixed[a]), _pt(fixed[b]), color or _side_color(side),
+            cv2.line(out, _pt(fixed[a]), _pt(fixed[b]), _side_color(side),
                      thickness, cv2.LINE_AA, _SHIFT)  # fmt: skip
     for j in np.flatnonzero(visible):
-        cv2.circle(out, _pt(fixed[j]), radius << _SHIFT, color or _side_color(sides[j]),
+        cv2.circle(out, _pt(fixed[j]), radius << _SHIFT, _side_color(sides[j]),
                    -1, cv2.LINE_AA, _SHIFT)  # fmt: skip
     return out
 
@@ -101,36 +97,6 @@ def _check_image(image: np.ndarray) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} "
                          f"{image.dtype}")  # fmt: skip
-
-
-def draw_comparison(
-    image: np.ndarray,
-    pred: np.ndarray,
-    gt: np.ndarray,
-    pred_scores: np.ndarray | None = None,
-    gt_visible: np.ndarray | None = None,
-    keypoint_set: KeypointSet = UNIFIED,
-    score_threshold: float = 0.3,
-    overlay: bool = False,
-) -> np.ndarray:
-    """Prediction against ground truth on one crop.
-
-    Args:
-        image: ``(H, W, 3)`` RGB uint8 crop.
-        pred, gt: ``(K, 2)`` pixel coordinates.
-        pred_scores: ``(K,)`` prediction confidences (thresholded by ``score_threshold``).
-        gt_visible: ``(K,)`` annotated/visible flags or weights; 0 hides a GT joint.
-        overlay: False puts ``GT | pred`` side by side, ``(H, 2W + gap, 3)``; True draws
-            the ground truth in :data:`GT_COLOR` under the side-coloured prediction, ``(H, W, 3)``.
-    """
-    gt_scores = None if gt_visible is None else (np.asarray(gt_visible) > 0).astype(np.float64)
-    if overlay:
-        under = draw_skeleton(image, gt, gt_scores, keypoint_set, 0.5, color=GT_COLOR)
-        return draw_skeleton(under, pred, pred_scores, keypoint_set, score_threshold)
-    left = label(draw_skeleton(image, gt, gt_scores, keypoint_set, 0.5), "GT")
-    right = label(draw_skeleton(image, pred, pred_scores, keypoint_set, score_threshold),
-                   "pred")  # fmt: skip
-    return make_grid([left, right], cols=2)
 
 
 def label(image: np.ndarray, text: str) -> np.ndarray:

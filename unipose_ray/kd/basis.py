@@ -8,7 +8,7 @@ mean and the first ``M`` principal directions of those vectors on a calibration 
 crops (:func:`fit_basis`), and stores each instance-view as ``M`` fp16 coefficients plus
 its crop relation ``a, b`` (:meth:`Basis.encode`). A run decodes ``mean + c @ U`` on the
 teacher's grid and maps it onto the student's bins with
-:func:`~unipose_ray.kd.losses.map_teacher_logits`, as an online teacher does
+:func:`~unipose_ray.kd.grid.map_teacher_logits`, as an online teacher does
 (:meth:`Basis.decode`): the KD loss is then MMPose's ``KDLoss`` on those logits, with no
 special case.
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from unipose_ray.kd.losses import map_teacher_logits
+from unipose_ray.kd.grid import map_teacher_logits
 
 
 @dataclass(frozen=True)

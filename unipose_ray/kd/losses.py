@@ -1,28 +1,30 @@
-"""SimCC losses for multi-teacher distillation (torch only).
+"""SimCC losses for multi-teacher distillation (torch and MMPose's loss classes; no Ray).
 
-Shapes: B samples, K student keypoints, K_t teacher keypoints, Wx/Wy student x/y bins,
-Wt/Ht teacher x/y bins.
+Shapes: B samples, K student keypoints, K_t a teacher's keypoints, Wx/Wy student x/y bins.
 
-- :func:`simcc_kl_loss` is ``L_gt`` (MMPose's ``KLDiscretLoss``, beta 10, label softmax,
-  per-keypoint weights).
+- :func:`simcc_kl_loss` is ``L_gt``: MMPose's own ``KLDiscretLoss`` (beta 10, label
+  softmax, per-keypoint weights), called through the MMPose adapter.
 - :func:`simcc_kd_loss` is one ``L_kd`` (MMPose's/DWPose's ``KDLoss``), with optional
   per-sample and per-joint masks.
-- :func:`map_teacher_logits` puts a teacher's logits onto the student's bins through the
-  exact affine relation between the two crops of the same box.
 - :func:`distillation_loss` forms ``w_gt * L_gt + sum_t decay * w_t * L_kd_t`` in one place.
+
+Teacher logits from another crop reach the student's bins through
+:func:`unipose_ray.kd.grid.map_teacher_logits` first.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from unipose_ray.kd.topk import TopK, kd_loss_topk
+from unipose_ray.models.compat import import_mmpose
 
 # --- Ground truth --------------------------------------------------------------------------
 
@@ -37,7 +39,7 @@ def simcc_kl_loss(
     label_softmax: bool = True,
     label_beta: float = 10.0,
 ) -> Tensor:
-    """SimCC KL loss against (Gaussian) targets; MMPose's ``KLDiscretLoss``.
+    """SimCC KL loss against (Gaussian) targets: MMPose's ``KLDiscretLoss`` itself.
 
     Per keypoint and axis: ``mean_bins KL(labels || softmax(beta * pred))`` with
     ``labels = softmax(label_beta * target)`` if ``label_softmax`` else ``target``.
@@ -55,17 +57,19 @@ def simcc_kl_loss(
     """
     _check_pair(pred_x, target_x, "pred_x", "target_x")
     _check_pair(pred_y, target_y, "pred_y", "target_y")
-    k = pred_x.shape[1]
-    w = weights.reshape(-1)
-    loss = pred_x.new_zeros(())
-    for pred, target in ((pred_x, target_x), (pred_y, target_y)):
-        log_p = F.log_softmax(pred.reshape(-1, pred.shape[-1]) * beta, dim=-1)
-        labels = target.reshape(-1, target.shape[-1])
-        if label_softmax:
-            labels = F.softmax(labels * label_beta, dim=-1)
-        per_joint = F.kl_div(log_p, labels, reduction="none").mean(dim=-1)
-        loss = loss + (per_joint * w).sum()
-    return loss / k
+    loss = _kl_discret_loss(float(beta), bool(label_softmax), float(label_beta))
+    return loss((pred_x, pred_y), (target_x, target_y), weights)
+
+
+@functools.cache
+def _kl_discret_loss(beta: float, label_softmax: bool, label_beta: float) -> nn.Module:
+    """MMPose's ``KLDiscretLoss`` (no parameters, so one instance serves every device);
+    MMPose is imported on the first call, not when this module is."""
+    import_mmpose()
+    from mmpose.models.losses import KLDiscretLoss  # noqa: PLC0415
+
+    return KLDiscretLoss(beta=beta, label_softmax=label_softmax, label_beta=label_beta,
+                         use_target_weight=True)
 
 
 # --- Distillation --------------------------------------------------------------------------
@@ -92,7 +96,7 @@ def simcc_kd_loss(
         student_x: ``(B, K, Wx)`` student logits of the teacher's joints; student_y
             ``(B, K, Wy)``.
         teacher_x: ``(B, K, Wx)`` teacher logits on the student's bins (see
-            :func:`map_teacher_logits`); teacher_y ``(B, K, Wy)``.
+            :func:`~unipose_ray.kd.grid.map_teacher_logits`); teacher_y ``(B, K, Wy)``.
         sample_mask: ``(B,)`` bool or float; distil only where true/nonzero (e.g. only the
             samples of the teacher's own dataset).
         joint_weights: ``(B, K)`` weights, e.g. 0 on joints invisible or unannotated.
@@ -133,85 +137,6 @@ def kd_decay(epoch: int, max_epochs: int) -> float:
     if not 1 <= epoch <= max_epochs:
         raise ValueError(f"epoch must be in 1..{max_epochs} (1-based), got {epoch}")
     return 1.0 - (epoch - 1) / max_epochs
-
-
-# --- Teacher grid -> student grid ----------------------------------------------------------
-
-
-def map_teacher_logits(
-    teacher_x: Tensor,
-    teacher_y: Tensor,
-    a: Tensor,
-    b: Tensor,
-    student_bins: tuple[int, int] = (384, 512),
-    split_ratio: float = 2.0,
-    teacher_split_ratio: float | None = None,
-    outside: float = -1e4,
-) -> tuple[Tensor, Tensor]:
-    """Resample teacher SimCC logits at the student's bins (exact crop geometry).
-
-    Student bin ``i`` sits at student pixel ``i / split_ratio`` (SimCC decoding); the same
-    image point is at teacher pixel ``a * i / split_ratio + b`` (per sample and axis), i.e.
-    at fractional teacher bin ``teacher_split_ratio * (a * i / split_ratio + b)``. The
-    teacher logits are linearly interpolated there. Interpolating logits equals
-    interpolating log-probabilities up to a per-row constant, which any later softmax
-    removes, so the result stays valid for every ``beta``; a pure shift by whole bins
-    (``a = 1``, ``b * ratio`` an integer: 256x256 vs 192x256 for a tall person) is exact.
-    Student bins outside the teacher's crop get ``row_min + outside`` logits: probability
-    ~0, i.e. the teacher mass outside the student's window is dropped and the rest is
-    renormalised by the softmax. That happens along y for a person wider than the
-    student's aspect ratio (every square MPII box): the teacher crops the person box at
-    its own aspect (``a = 4/3`` for 256x256 vs 192x256), a window shorter than the
-    student's, and puts no mass on the student's top and bottom eighths.
-
-    The per-axis relation holds when both crops share the box centre and rotation (MMPose's
-    top-down affine with the same augmentation): with uniform crop scales ``s_s``, ``s_t``
-    (output px per image px) and crop centres ``c_s``, ``c_t`` (output px),
-    ``a = s_t / s_s`` and ``b = c_t - a * c_s``; for a tall box, 256x256 vs 192x256 gives
-    ``a = 1, b = (32, 0)``.
-
-    Args:
-        teacher_x: ``(B, K, Wt)`` teacher x logits; teacher_y ``(B, K, Ht)``.
-        a: ``(B, 2)`` scale per sample, (x-axis, y-axis): teacher px per student px.
-        b: ``(B, 2)`` offset per sample, (x, y), in teacher pixels.
-        student_bins: ``(Wx, Wy)``.
-        split_ratio: the student's SimCC split ratio.
-        teacher_split_ratio: the teacher's; defaults to ``split_ratio``.
-
-    Returns:
-        ``((B, K, Wx), (B, K, Wy))`` logits on the student's grid.
-    """
-    bsz = teacher_x.shape[0]
-    for name, v in (("a", a), ("b", b)):
-        if v.shape != (bsz, 2):
-            raise ValueError(f"{name} must be (B, 2) = ({bsz}, 2), got {tuple(v.shape)}")
-    t_ratio = split_ratio if teacher_split_ratio is None else teacher_split_ratio
-    out = []
-    for axis, (logits, n_student) in enumerate(((teacher_x, student_bins[0]),
-                                               (teacher_y, student_bins[1]))):  # fmt: skip
-        student_px = torch.arange(n_student, device=logits.device, dtype=logits.dtype)
-        student_px = student_px / split_ratio
-        pos = t_ratio * (a[:, axis, None].to(logits) * student_px + b[:, axis, None].to(logits))
-        out.append(_interp_1d(logits, pos, outside))
-    return out[0], out[1]
-
-
-def _interp_1d(logits: Tensor, pos: Tensor, outside: float) -> Tensor:
-    """``(B, K, N)`` logits sampled at ``(B, M)`` fractional positions -> ``(B, K, M)``."""
-    n = logits.shape[-1]
-    k = logits.shape[1]
-    inside = (pos >= 0) & (pos <= n - 1)
-    p = pos.clamp(0, n - 1)
-    lo = p.floor().long().clamp(max=n - 2) if n > 1 else p.floor().long()
-    hi = (lo + 1).clamp(max=n - 1)
-    frac = (p - lo.to(p.dtype))[:, None, :]
-
-    def gather(idx: Tensor) -> Tensor:
-        return logits.gather(-1, idx[:, None, :].expand(-1, k, -1))
-
-    values = gather(lo) * (1 - frac) + gather(hi) * frac
-    fill = logits.amin(dim=-1, keepdim=True) + outside
-    return torch.where(inside[:, None, :], values, fill)
 
 
 # --- The loss mix --------------------------------------------------------------------------
@@ -283,9 +208,9 @@ def distillation_loss(
         student_out: ``((B, K, Wx), (B, K, Wy))`` student logits.
         targets: the batch's :class:`SimCCTargets`.
         teacher_outputs: ``name -> ((B, K_t, Wx), (B, K_t, Wy))`` teacher logits already
-            on the student's bins (:func:`map_teacher_logits` for a different crop), or
-            a pair of cached :class:`~unipose_ray.kd.topk.TopK` targets (their
-            KD term is :func:`~unipose_ray.kd.topk.kd_loss_topk`).
+            on the student's bins (:func:`~unipose_ray.kd.grid.map_teacher_logits` for a
+            different crop), or a pair of cached :class:`~unipose_ray.kd.topk.TopK`
+            targets (their KD term is :func:`~unipose_ray.kd.topk.kd_loss_topk`).
         gt_weight: w1.
         teachers: one :class:`TeacherTerm` per teacher (w2, w3, ...).
         kd_scale: multiplies every KD term, e.g. :func:`kd_decay`.

@@ -27,7 +27,6 @@ from unipose_ray.models.pose_model import (
     FrozenTeacher,
     PoseModel,
     PoseModelSpec,
-    count_parameters,
     use_channels_last,
 )
 from unipose_ray.models.rtmpose import (
@@ -43,6 +42,6 @@ from unipose_ray.models.rtmpose import (
 __all__ = [
     "DEFAULT_SIGMAS", "HEATMAP_SIGMA", "HEATMAP_STRIDE", "IMAGENET_MEAN", "IMAGENET_STD",
     "RTMPOSE_SIZES", "FrozenTeacher", "PoseModel", "PoseModelSpec", "build_from_config",
-    "build_rtmpose", "build_teacher", "count_parameters", "heatmap_size", "load_mmpose_config",
-    "rtmpose_model_cfg", "spec_from_config", "use_channels_last", "write_mmpose_config",
+    "build_rtmpose", "build_teacher", "heatmap_size", "load_mmpose_config", "rtmpose_model_cfg",
+    "spec_from_config", "use_channels_last", "write_mmpose_config",
 ]

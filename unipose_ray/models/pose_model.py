@@ -142,9 +142,3 @@ class FrozenTeacher(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Same as :meth:`PoseModel.forward`, without autograd."""
         return self.model(images)
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (shared ones once)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-

@@ -139,6 +139,7 @@ def start_local_ray(**kwargs) -> None:
     import os  # noqa: PLC0415
 
     import ray  # noqa: PLC0415
+
     from unipose_ray.runtime.ray_internals import disable_uv_run_runtime_env  # noqa: PLC0415
 
     if "RAY_ENABLE_UV_RUN_RUNTIME_ENV" not in os.environ:

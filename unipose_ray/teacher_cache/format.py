@@ -27,7 +27,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import torch
 
 from unipose_ray.kd.topk import TopK
 
@@ -171,18 +170,6 @@ def table_columns(table: pa.Table, joints: int, compression: dict) -> dict[str, 
                        else flat.reshape(n, joints, -1)[..., 0] if layout == "per_joint"
                        else flat.reshape(n, joints, -1))
     return out
-
-
-def table_to_targets(table: pa.Table, joints: int, bins: tuple[int, int]
-                     ) -> tuple[TopK, TopK]:
-    """Top-k shard rows back to ``(B, K, k)`` targets (``bins``: the student's ``(Wx, Wy)``)."""
-    arrays = table_columns(table, joints, {"k": 8})
-    out = []
-    for axis, width in zip("xy", bins, strict=True):
-        out.append(TopK(torch.from_numpy(arrays[f"{axis}_values"].copy()),
-                        torch.from_numpy(arrays[f"{axis}_indices"].astype(np.int32)),
-                        torch.from_numpy(arrays[f"{axis}_rest"].astype(np.float32)), width))
-    return out[0], out[1]
 
 
 def write_parquet(table: pa.Table, sink) -> None:

@@ -2,7 +2,7 @@
 
 A :class:`TeacherService` loads one MMPose config + checkpoint once and answers
 ``logits(images, a, b)`` with the teacher's SimCC logits resampled onto the student's bins
-(:func:`unipose_ray.kd.losses.map_teacher_logits`), in the teacher's own joint order. A
+(:func:`unipose_ray.kd.grid.map_teacher_logits`), in the teacher's own joint order. A
 :class:`TeacherPool` holds the replicas of one teacher, creates them with the resources of
 its :class:`~unipose_ray.config.TeacherConfig` and spreads requests across them; actors
 restart after a crash and their calls are retried, so a dead teacher costs a delay, not
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from unipose_ray.config import TeacherConfig
-from unipose_ray.kd.losses import map_teacher_logits
+from unipose_ray.kd.grid import map_teacher_logits
 from unipose_ray.models import PoseModelSpec, build_teacher, use_channels_last
 
 

@@ -1,13 +1,10 @@
 """MLflow tracking for rank 0 of the training loop, and a no-op twin for the other ranks.
 
-- :func:`flatten_config` turns a typed config tree into the flat ``{"loss.w_gt": 0.45}``
-  params MLflow accepts (nested dicts break ``log_params``).
-- :func:`resolve_tracking_uri`: ``--tracking-uri`` > ``MLFLOW_TRACKING_URI`` > a SQLite store
-  in the work dir (:func:`default_tracking_uri`), whose artifacts also stay in the work dir.
-- :class:`RunTracker` logs through an explicit ``MlflowClient`` (no global "active run"), and
-  resumes the same MLflow run when a restarted job starts it again with the same run name.
-  :class:`NullTracker` has the same interface, so the loop calls ``tracker.log_metrics``
-  on every rank without ``if rank == 0``.
+:class:`RunTracker` logs through an explicit ``MlflowClient`` (no global "active run"), and
+resumes the same MLflow run when a restarted job starts it again with the same run name.
+:class:`NullTracker` has the same interface, so the loop calls ``tracker.log_metrics`` on
+every rank without ``if rank == 0``. Params come flat from :mod:`unipose_ray.tracking.params`,
+tracking URIs from :mod:`unipose_ray.tracking.uris`.
 
 Metric names are the project's flat names (``train/loss``, ``val/coco_AP``). MLflow allows
 only alphanumerics, ``_ - . / : `` and spaces in a name, so other characters are replaced
@@ -16,192 +13,30 @@ by ``_`` on the way in (``val/mpii_PCKh@0.1`` is stored as ``val/mpii_PCKh_0.1``
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import logging
 import math
-import os
-import re
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
 
-# MLflow's usage telemetry thread adds and removes a variable of os.environ while requests
-# iterates it for proxies; a sweep trial's log-batch failed on it (KeyError
-# '_MLFLOW_TELEMETRY_SESSION_ID'). Off unless the user chose otherwise; Ray workers inherit it.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# Not two "View run ... at http://..." lines per finished run (a sweep ends dozens); the jobs
-# say where their runs are.
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH  # noqa: E402
+from unipose_ray.config.loading import to_plain
+from unipose_ray.tracking.params import ParamValue, clean_name, param_value
+from unipose_ray.tracking.uris import check_reachable, default_artifact_root, sqlite_path
 
 logger = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "unipose_ray.run_id"
+"""Tag holding the job's stable run name; a restarted job finds its MLflow run by it."""
 PARENT_TAG = "mlflow.parentRunId"  # nests a run under another in the MLflow UI
 # Without this tag MLflow 3's UI opens an experiment on its GenAI view, not the runs.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-"""Tag holding the job's stable run name; a restarted job finds its MLflow run by it."""
-
-ParamValue = str | int | float | bool
-_INVALID_NAME_CHARS = re.compile(r"[^/\w.\- :]")
 _BATCH = 100  # MLflow's limit on params/tags per log_batch request
 _RENAMED: set[str] = set()  # metric names already reported as renamed (once per process)
-
-
-class TrackingUnavailableError(RuntimeError):
-    """The tracking server did not answer (raised at start, before any training work)."""
-
-
-# --- config -> params --------------------------------------------------------------------
-
-
-def flatten_config(obj: Any, prefix: str = "") -> dict[str, ParamValue]:
-    """Flatten nested dataclasses / mappings / lists / tuples into dotted MLflow params.
-
-    ``Config(loss=LossConfig(w_gt=0.45), teachers=(T(checkpoint=Path("a.pth")),))`` gives
-    ``{"loss.w_gt": 0.45, "teachers.0.checkpoint": "a.pth"}``. Paths and other objects
-    become strings, ``None`` becomes ``"None"``, empty containers ``"[]"`` / ``"{}"``, and
-    strings longer than MLflow's param limit are truncated.
-
-    Raises:
-        TypeError: if ``obj`` is a scalar (there would be no key to put it under).
-    """
-    if not _is_container(obj):
-        raise TypeError(f"flatten_config expects a dataclass, mapping or sequence, got {obj!r}")
-    out: dict[str, ParamValue] = {}
-    _flatten_into(obj, prefix, out)
-    return out
-
-
-def _is_container(obj: Any) -> bool:
-    is_dataclass_instance = dataclasses.is_dataclass(obj) and not isinstance(obj, type)
-    return is_dataclass_instance or isinstance(obj, (Mapping, list, tuple))
-
-
-def _flatten_into(obj: Any, key: str, out: dict[str, ParamValue]) -> None:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        items = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
-    elif isinstance(obj, Mapping):
-        items = [(str(k), v) for k, v in obj.items()]
-    elif isinstance(obj, (list, tuple)):
-        items = [(str(i), v) for i, v in enumerate(obj)]
-    else:
-        out[_clean_name(key)] = _param_value(obj)
-        return
-    if not items:
-        out[_clean_name(key)] = "[]" if isinstance(obj, (list, tuple)) else "{}"
-    for name, value in items:
-        _flatten_into(value, f"{key}.{name}" if key else name, out)
-
-
-def _param_value(value: Any) -> ParamValue:
-    if value is None:
-        return "None"
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, enum.Enum):
-        value = value.name
-    if isinstance(value, (bool, int, float)):
-        return value
-    if isinstance(value, (set, frozenset)):
-        value = sorted(map(str, value))
-    text = str(value)
-    if len(text) > MAX_PARAM_VAL_LENGTH:
-        text = text[: MAX_PARAM_VAL_LENGTH - 3] + "..."
-    return text
-
-
-def _clean_name(name: str) -> str:
-    return _INVALID_NAME_CHARS.sub("_", name)
-
-
-def to_plain(obj: Any) -> Any:
-    """A JSON-serialisable copy of a config tree (dataclasses -> dicts, Paths -> str)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return sorted(map(str, obj))
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, enum.Enum):
-        return obj.name
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
-
-
-# --- where to track ----------------------------------------------------------------------
-
-
-def default_tracking_uri(work_dir: str | Path) -> str:
-    """The embedded store: ``sqlite:///<abs work_dir>/mlflow.db`` (artifacts in ``mlartifacts``)."""
-    return f"sqlite:///{Path(work_dir).resolve() / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(explicit: str | None, work_dir: str | Path) -> str:
-    """``--tracking-uri`` if given, else ``MLFLOW_TRACKING_URI``, else the work-dir SQLite store."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(work_dir)
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, None for any other store."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri[len("sqlite:///") :]).resolve()
-
-
-def default_artifact_root(tracking_uri: str) -> Path | None:
-    """``mlartifacts`` beside a SQLite store; None for servers (the server decides).
-
-    MLflow would otherwise put a SQLite store's artifacts under ``./mlruns`` of whatever
-    directory the process happens to run in (a Ray worker's session dir, for instance).
-    """
-    db = sqlite_path(tracking_uri)
-    return None if db is None else db.parent / "mlartifacts"
-
-
-def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast when an HTTP tracking server does not answer.
-
-    MLflow's own client retries with exponential back-off for minutes before it gives up,
-    so a typo in the URI would otherwise look like a hung job. Any HTTP answer (even 404 or
-    401) counts as reachable; only connection errors and time-outs raise.
-
-    Raises:
-        TrackingUnavailableError: naming the URI and the ways to fix it.
-    """
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    try:
-        urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout_s).close()
-    except urllib.error.HTTPError:
-        return
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise TrackingUnavailableError(
-            f"MLflow tracking server {tracking_uri} is not reachable ({reason}). Start one "
-            f"(`mlflow server --host 127.0.0.1 --port <port>`), pass the right address with "
-            f"--tracking-uri (or MLFLOW_TRACKING_URI), or leave both unset to log to a local "
-            f"SQLite store in the work dir."
-        ) from err
-
-
-# --- trackers ----------------------------------------------------------------------------
 
 
 class RunTracker:
@@ -294,12 +129,12 @@ class RunTracker:
             return found.experiment_id
         location = None
         if self.artifact_root is not None:
-            location = (self.artifact_root.resolve() / _clean_name(name)).as_uri()
+            location = (self.artifact_root.resolve() / clean_name(name)).as_uri()
         return self.client.create_experiment(name, artifact_location=location,
                                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
     def _log_params(self, params: dict[str, ParamValue]) -> None:
-        params = {_clean_name(k): _param_value(v) for k, v in params.items()}
+        params = {clean_name(k): param_value(v) for k, v in params.items()}
         if self.resumed:
             logged = self.client.get_run(self.run_id).data.params
             changed = {k: (logged[k], v) for k, v in params.items()
@@ -337,7 +172,7 @@ class RunTracker:
             self.client.log_batch(self.run_id, metrics=entries[i : i + 1000])
 
     def _metric_name(self, name: str) -> str:
-        clean = _clean_name(name)
+        clean = clean_name(name)
         if clean != name and not _RENAMED:
             _RENAMED.add(name)  # once per process: the rule, not every name
             logger.warning("MLflow does not allow %r as a metric name; logging it as %r "
@@ -364,14 +199,7 @@ class RunTracker:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} "
                              f"{image.dtype}")  # fmt: skip
         name = name if name.endswith(".png") else f"{name}.png"
-        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise RuntimeError(f"cv2 could not encode {name} as PNG")
-        folder, _, filename = name.rpartition("/")
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / filename
-            local.write_bytes(png.tobytes())
-            self.client.log_artifact(self.run_id, str(local), folder or None)
+        self.client.log_image(self.run_id, image, artifact_file=name)
 
     def _require_started(self) -> None:
         if self.run_id is None:
@@ -420,11 +248,6 @@ class NullTracker:
     def __exit__(self, exc_type, exc, tb) -> None: ...
 
 
-def make_tracker(rank: int, tracking_uri: str, **kwargs: Any) -> RunTracker | NullTracker:
-    """A :class:`RunTracker` on rank 0, a :class:`NullTracker` everywhere else."""
-    return RunTracker(tracking_uri, **kwargs) if rank == 0 else NullTracker()
-
-
 def _string_literal(value: str) -> str:
     """``value`` quoted for an MLflow search filter (which has no escape sequences)."""
     if "'" not in value:
@@ -432,20 +255,6 @@ def _string_literal(value: str) -> str:
     if '"' not in value:
         return f'"{value}"'
     raise ValueError(f"run name {value!r} holds both quote characters; use at most one kind")
-
-
-# --- reading back ------------------------------------------------------------------------
-
-
-def find_runs(tracking_uri: str, experiment: str) -> list[tuple[str, dict[str, float]]]:
-    """``(run_name, latest metrics)`` of every run in ``experiment``, oldest first."""
-    check_reachable(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
-    return [(run.info.run_name, dict(run.data.metrics)) for run in runs]
 
 
 def child_key(parent_run_id: str | None, name: str) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from unipose_ray.tracking.runs import TrackingUnavailableError, default_artifact_root, sqlite_path
+from unipose_ray.tracking.uris import TrackingUnavailableError, default_artifact_root, sqlite_path
 
 START_TIMEOUT_S = 120.0
 

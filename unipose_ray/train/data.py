@@ -233,10 +233,6 @@ class IdleBackoff:
     def after_execution_fails(self, executor, error: Exception) -> None: ...
 
 
-def num_records(records_path: str) -> int:
-    return read_records(records_path).num_rows
-
-
 def batches_naming_failures(batches: Iterable[dict]) -> Iterator[dict]:
     """``batches``, re-raising a failure of the crop stage with its root cause in front.
 

@@ -1,8 +1,8 @@
 """AdamW, the learning-rate schedule and the weight EMA of student training.
 
-Schedule (FACTS.md section 3, the RTMPose recipe): linear warm-up from 0.1% of the peak,
-constant, then cosine down to ``min_lr_ratio x lr`` over the part of training after
-``cosine_from``. Per step, so it is independent of the number of workers.
+Schedule (the RTMPose recipe): linear warm-up from 0.1% of the peak, constant, then cosine
+down to ``min_lr_ratio x lr`` over the part of training after ``cosine_from``. Per step, so
+it is independent of the number of workers.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ class EMA:
 
     ``ema = (1 - m) * ema + m * weights`` with ``m`` growing from the start of training as
     ``(1 - momentum) * exp(-(1 + step) / 2000) + momentum``; buffers are copied.
+
+    Not MMPose's class itself: ``ExpMomentumEMA`` copies the weights on its first update
+    (this one averages them with the initial weights) and computes ``mul_`` + ``add_``
+    where this one calls ``lerp_``: the EMA weights differ by ~2e-5 after one step and by
+    float rounding ever after, so swapping it in would change every trained run's numbers.
     """
 
     def __init__(self, model: nn.Module, momentum: float = 2e-4, gamma: int = 2000):

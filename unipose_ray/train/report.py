@@ -20,7 +20,8 @@ from unipose_ray.models import PoseModel
 from unipose_ray.models.checkpoints import MODEL_CONFIG_NAME, save_checkpoint
 from unipose_ray.runtime import distributed as dist
 from unipose_ray.skeleton import KEYPOINT_SETS
-from unipose_ray.tracking.runs import PARENT_TAG, NullTracker, RunTracker, child_key, flatten_config
+from unipose_ray.tracking.params import flatten_config
+from unipose_ray.tracking.runs import PARENT_TAG, NullTracker, RunTracker, child_key
 from unipose_ray.train.optim import EMA, MixedPrecision
 
 if TYPE_CHECKING:

@@ -29,13 +29,9 @@ from unipose_ray.models import build_from_config
 from unipose_ray.runtime.distributed import print0
 from unipose_ray.skeleton import keypoint_set_of
 from unipose_ray.teacher_cache.build import ensure_cache
-from unipose_ray.tracking.runs import (
-    PARENT_TAG,
-    RunTracker,
-    child_key,
-    flatten_config,
-    resolve_tracking_uri,
-)
+from unipose_ray.tracking.params import flatten_config
+from unipose_ray.tracking.runs import PARENT_TAG, RunTracker, child_key
+from unipose_ray.tracking.uris import resolve_tracking_uri
 from unipose_ray.train.driver import uses_cache
 from unipose_ray.workflows.training import (
     PreparedData,

@@ -25,8 +25,10 @@ from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, format_table
 from unipose_ray.runtime.distributed import print0
 from unipose_ray.runtime.signals import handlers_restored
 from unipose_ray.teacher_cache.build import ensure_cache
-from unipose_ray.tracking.runs import RunTracker, child_key, flatten_config, resolve_tracking_uri
+from unipose_ray.tracking.params import flatten_config
+from unipose_ray.tracking.runs import RunTracker, child_key
 from unipose_ray.tracking.server import served
+from unipose_ray.tracking.uris import resolve_tracking_uri
 from unipose_ray.workflows.preflight import check_sweep
 from unipose_ray.workflows.sweep_report import (
     format_rows,

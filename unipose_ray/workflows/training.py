@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,7 +33,8 @@ from unipose_ray.paths import resolve_path
 from unipose_ray.runtime.distributed import print0
 from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.teachers.service import StudentGrid, start_teachers, stop_teachers
-from unipose_ray.tracking.runs import RunTracker, resolve_tracking_uri
+from unipose_ray.tracking.runs import RunTracker
+from unipose_ray.tracking.uris import resolve_tracking_uri
 from unipose_ray.train.driver import export_best, run_training, uses_cache
 from unipose_ray.train.job import TrainJob, build_student
 
@@ -70,7 +71,7 @@ def generated_data_config(config: DistillConfig, output_dir: Path) -> DataConfig
     synthetic = build(SyntheticConfig, config.generate, "generate")
     root = output_dir / "data"
     marker = root / "synthetic_config.json"
-    wanted = json.dumps(vars(synthetic), sort_keys=True, default=list)
+    wanted = json.dumps(asdict(synthetic), sort_keys=True, default=list)  # as files.py writes it
     if not marker.exists() or json.dumps(json.loads(marker.read_text()), sort_keys=True, default=list) != wanted:
         print0(f"generating the demo dataset into {root}")
         generate_dataset(root, synthetic)
