@@ -17,12 +17,13 @@ from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import write_records
 from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.tracking.runs import NullTracker
+from unipose_ray.train.checkpointing import Learner, TrainState
 from unipose_ray.train.data import CropStage, StepPlan, StreamSpec
 from unipose_ray.train.job import TrainJob, build_student
 from unipose_ray.train.kd_step import TeacherClient
 from unipose_ray.train.loop import Steps
 from unipose_ray.train.optim import MixedPrecision, build_optimizer
-from unipose_ray.train.report import Learner, StartupMarks, TrainState
+from unipose_ray.train.timing import StartupMarks
 
 CODEC = DEMO_CODEC
 BATCH = 4

@@ -21,10 +21,10 @@ from unipose_ray.runtime.ray_internals import autoscaler_max_resources
 from unipose_ray.teacher_cache.format import describe
 from unipose_ray.teacher_cache.source import open_cache
 from unipose_ray.teachers.service import TeacherPool
+from unipose_ray.train.checkpointing import CHECKPOINT_SCORE, UNSCORED
 from unipose_ray.train.data import StreamSpec
 from unipose_ray.train.job import TrainJob
 from unipose_ray.train.loop import train_fn_per_worker
-from unipose_ray.train.report import CHECKPOINT_SCORE, UNSCORED
 
 
 class ResourceError(UsageError, RuntimeError):
@@ -250,8 +250,8 @@ def export_best(result, job: TrainJob) -> Path | None:
     from unipose_ray.models import write_mmpose_config  # noqa: PLC0415
     from unipose_ray.models.checkpoints import MODEL_CONFIG_NAME  # noqa: PLC0415
     from unipose_ray.skeleton import KEYPOINT_SETS  # noqa: PLC0415
+    from unipose_ray.train.checkpointing import VAL_PICTURE  # noqa: PLC0415
     from unipose_ray.train.job import build_student  # noqa: PLC0415
-    from unipose_ray.train.report import VAL_PICTURE  # noqa: PLC0415
 
     scored = [(metrics.get(CHECKPOINT_SCORE, UNSCORED), checkpoint)
               for checkpoint, metrics in result.best_checkpoints or []]

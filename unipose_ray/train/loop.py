@@ -33,21 +33,13 @@ from unipose_ray.models.checkpoints import load_backbone
 from unipose_ray.runtime import distributed as dist
 from unipose_ray.skeleton import mapping_for
 from unipose_ray.tracking.runs import NullTracker
+from unipose_ray.train.checkpointing import Learner, TrainState, report, restore
 from unipose_ray.train.data import StepPlan, batches_naming_failures, stream_batches
 from unipose_ray.train.job import TrainJob, build_student
 from unipose_ray.train.kd_step import TeacherClient, kd_joint_weights, one_ahead, teacher_terms
 from unipose_ray.train.optim import EMA, MixedPrecision, build_optimizer, lr_at, set_lr
-from unipose_ray.train.report import (
-    Learner,
-    StartupMarks,
-    Stopwatch,
-    Throughput,
-    TrainState,
-    report,
-    restore,
-    start_tracker,
-    validate_and_report,
-)
+from unipose_ray.train.report import start_tracker, validate_and_report
+from unipose_ray.train.timing import StartupMarks, Stopwatch, Throughput
 
 
 def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
