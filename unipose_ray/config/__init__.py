@@ -7,10 +7,10 @@ config before it imports Ray, torch or MLflow.
 from unipose_ray.config.files import DataConfig, DatasetFiles
 from unipose_ray.config.loading import ConfigError
 from unipose_ray.config.models import PretrainConfig, StudentConfig, TeacherConfig
+from unipose_ray.config.resolve import PRESETS, load_config, preset_path
 from unipose_ray.config.schema import (
     AMP_MODES,
     KD_MASKS,
-    PRESETS,
     SWEEP_SEARCHES,
     DistillConfig,
     LossConfig,
@@ -19,8 +19,6 @@ from unipose_ray.config.schema import (
     SweepConfig,
     TeacherCacheConfig,
     TrackingConfig,
-    load_config,
-    preset_path,
 )
 from unipose_ray.config.settings import AugmentConfig, CodecConfig
 
