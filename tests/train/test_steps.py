@@ -11,7 +11,13 @@ import pytest
 import torch
 from helpers import DEMO_CODEC
 
-from unipose_ray.config import DistillConfig, OptimConfig, StudentConfig, TeacherConfig
+from unipose_ray.config import (
+    DistillConfig,
+    OptimConfig,
+    RunConfig,
+    StudentConfig,
+    TeacherConfig,
+)
 from unipose_ray.data.pipeline import PipelineConfig
 from unipose_ray.data.readers import read_coco, read_mpii
 from unipose_ray.data.records import write_records
@@ -40,13 +46,15 @@ def batches(real_samples, tmp_path_factory):
     return str(path), [{k: v[i * BATCH:(i + 1) * BATCH] for k, v in out.items()} for i in range(8)]
 
 
-def _steps(path: str, max_nonfinite: int = 3) -> Steps:
+def _steps(path: str, max_nonfinite: int = 3, epochs: int = 1, steps_per_epoch: int = 8,
+           val_every_epochs: int = 10) -> Steps:
     config = DistillConfig(
         student=StudentConfig("t", codec=CODEC),
         teachers=(TeacherConfig("coco", "coco", weight=0.5),),
-        optim=OptimConfig(epochs=1, batch_size=BATCH, warmup_steps=0, ema=False,
-                          max_nonfinite_steps=max_nonfinite))
-    job = TrainJob(config, path, (), steps_per_epoch=8)
+        optim=OptimConfig(epochs=epochs, batch_size=BATCH, warmup_steps=0, ema=False,
+                          max_nonfinite_steps=max_nonfinite),
+        run=RunConfig(val_every_epochs=val_every_epochs))
+    job = TrainJob(config, path, (), steps_per_epoch=steps_per_epoch)
     torch.manual_seed(0)
     student = build_student(config)
     learner = Learner(student, student, build_optimizer(student, config.optim), None,
@@ -142,3 +150,17 @@ def test_a_fresh_run_starts_from_the_pretrained_backbone_a_resumed_one_does_not(
             assert not any(v for k, v in same.items() if wanted[k].ndim > 1)
         else:
             assert all(same.values())
+
+
+def test_the_loss_curve_reaches_every_validation_however_short_the_epoch(batches, monkeypatch):
+    """Progress is logged every 10 steps; an epoch of 3 steps still has its loss in MLflow
+    when it validates (a sweep trial that ASHA stops after one short epoch has a curve)."""
+    path, data = batches
+    steps = _steps(path, epochs=2, steps_per_epoch=3, val_every_epochs=1)
+    steps.tracker = logged = _Logged()
+    validated = []
+    monkeypatch.setattr("unipose_ray.train.loop.validate_and_report",
+                        lambda job, learner, state, *args: validated.append(state.step))
+    steps._train(iter([(data[i], _teacher(data[i])) for i in range(6)]))
+    assert validated == [3, 6]
+    assert [step for step, m in logged.metrics if "train/loss" in m] == validated

@@ -178,6 +178,8 @@ class Steps:
             self.step(batch, teacher_out, epoch)
             done = state.step >= job.total_steps
             if done or state.step % val_every == 0:
+                if self.window:  # the curve reaches every validation, however short the run
+                    self._progress(epoch)
                 validate_and_report(job, self.learner, state, self.tracker, epoch,
                                     {"train/throughput": self.throughput.value, **self.extra})
             elif every and state.step % every == 0:
