@@ -6,12 +6,15 @@ and stops the run with a clear message after ``optim.max_nonfinite_steps`` in a 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from helpers import DEMO_CODEC
 
 from unipose_ray.config import (
+    ConfigError,
     DistillConfig,
     OptimConfig,
     RunConfig,
@@ -47,13 +50,13 @@ def batches(real_samples, tmp_path_factory):
 
 
 def _steps(path: str, max_nonfinite: int = 3, epochs: int = 1, steps_per_epoch: int = 8,
-           val_every_epochs: int = 10) -> Steps:
+           val_every_epochs: int = 10, max_steps: int = 0) -> Steps:
     config = DistillConfig(
         student=StudentConfig("t", codec=CODEC),
         teachers=(TeacherConfig("coco", "coco", weight=0.5),),
         optim=OptimConfig(epochs=epochs, batch_size=BATCH, warmup_steps=0, ema=False,
                           max_nonfinite_steps=max_nonfinite),
-        run=RunConfig(val_every_epochs=val_every_epochs))
+        run=RunConfig(val_every_epochs=val_every_epochs, max_steps=max_steps))
     job = TrainJob(config, path, (), steps_per_epoch=steps_per_epoch)
     torch.manual_seed(0)
     student = build_student(config)
@@ -164,3 +167,20 @@ def test_the_loss_curve_reaches_every_validation_however_short_the_epoch(batches
     steps._train(iter([(data[i], _teacher(data[i])) for i in range(6)]))
     assert validated == [3, 6]
     assert [step for step, m in logged.metrics if "train/loss" in m] == validated
+
+
+def test_run_max_steps_ends_a_run_early_and_validates_its_last_step(batches, monkeypatch):
+    """``run.max_steps`` (a smoke run at real size) stops the loop there, validates that
+    step, and its learning rate reaches the schedule's end (the schedule spans the steps
+    run); a job's own ``max_steps`` (benchmarks) wins over the config's."""
+    path, data = batches
+    steps = _steps(path, epochs=2, steps_per_epoch=4, max_steps=5)
+    assert steps.job.total_steps == 5
+    assert replace(steps.job, max_steps=3).total_steps == 3
+    validated = []
+    monkeypatch.setattr("unipose_ray.train.loop.validate_and_report",
+                        lambda job, learner, state, *args: validated.append(state.step))
+    steps._train(iter([(data[i], _teacher(data[i])) for i in range(8)]))
+    assert steps.state.step == 5 and validated == [5]
+    with pytest.raises(ConfigError, match="run.max_steps"):
+        RunConfig(max_steps=-1)

@@ -130,6 +130,8 @@ class RunConfig:
         resource_wait_s: when the cluster lacks the GPUs the run needs and no autoscaler
             published how many it may add, wait this long for nodes to join before
             refusing (0: refuse at once).
+        max_steps: end the run after this many optimiser steps (0: all ``optim.epochs``),
+            e.g. a smoke run at real size; the learning-rate schedule spans the steps run.
     """
 
     name: str = "unipose"
@@ -146,12 +148,15 @@ class RunConfig:
     val_flip_test: bool = True
     worker_resources: dict[str, float] = field(default_factory=dict)
     resource_wait_s: float = 0.0
+    max_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
             raise ConfigError("run.num_workers must be >= 1")
         if self.val_every_epochs < 1:
             raise ConfigError("run.val_every_epochs must be >= 1")
+        if self.max_steps < 0:
+            raise ConfigError("run.max_steps must be >= 0 (0: train all optim.epochs)")
         if self.data_actors < 0:
             raise ConfigError("run.data_actors must be >= 0 (0: crops made in the training "
                               "worker's own thread)")

@@ -24,7 +24,8 @@ class TrainJob:
         tracking_uri: resolved MLflow URI.
         teachers_online: teachers as Ray actors (True) or inside the worker (the paper
             authors' approach; for benchmarks).
-        max_steps: stop after this many steps (0: train all epochs).
+        max_steps: stop after this many steps (0: ``run.max_steps``, whose 0 trains all
+            epochs); benchmarks set it here, users in the config.
         steps_per_epoch: optimiser steps per epoch (set by :func:`run_training`).
         tracking_name: the MLflow run's name (default ``run.name``), e.g. its row in
             the demo's table.
@@ -57,7 +58,8 @@ class TrainJob:
     @property
     def total_steps(self) -> int:
         full = self.steps_per_epoch * self.config.optim.epochs
-        return min(full, self.max_steps) if self.max_steps else full
+        limit = self.max_steps or self.config.run.max_steps
+        return min(full, limit) if limit else full
 
 
 def build_student(config: DistillConfig) -> PoseModel:
