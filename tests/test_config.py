@@ -152,3 +152,27 @@ def test_a_bad_base_is_named_with_its_file(tmp_path):
     number.write_text("base: 3\n")
     with pytest.raises(ConfigError, match="base must be a preset name or a YAML file, got 3"):
         load_config(str(number))
+
+
+def test_rtmposes_recipe_follows_the_student_size_and_the_demo_keeps_its_settings():
+    paper = load_config("paper")  # RTMPose-s: no weight decay, stage 2 for the last 30 epochs
+    assert (paper.optim.weight_decay, paper.optim.flat_decay) == (0.0, True)
+    assert paper.augment.stage2_start(paper.optim.epochs) == 390
+    assert load_config("paper", ["student.size=m"]).optim.weight_decay == 0.05
+    assert load_config("paper", ["optim.weight_decay=0.01"]).optim.weight_decay == 0.01
+    for preset in ("demo", "demo_self_trained", "demo_models", "demo_sweep"):
+        config = load_config(preset)  # its numbers from before the recipe, stated
+        assert (config.optim.weight_decay, config.optim.flat_decay) == (0.05, False)
+        assert config.augment.stage2_epochs == 0 and config.augment.median_blur_prob == 0
+
+
+def test_recipe_settings_are_checked():
+    with pytest.raises(ConfigError, match=r"augment.stage2_epochs must be >= 0"):
+        load_config("paper", ["augment.stage2_epochs=-1"])
+    with pytest.raises(ConfigError, match=r"augment.median_blur_prob must be a probability"):
+        load_config("paper", ["augment.median_blur_prob=1.5"])
+    with pytest.raises(ConfigError, match=r"optim.weight_decay must be >= 0"):
+        load_config("paper", ["optim.weight_decay=-0.1"])
+    with pytest.raises(ConfigError, match=r"teacher_cache.uri with augment.stage2_epochs=30"):
+        load_config("paper", ["teacher_cache.uri=/tmp/cache"])
+    assert load_config("paper", ["teacher_cache.uri=/tmp/cache", "augment.stage2_epochs=0"])

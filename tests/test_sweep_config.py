@@ -78,6 +78,19 @@ def test_a_trial_config_carries_its_weights_size_and_learning_rate():
                                     "lr": 3e-3}
 
 
+def test_a_trial_of_another_size_gets_that_sizes_weight_decay_unless_one_was_set():
+    """RTMPose's recipe decays t and s by 0.0, m by 0.05 (``RTMPOSE_WEIGHT_DECAY``): a sweep
+    over sizes left to the recipe gives each trial its size's; a set value stays."""
+    from unipose_ray.config.models import RTMPOSE_WEIGHT_DECAY
+
+    params = {"weights": {"w_gt": 0.5, "coco": 0.5, "mpii": 0.5}, "size": "m"}
+    recipe = load_config("paper")  # RTMPose-s, weight decay from the recipe
+    assert recipe.optim.weight_decay == RTMPOSE_WEIGHT_DECAY["s"] != RTMPOSE_WEIGHT_DECAY["m"]
+    assert trial_config(recipe, params, "x").optim.weight_decay == RTMPOSE_WEIGHT_DECAY["m"]
+    fixed = load_config("paper", ["optim.weight_decay=0.01"])
+    assert trial_config(fixed, params, "x").optim.weight_decay == 0.01
+
+
 def test_concurrent_trials_follow_what_a_trial_takes():
     config = load_config("demo_sweep")  # a trial: driver 1 + worker 1 + crop actor 1
     assert concurrent_trials(config, 8) == 2 and concurrent_trials(config, 2) == 1

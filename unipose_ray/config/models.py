@@ -12,6 +12,9 @@ from unipose_ray.config.settings import CodecConfig
 from unipose_ray.skeleton import KEYPOINT_SETS
 
 STUDENT_SIZES = ("t", "s", "m")
+RTMPOSE_WEIGHT_DECAY = {"t": 0.0, "s": 0.0, "m": 0.05}
+"""AdamW weight decay of MMPose's ``rtmpose-{t,s,m}_8xb256-420e_coco-256x192.py`` (the
+default of ``optim.weight_decay``; norms and biases never decay)."""
 
 
 @dataclass(frozen=True)

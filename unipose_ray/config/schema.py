@@ -7,11 +7,12 @@ can act on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from unipose_ray.config.files import DataConfig
 from unipose_ray.config.loading import ConfigError
 from unipose_ray.config.models import (
+    RTMPOSE_WEIGHT_DECAY,
     STUDENT_SIZES,
     PretrainConfig,
     StudentConfig,
@@ -65,11 +66,19 @@ class OptimConfig:
         epochs: passes over the training records.
         batch_size: samples per worker per step.
         lr: peak learning rate (scaled by nothing: set it for your global batch).
-        weight_decay: AdamW weight decay (not applied to norms and biases).
+        weight_decay: AdamW weight decay (not applied to norms and biases, as MMPose's
+            ``paramwise_cfg=dict(norm_decay_mult=0, bias_decay_mult=0)``); ``None``: the
+            RTMPose config's for ``student.size`` (t, s: 0; m: 0.05), filled in by
+            :class:`DistillConfig`.
+        flat_decay: decay 1-D weights other than norms' and biases (the head's
+            ``ScaleNorm`` gains and residual scales), as RTMPose's ``paramwise_cfg`` does;
+            false: none of them (mmengine's ``flat_decay_mult=0``).
         warmup_steps: linear warm-up length in steps.
         cosine_from: fraction of training after which cosine annealing starts.
         min_lr_ratio: final lr as a fraction of ``lr``.
-        ema: keep an exponential moving average of the weights (evaluated and saved).
+        ema: keep an exponential moving average of the weights and BatchNorm statistics
+            (evaluated and saved), as MMPose's ``EMAHook(ema_type='ExpMomentumEMA',
+            update_buffers=True)``.
         ema_momentum: EMA update rate per step.
         amp: mixed precision on GPU workers: ``bf16``, ``fp16`` (with a ``GradScaler``) or
             ``off``; ``bf16`` on a GPU without it (V100, T4) runs as ``fp16``. CPU
@@ -82,7 +91,8 @@ class OptimConfig:
     epochs: int = 420
     batch_size: int = 64
     lr: float = 4e-3
-    weight_decay: float = 0.05
+    weight_decay: float | None = None
+    flat_decay: bool = True
     warmup_steps: int = 1000
     cosine_from: float = 0.5
     min_lr_ratio: float = 0.05
@@ -103,6 +113,9 @@ class OptimConfig:
             raise ConfigError(f"optim.amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.max_nonfinite_steps < 1:
             raise ConfigError("optim.max_nonfinite_steps must be >= 1")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0 (or null: RTMPose's for the "
+                              f"student size), got {self.weight_decay}")
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,12 @@ class RunConfig:
             refusing (0: refuse at once).
         max_steps: end the run after this many optimiser steps (0: all ``optim.epochs``),
             e.g. a smoke run at real size; the learning-rate schedule spans the steps run.
+        eval_workers: Ray tasks that evaluate each model of a comparison, the validation
+            boxes split among them, each with the resources the model runs with (a
+            teacher's ``num_cpus``/``num_gpus``/``resources``; a student's training worker's:
+            ``cpus_per_worker``, a GPU with ``use_gpu``, ``worker_resources``); the
+            teachers' evaluation runs while the students train. 0: on the driver's CPU,
+            before the training (``unipose_ray.workflows.evaluation``).
     """
 
     name: str = "unipose"
@@ -149,10 +168,13 @@ class RunConfig:
     worker_resources: dict[str, float] = field(default_factory=dict)
     resource_wait_s: float = 0.0
     max_steps: int = 0
+    eval_workers: int = 2
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
             raise ConfigError("run.num_workers must be >= 1")
+        if self.eval_workers < 0:
+            raise ConfigError("run.eval_workers must be >= 0 (0: evaluate on the driver)")
         if self.val_every_epochs < 1:
             raise ConfigError("run.val_every_epochs must be >= 1")
         if self.max_steps < 0:
@@ -364,3 +386,13 @@ class DistillConfig:
         if total <= 0:
             raise ConfigError("all loss weights are zero (loss.w_gt and every teacher weight); "
                               "set loss.w_gt > 0 or give a teacher a positive weight")
+        if self.teachers and self.teacher_cache.uri and self.augment.stage2_epochs:
+            # The cache holds crops of one augmentation per view: a view replayed in a
+            # stage-2 epoch would pair stage-1 teacher logits with another crop.
+            raise ConfigError(
+                f"teacher_cache.uri with augment.stage2_epochs={self.augment.stage2_epochs}: "
+                "the cache holds stage-1 crops only; set augment.stage2_epochs=0 or run the "
+                "teachers online (teacher_cache.uri=null)")
+        if self.optim.weight_decay is None:  # RTMPose's recipe for the student's size
+            object.__setattr__(self, "optim", replace(
+                self.optim, weight_decay=RTMPOSE_WEIGHT_DECAY[self.student.size]))

@@ -38,11 +38,21 @@ class PipelineConfig:
         codec: the student's input size and SimCC settings.
         augment: random augmentation (use ``AugmentConfig.none()`` for validation).
         seed: run seed; each sample's seed derives from it, the epoch and the instance.
+        epochs: the run's epochs (``optim.epochs``): its last ``augment.stage2_epochs``
+            use RTMPose's stage-2 augmentation (:meth:`augment_at`); 0: ``augment`` at
+            every epoch (validation, tools without a run length).
     """
 
     codec: CodecConfig = field(default_factory=CodecConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
+    epochs: int = 0
+
+    def augment_at(self, epoch: int) -> AugmentConfig:
+        """The augmentation of (0-based) ``epoch``: stage 2 from
+        :meth:`AugmentConfig.stage2_start` on, as mmdet's ``PipelineSwitchHook``."""
+        start = self.augment.stage2_start(self.epochs) if self.epochs else None
+        return AugmentConfig.stage2() if start is not None and epoch >= start else self.augment
 
 
 def load_image(path: str) -> np.ndarray:
@@ -74,17 +84,21 @@ class TopdownDataset:
     """Random-access top-down samples over a record set."""
 
     def __init__(self, records: Sequence[InstanceRecord] | pa.Table, config: PipelineConfig):
-        self.records = table_to_records(records) if isinstance(records, pa.Table) else list(records)
+        # a Sequence (the stages' shared RecordTable) is kept as given: a row's record is
+        # built when the row is used, not all 172k of COCO in every stage
+        self.records = (table_to_records(records) if isinstance(records, pa.Table)
+                        else records if isinstance(records, Sequence) else list(records))
         self.config = config
 
     def __len__(self) -> int:
         return len(self.records)
 
     def params(self, index: int, epoch: int = 0) -> CropParams:
-        """The crop parameters sample ``index`` gets in ``epoch`` (pure function of seeds)."""
+        """The crop parameters sample ``index`` gets in ``epoch`` (pure function of seeds):
+        drawn from the epoch's seed with the epoch's augmentation (stage 1 or 2)."""
         record = self.records[index]
         seed = sample_seed(self.config.seed, epoch, record)
-        return sample_params(record, seed, self.config.codec, self.config.augment)
+        return sample_params(record, seed, self.config.codec, self.config.augment_at(epoch))
 
     def sample(self, index: int, epoch: int = 0) -> Sample:
         return self.replay(index, self.params(index, epoch))

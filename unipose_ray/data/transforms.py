@@ -8,7 +8,7 @@ between the two crops (:func:`crop_relation`).
 
 The augmentations follow RTMPose's stage-1 pipeline: random flip, half-body, box
 shift/scale/rotation (truncated normal, as MMPose's ``RandomBBoxTransform``), HSV colour
-jitter (``YOLOXHSVRandomAug``), blur and one coarse-dropout hole.
+jitter (``YOLOXHSVRandomAug``), box blur, median blur and one coarse-dropout hole.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class CropParams:
         input_size: ``(w, h)`` of the crop.
         hsv: hue / saturation / value offsets.
         blur: box-blur kernel size, 0 for none.
+        median_blur: median-blur aperture (after the box blur), 0 for none.
         dropout: ``(x, y, w, h)`` hole in crop pixels, all zero for none.
         box: ``(w, h)`` of the (augmented, padded) person box before ``scale`` fixed its
             aspect ratio: what a model of another aspect crops (:meth:`at_input_size`).
@@ -57,6 +58,7 @@ class CropParams:
     hsv: tuple[int, int, int] = (0, 0, 0)
     blur: int = 0
     dropout: tuple[int, int, int, int] = (0, 0, 0, 0)
+    median_blur: int = 0
     box: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
@@ -184,6 +186,8 @@ def sample_params(record: InstanceRecord, seed: int, codec: CodecConfig,
     dropout = (0, 0, 0, 0)
     if u[5] < augment.dropout_prob:
         dropout = tuple(int(v) for v in np.round(np.concatenate([hole_xy, hole_size])))
+    # Drawn last, and always: every earlier draw stays what it was before median blur.
+    median = int(rng.choice([3, 5, 7]))
     return CropParams(
         center=tuple(center.tolist()),
         scale=tuple(fix_aspect_ratio(scale, codec.input_size).tolist()),
@@ -193,6 +197,7 @@ def sample_params(record: InstanceRecord, seed: int, codec: CodecConfig,
         input_size=tuple(codec.input_size),
         hsv=tuple(int(v) for v in hsv),
         blur=blur,
+        median_blur=median if u[7] < augment.median_blur_prob else 0,
         dropout=dropout,
     )
 
@@ -221,13 +226,18 @@ def crop_relation(student: CropParams, teacher: CropParams) -> tuple[np.ndarray,
 
 
 def crop_image(image: np.ndarray, params: CropParams) -> np.ndarray:
-    """Warp, colour-jitter, blur and drop out: ``(H_img, W_img, 3)`` BGR -> ``(h, w, 3)`` RGB."""
+    """Warp, colour-jitter, blur and drop out: ``(H_img, W_img, 3)`` BGR -> ``(h, w, 3)`` RGB.
+
+    In the order of RTMPose's pipeline: ``YOLOXHSVRandomAug``, then albumentations'
+    ``Blur``, ``MedianBlur`` (both ``cv2``'s filters) and ``CoarseDropout``."""
     crop = cv2.warpAffine(image, warp_matrix(params), tuple(params.input_size),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     if any(params.hsv):
         crop = _hsv_jitter(crop, params.hsv)
     if params.blur:
         crop = cv2.blur(crop, (params.blur, params.blur))
+    if params.median_blur:
+        crop = cv2.medianBlur(crop, params.median_blur)
     x, y, w, h = params.dropout
     if w and h:
         crop[y:y + h, x:x + w] = 0

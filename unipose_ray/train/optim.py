@@ -1,4 +1,4 @@
-"""AdamW, the learning-rate schedule and the weight EMA of student training.
+"""AdamW, the learning-rate schedule and the weight EMA of student training (RTMPose's).
 
 Schedule (the RTMPose recipe): linear warm-up from 0.1% of the peak, constant, then cosine
 down to ``min_lr_ratio x lr`` over the part of training after ``cosine_from``. Per step, so
@@ -14,15 +14,41 @@ from torch import nn
 
 from unipose_ray.config import OptimConfig
 
+# mmengine's ``DefaultOptimWrapperConstructor`` treats these as norms (``norm_decay_mult``).
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+              nn.GroupNorm, nn.LayerNorm)
+
+
+def decay_groups(model: nn.Module, flat_decay: bool = True
+                 ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``(decay, no_decay)`` parameters as MMPose's RTMPose ``paramwise_cfg`` splits them.
+
+    ``dict(norm_decay_mult=0, bias_decay_mult=0, bypass_duplicate=True)``: a norm layer's
+    parameters and every parameter named ``bias`` do not decay; everything else does (a
+    1-D gain such as ``ScaleNorm.g`` too, unless ``flat_decay`` is off: mmengine's
+    ``flat_decay_mult=0``); a parameter shared by two modules counts once; frozen ones are
+    left out.
+    """
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if id(param) in seen or not param.requires_grad:
+                continue
+            seen.add(id(param))
+            exempt = (isinstance(module, NORM_TYPES) or name == "bias"
+                      or (not flat_decay and param.ndim <= 1))
+            (no_decay if exempt else decay).append(param)
+    return decay, no_decay
+
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
-    """AdamW without weight decay on norms and biases (MMPose's ``norm_decay_mult=0``)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
+    """AdamW with MMPose's RTMPose parameter groups (:func:`decay_groups`).
+
+    ``config.weight_decay`` is filled in by ``DistillConfig`` (RTMPose's for the student
+    size); an ``OptimConfig`` used on its own with ``None`` decays nothing (RTMPose-t/s).
+    """
+    decay, no_decay = decay_groups(model, config.flat_decay)
+    groups = [{"params": decay, "weight_decay": config.weight_decay or 0.0},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr)
 
@@ -47,15 +73,14 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 class EMA:
-    """Exponential moving average of a model's weights (MMPose's ``ExpMomentumEMA`` rule).
+    """Exponential moving average of a model's weights and buffers: MMPose's
+    ``EMAHook(ema_type='ExpMomentumEMA', momentum=2e-4, update_buffers=True)``.
 
-    ``ema = (1 - m) * ema + m * weights`` with ``m`` growing from the start of training as
-    ``(1 - momentum) * exp(-(1 + step) / 2000) + momentum``; buffers are copied.
-
-    Not MMPose's class itself: ``ExpMomentumEMA`` copies the weights on its first update
-    (this one averages them with the initial weights) and computes ``mul_`` + ``add_``
-    where this one calls ``lerp_``: the EMA weights differ by ~2e-5 after one step and by
-    float rounding ever after, so swapping it in would change every trained run's numbers.
+    The first update copies the model; update ``n >= 1`` then averages every floating
+    tensor of its state dict (weights and BatchNorm running statistics alike) as
+    ``ema = (1 - m) * ema + m * live`` with ``m = (1 - momentum) * exp(-(1 + n) / gamma)
+    + momentum``. Integer buffers (BatchNorm's ``num_batches_tracked``) keep the value of
+    the first update, as mmengine's ``ExponentialMovingAverage`` leaves them.
     """
 
     def __init__(self, model: nn.Module, momentum: float = 2e-4, gamma: int = 2000):
@@ -64,18 +89,24 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        m = (1 - self.momentum) * math.exp(-(1 + self.steps) / self.gamma) + self.momentum
-        live = dict(model.named_parameters())
-        for name, param in self.module.named_parameters():
-            param.lerp_(live[name].detach(), m)
-        for mine, theirs in zip(self.module.buffers(), model.buffers(), strict=True):
-            mine.copy_(theirs)
+        # state_dict() tensors share storage with the modules: updating them updates these.
+        averaged, live = self.module.state_dict(), model.state_dict()
+        if self.steps == 0:
+            for name, mine in averaged.items():
+                mine.copy_(live[name])
+        else:
+            m = (1 - self.momentum) * math.exp(-(1 + self.steps) / self.gamma) + self.momentum
+            for name, mine in averaged.items():
+                if mine.dtype.is_floating_point:
+                    mine.mul_(1 - m).add_(live[name].to(mine.device), alpha=m)
         self.steps += 1
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
+        """Also loads the checkpoints of the earlier EMA (same keys; its buffers were
+        copies of the model's, a fine starting point for averaging them)."""
         self.module.load_state_dict(state["module"])
         self.steps = state["steps"]
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from unipose_ray.config import ConfigError, DistillConfig
+from unipose_ray.config.models import RTMPOSE_WEIGHT_DECAY
 from unipose_ray.evaluation.cross_dataset import EvalSet
 from unipose_ray.models import PoseModelSpec
 from unipose_ray.train.job import TrainJob
@@ -91,10 +92,17 @@ def search_algorithm(config: DistillConfig, concurrent: int):
 
 
 def trial_config(config: DistillConfig, params: dict, name: str) -> DistillConfig:
-    """The base config with one trial's weights, size and learning rate."""
+    """The base config with one trial's weights, size and learning rate.
+
+    A base weight decay equal to RTMPose's for the base size (``optim.weight_decay`` left
+    to the recipe) follows the trial's size; any other value is kept for every size."""
     weights = params[WEIGHT_KEY]
     teachers = tuple(replace(t, weight=float(weights[t.name])) for t in config.teachers)
-    optim = replace(config.optim, lr=float(params["lr"])) if "lr" in params else config.optim
+    decay = config.optim.weight_decay
+    if decay == RTMPOSE_WEIGHT_DECAY[config.student.size]:  # the size's recipe: the trial's
+        decay = RTMPOSE_WEIGHT_DECAY[params["size"]]
+    optim = replace(config.optim, weight_decay=decay,
+                    **({"lr": float(params["lr"])} if "lr" in params else {}))
     return replace(config, teachers=teachers, optim=optim,
                    loss=replace(config.loss, w_gt=float(weights["w_gt"])),
                    student=replace(config.student, size=params["size"],
