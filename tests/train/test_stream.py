@@ -6,12 +6,13 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from helpers import DEMO_CODEC
 
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset
 from unipose_ray.data.readers import read_coco, read_mpii
-from unipose_ray.data.records import read_records, write_records
+from unipose_ray.data.records import RecordTable, read_records, table_to_records, write_records
 from unipose_ray.data.transforms import AugmentConfig
 from unipose_ray.train.data import (
     DATASET_CODES,
@@ -191,3 +192,41 @@ def test_an_unreadable_image_is_named_or_replaced_by_the_next_record(real_sample
     # each record of the bad image (one per person in it) was replaced once this epoch
     assert out["substituted"].sum() == sum(r.image_path == bad for r in records) > 0
     assert all(records[i].image_path != bad for i in out["index"])
+
+
+def test_the_record_table_gives_the_records_of_the_file_and_pickles_its_buffers_apart(spec):
+    import pickle
+
+    table = read_records(spec.records_path)
+    # two chunks, the second sliced: offsets into the shared string buffer must hold
+    chunked = pa.concat_tables([table.slice(0, 3), table.slice(3)])
+    records = RecordTable.from_arrow(chunked)
+    assert len(records) == table.num_rows and records.datasets == ("coco", "mpii")
+    expected = table_to_records(table)
+    for got, want in zip(records, expected, strict=True):
+        for name in want.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), strict=True)
+    assert records[-1].instance_id == expected[-1].instance_id
+    with pytest.raises(IndexError):
+        records[len(records)]
+    buffers = []  # what ray.put does: each array out of band, mapped by ray.get
+    data = pickle.dumps(records, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == len(records.columns) and len(data) < 2000
+    back = pickle.loads(data, buffers=buffers)
+    assert np.shares_memory(back.columns["keypoints"], np.frombuffer(buffers[
+        list(records.columns).index("keypoints")], np.uint8))
+
+
+def test_a_stage_on_the_record_table_gives_the_batches_of_one_on_the_record_list(spec):
+    plan = StepPlan(len(read_records(spec.records_path)), 3, 1, 0, start_step=0, total_steps=6)
+    ids = {"id": np.arange(plan.num_rows)}  # two epochs and more
+    on_table = CropStage(spec, plan)
+    assert isinstance(on_table.dataset.records, RecordTable)
+    on_list = CropStage(spec, plan)  # the stage as it was: every record built up front
+    on_list.dataset = TopdownDataset(read_records(spec.records_path), spec.pipeline)
+    assert isinstance(on_list.dataset.records, list)
+    want = on_list(ids)
+    got = on_table(ids)
+    assert set(got) == set(want)
+    for name, column in want.items():
+        np.testing.assert_array_equal(got[name], column, strict=True, err_msg=name)

@@ -182,6 +182,11 @@ def basis_name(teacher: str) -> str:
     return f"basis-{teacher}.npz"
 
 
+def filesystem_of(uri: str) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, root)`` of a cache folder: a local path or a URI."""
+    return pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+
+
 class CacheStore:
     """A cache folder: a local path or a URI (``s3://``, ``gs://``) through pyarrow's
     filesystems. Shards and the manifest are written under a temporary name and moved into
@@ -190,14 +195,20 @@ class CacheStore:
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.fs, self.root = pafs.FileSystem.from_uri(uri) if "://" in uri else (
-            pafs.LocalFileSystem(), uri)
+        self.fs, self.root = filesystem_of(uri)
 
     def path(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"
 
     def exists(self, name: str) -> bool:
         return self.fs.get_file_info(self.path(name)).type == pafs.FileType.File
+
+    def files(self) -> set[str]:
+        """The names of the folder's files, in one listing (one request on an object
+        store, however many shards; none when the folder does not exist)."""
+        selector = pafs.FileSelector(self.root, allow_not_found=True)
+        return {info.base_name for info in self.fs.get_file_info(selector)
+                if info.type == pafs.FileType.File}
 
     def _write(self, name: str, write) -> None:
         self.fs.create_dir(self.root, recursive=True)
@@ -232,9 +243,11 @@ class CacheStore:
     def write_manifest(self, manifest: CacheManifest) -> None:
         self._write(MANIFEST_NAME, lambda stream: stream.write(manifest.to_json().encode()))
 
-    def read_manifest(self) -> CacheManifest | None:
-        """The manifest, ``None`` when the folder has none (nothing built yet)."""
-        if not self.exists(MANIFEST_NAME):
+    def read_manifest(self, files: set[str] | None = None) -> CacheManifest | None:
+        """The manifest, ``None`` when the folder has none (nothing built yet); ``files``:
+        the folder's listing (:meth:`files`), when the caller has it."""
+        found = self.exists(MANIFEST_NAME) if files is None else MANIFEST_NAME in files
+        if not found:
             return None
         with self.fs.open_input_stream(self.path(MANIFEST_NAME)) as stream:
             text = stream.read().decode()

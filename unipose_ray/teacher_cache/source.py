@@ -160,7 +160,8 @@ def open_cache(config: DistillConfig, records: pa.Table,
     is missing. The number of views and the compression are the cache's own."""
     uri = config.teacher_cache.uri
     store = CacheStore(uri)
-    cached = store.read_manifest()
+    files = store.files()  # one listing: a request per shard is thousands on s3://
+    cached = store.read_manifest(files)
     fix = (f"build it with `python jobs/build_cache.py --config <this run's config> --out {uri}`"
            " (it adds only the missing shards)")
     if cached is None:
@@ -174,10 +175,10 @@ def open_cache(config: DistillConfig, records: pa.Table,
                          + "\n  ".join(differ)
                          + "\nbuild a cache for this run under another --out (or rebuild it)")
     shards = manifest_shards(cached, records.num_rows)
-    missing = [s.name for s in shards if s.name not in cached.shards or not store.exists(s.name)]
+    missing = [s.name for s in shards if s.name not in cached.shards or s.name not in files]
     if uses_basis(cached.compression):
         missing += [basis_name(t.name) for t in config.teachers
-                    if t.name not in cached.bases or not store.exists(basis_name(t.name))]
+                    if t.name not in cached.bases or basis_name(t.name) not in files]
     if missing:
         raise FileNotFoundError(f"teacher cache {uri} lacks {len(missing)} of {len(shards)} "
                                 f"shards (first: {missing[0]}), an interrupted build; {fix}")

@@ -10,8 +10,11 @@ targets and, for each teacher input size, the teacher's crop of the same box wit
 per-axis relation between the crops. Every crop is drawn from its sample seed, so any
 sample can be replayed later whichever worker, actor or order produced it.
 
-The record set travels through the object store (``StreamSpec.records_ref``), so crop
-actors on any node can run; only the images themselves must be readable there. With
+The record set travels through the object store (``StreamSpec.records_ref``, a columnar
+:class:`RecordTable` that every stage of a node maps zero-copy), so crop actors on any node
+can run; only the images themselves must be readable there. Cached teacher targets come the
+same way: one ``ViewHub`` of the run reads view ``v`` once and shares it
+(``StreamSpec.targets``), instead of every stage reading every shard of it. With
 ``run.data_actors = 0`` the same stage runs in a thread of the training worker instead
 (:func:`inline_batches`): the same batches, without the start-up of Ray Data's actors.
 """
@@ -27,11 +30,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from unipose_ray.data.geometry import invert_affine
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, load_image
-from unipose_ray.data.records import read_records
+from unipose_ray.data.records import RecordTable, read_records
 from unipose_ray.data.transforms import size_key
+from unipose_ray.teacher_cache.shared import shared_view
 from unipose_ray.teacher_cache.source import CacheSource, ViewTargets
 
 DATASET_CODES = {"coco": 0, "mpii": 1, "aic": 2, "unified": 3}
@@ -45,12 +50,16 @@ class StreamSpec:
         records_path: Parquet record set of all training instances.
         pipeline: the student's codec, augmentation and seed.
         teacher_sizes: distinct teacher input sizes ``(w, h)`` other than the student's.
-        records_ref: the record table in the object store (``ray.put`` by the driver);
-            crop actors read it instead of ``records_path``, which may be on another node.
+        records_ref: the :class:`RecordTable` in the object store (``ray.put`` once by
+            the driver); crop actors map it instead of reading ``records_path``, which may
+            be on another node.
         skip_bad_images: replace an unreadable image's sample by the next readable
             record's (``data.skip_bad_images``); off, raise naming the file.
         cache: the teacher-logit cache the run reads instead of teachers: epoch ``e``
             replays view ``e mod views`` of each sample and carries its cached targets.
+        targets: the run's ``ViewHub`` actor (``teacher_cache/shared.py``; started by the
+            driver with a cache): the stages take each view's targets from it; without one
+            each stage reads them itself.
     """
 
     records_path: str
@@ -59,13 +68,16 @@ class StreamSpec:
     records_ref: object = None
     skip_bad_images: bool = False
     cache: CacheSource | None = None
+    targets: object = None
 
-    def read_records(self):
+    def read_records(self) -> RecordTable:
+        """The shared record table (or one read from ``records_path`` by this process)."""
         if self.records_ref is None:
-            return read_records(self.records_path)
+            return RecordTable.from_arrow(read_records(self.records_path))
         import ray  # noqa: PLC0415
 
-        return ray.get(self.records_ref)
+        records = ray.get(self.records_ref)
+        return RecordTable.from_arrow(records) if isinstance(records, pa.Table) else records
 
 
 @dataclass(frozen=True)
@@ -139,9 +151,12 @@ class CropStage:
         self._view: ViewTargets | None = None
 
     def _cached(self, view: int) -> ViewTargets:
-        """The cached targets of ``view`` (one view in memory: epochs change rarely)."""
+        """The cached targets of ``view`` (one view in memory: epochs change rarely), the
+        run's shared copy where the driver started a ``ViewHub``."""
         if self._view is None or self._view.view != view:
-            self._view = ViewTargets(self.spec.cache, view, len(self.dataset))
+            self._view = None  # the last view's arrays go before the next one's come
+            self._view = (ViewTargets(self.spec.cache, view, len(self.dataset))
+                          if self.spec.targets is None else shared_view(self.spec.targets, view))
         return self._view
 
     def _index(self, row: int) -> tuple[int, int]:

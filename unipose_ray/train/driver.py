@@ -14,11 +14,12 @@ from pathlib import Path
 from unipose_ray.cli import UsageError
 from unipose_ray.config import DistillConfig
 from unipose_ray.data.pipeline import PipelineConfig
-from unipose_ray.data.records import read_records
+from unipose_ray.data.records import RecordTable, read_records
 from unipose_ray.paths import is_uri, resolve_path
 from unipose_ray.runtime.distributed import print0, started_local_ray
 from unipose_ray.runtime.ray_internals import autoscaler_max_resources
 from unipose_ray.teacher_cache.format import describe
+from unipose_ray.teacher_cache.shared import start_view_hub
 from unipose_ray.teacher_cache.source import open_cache
 from unipose_ray.teachers.service import TeacherPool
 from unipose_ray.train.checkpointing import CHECKPOINT_SCORE, UNSCORED
@@ -209,15 +210,19 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
     teacher_sizes = () if cache else tuple(sorted(
         {tuple(s.input_size) for s in job.teacher_specs.values()}
         - {tuple(config.student.codec.input_size)}))
+    # one columnar copy in the object store, mapped by every crop stage of a node; with a
+    # cache, one reader of each view for the whole run (teacher_cache/shared.py)
     stream = StreamSpec(job.train_records,
-                        PipelineConfig(config.student.codec, config.augment, config.run.seed),
-                        teacher_sizes, records_ref=ray.put(records),
-                        skip_bad_images=config.data.skip_bad_images, cache=cache)
+                        PipelineConfig(config.student.codec, config.augment, config.run.seed,
+                                       config.optim.epochs),
+                        teacher_sizes, records_ref=ray.put(RecordTable.from_arrow(records)),
+                        skip_bad_images=config.data.skip_bad_images, cache=cache,
+                        targets=start_view_hub(cache, n) if cache else None)
     job = replace(job, steps_per_epoch=n // global_batch, submitted_at=time.time(),
                   stream=stream, num_records=n)
     # lean: no dataset manager, and the placement-group cleaner only where something can
     # outlive the controller (not the driver of a Ray it started); else Ray's own trainer
-    trainer = LeanTorchTrainer(
+    return fit_surviving_controller_errors(lambda: LeanTorchTrainer(
         train_fn_per_worker,
         keep_datasets=not lean, keep_cleaner=not lean or not started_local_ray(),
         # by reference: Ray Train's controller deserializes this config, and unpickling
@@ -235,8 +240,37 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
                 checkpoint_score_order="max")),
-    )
-    return trainer.fit()
+    ), config.run.max_failures, config.run.name)
+
+
+def fit_surviving_controller_errors(make_trainer, max_failures: int, name: str):
+    """``make_trainer().fit()``, fitted again from the run's latest checkpoint when a
+    training worker died while Ray Train's controller itself was calling it.
+
+    Ray 2.60 retries a worker that dies during training (``FailureConfig``), but one that
+    dies while the controller starts or polls its group (a node lost during a restart)
+    reaches the controller as an ``ActorDiedError`` it reports as a ``ControllerError``
+    and does not retry: the whole run failed on the second of two worker kills a minute
+    apart (``tests/e2e/test_chaos_cluster.py``). A new fit of the same run name and
+    storage resumes from the latest registered checkpoint, as any restart does; such
+    refits count against ``run.max_failures`` too (-1: unlimited).
+    """
+    import ray.exceptions  # noqa: PLC0415
+    import ray.train  # noqa: PLC0415
+
+    refits = 0
+    while True:
+        try:
+            return make_trainer().fit()
+        except ray.train.ControllerError as error:
+            cause = error.controller_failure
+            if not isinstance(cause, ray.exceptions.RayActorError) or (
+                    0 <= max_failures <= refits):
+                raise
+            refits += 1
+            print0(f"[{name}] a training worker died while Ray Train's controller was calling "
+                   f"it ({type(cause).__name__}); fitting again from the latest checkpoint "
+                   f"(refit {refits}, run.max_failures={max_failures})")
 
 
 
