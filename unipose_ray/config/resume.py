@@ -37,7 +37,8 @@ from unipose_ray.paths import is_uri
 MAY_CHANGE = (
     "optim.epochs", "teacher_epochs", "pretrain.epochs",  # may grow (see GROW_ONLY)
     "run.max_failures", "run.resource_wait_s", "run.data_actors", "run.cpus_per_worker",
-    "run.worker_resources.*", "run.checkpoint_every_steps", "run.storage_path",
+    "run.eval_workers", "run.worker_resources.*", "run.checkpoint_every_steps",
+    "run.storage_path",
     "teachers.*.replicas", "teachers.*.num_gpus", "teachers.*.num_cpus",
     "teachers.*.resources.*", "teacher_cache.actors", "teacher_cache.batch_size",
     "tracking.tracking_uri", "parallel_runs", "sweep.max_concurrent_trials",
