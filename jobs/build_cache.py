@@ -4,7 +4,11 @@ training instance, once, for every later run and Tune trial.
     python jobs/build_cache.py --config demo --views 6 --out outputs/demo/teacher_cache
     python jobs/distill.py --config demo teacher_cache.uri=outputs/demo/teacher_cache
     ray job submit --working-dir . -- python jobs/build_cache.py --config paper \\
-        --out s3://bucket/unipose/cache-paper --views 10 teachers.0.checkpoint=...
+        --out s3://bucket/unipose/cache-paper --views 10 augment.stage2_epochs=0 \\
+        teachers.0.checkpoint=...
+
+A cache holds crops of the stage-1 augmentation: a run reading one trains without RTMPose's
+stage-2 switch (``augment.stage2_epochs=0``; a config asking for both is refused).
 
 A Ray Data pipeline (crop actors, one actor pool per teacher on the GPUs its config asks
 for) writes Parquet shards and a manifest of everything the targets depend on. Started
