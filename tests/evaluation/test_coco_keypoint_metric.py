@@ -350,3 +350,84 @@ def test_gt_written_from_records_evaluates_like_the_original_file(gt):
     assert evaluate_coco(coco_gt_from_records(records, COCO), preds) == evaluate_coco(
         GT_FILE, preds
     )
+
+
+# --- The array path against MMPose's CocoMetric class, at random and adversarial inputs ---
+
+
+def _synthetic_gt(rng, images: int = 40) -> dict:
+    """One or two people per image, 17 joints, some unlabelled."""
+    anns, entries = [], []
+    for image_id in range(1, images + 1):
+        entries.append({"id": image_id, "file_name": f"{image_id}.jpg", "width": 640,
+                        "height": 480})
+        for _ in range(rng.integers(1, 3)):
+            x, y, w, h = rng.uniform(0, 300), rng.uniform(0, 200), *rng.uniform(30, 250, 2)
+            k = np.c_[rng.uniform([x, y], [x + w, y + h], (17, 2)), np.full(17, 2.0)]
+            k[rng.random(17) < 0.2] = 0
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1,
+                         "iscrowd": 0, "bbox": [x, y, w, h], "area": w * h * 0.6,
+                         "num_keypoints": int(np.count_nonzero(k[:, 2])),
+                         "keypoints": k.ravel().tolist()})
+    return {"images": entries, "annotations": anns,
+            "categories": [{"id": 1, "name": "person", "keypoints": list(COCO.names)}]}
+
+
+def _adversarial_predictions(gt: dict, rng, joints: int = 17) -> list[KeypointPrediction]:
+    """Detections around the GT people: none for some images, many for others, identical
+    repeats, tied box scores, keypoint scores at 0.2, repeated ids, boxes and areas missing."""
+    near = np.float32(0.2) + np.array([-1, 0, 1], np.float32) * np.spacing(np.float32(0.2))
+    preds = []
+    for a in gt["annotations"]:
+        mode = a["image_id"] % 5
+        if mode == 0:
+            continue  # an image without detections
+        k, box = np.reshape(a["keypoints"], (17, 3))[:, :2], np.asarray(a["bbox"])
+        for j in range({1: 1, 2: 3, 3: 40, 4: 8}[mode]):
+            kpts = k + rng.normal(scale=rng.choice([0.5, 4.0, 40.0]), size=k.shape)
+            if joints == UNIFIED.num_keypoints:
+                kpts = np.concatenate([kpts, rng.uniform(0, 600, (4, 2))])
+            scores = rng.uniform(0, 1, joints)
+            if mode == 4:  # identical repeats with tied scores at the threshold
+                kpts, scores = kpts * 0 + k.mean(0), rng.choice(near, joints)
+            scores[rng.random(joints) < 0.2] = near[1]
+            xywh = box + rng.normal(scale=3.0, size=4)
+            preds.append(KeypointPrediction(
+                image_id=a["image_id"],
+                instance_id=len(preds) if j != 2 else len(preds) - 1,  # a repeated id
+                keypoints=kpts.astype(np.float32),
+                keypoint_scores=scores.astype(np.float32),
+                bbox_score=np.float32(np.round(rng.uniform(0.1, 1), 1)),  # ties
+                bbox=xywh.astype(np.float32),
+                area=None if j % 7 == 3 else np.float32(xywh[2] * xywh[3] * 1.5625),
+            ))
+    return [preds[i] for i in rng.permutation(len(preds))]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_array_path_equals_cocometric_on_adversarial_detections(seed):
+    from dataclasses import replace
+
+    from unipose_ray.evaluation.coco_metric import evaluate_coco_cocometric
+
+    rng = np.random.default_rng(seed)
+    gt = _synthetic_gt(rng)
+    preds = _adversarial_predictions(gt, rng)
+    for nms_thr in (0.9, 0.5, None):
+        ours = evaluate_coco(gt, preds, nms_thr=nms_thr)
+        assert ours == evaluate_coco_cocometric(gt, preds, nms_thr=nms_thr), nms_thr
+    assert ours != evaluate_coco(gt, preds)  # NMS mattered
+    unboxed = [replace(p, bbox=None) for p in preds]  # loadRes' keypoints branch
+    assert evaluate_coco(gt, unboxed) == evaluate_coco_cocometric(gt, unboxed)
+    float64_areas = [replace(p, area=None if p.area is None else float(p.area)) for p in preds]
+    # mixed area dtypes: each instance computed in its own, through CocoMetric itself
+    assert evaluate_coco(gt, float64_areas) == evaluate_coco_cocometric(gt, float64_areas)
+
+
+def test_array_path_equals_cocometric_on_unified_predictions():
+    from unipose_ray.evaluation.coco_metric import evaluate_coco_cocometric
+
+    rng = np.random.default_rng(5)
+    gt = _synthetic_gt(rng, images=25)
+    preds = _adversarial_predictions(gt, rng, joints=UNIFIED.num_keypoints)
+    assert evaluate_coco(gt, preds) == evaluate_coco_cocometric(gt, preds)

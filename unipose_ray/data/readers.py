@@ -10,6 +10,7 @@ it looks like and where it belongs (:mod:`unipose_ray.data.formats`).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,8 @@ def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco"
 
     Skips crowd instances, instances without labelled keypoints and empty boxes, as MMPose's
     ``CocoDataset`` does in top-down mode; boxes are clipped to the image the same way.
+    Image sizes come from the file; the images are checked to exist with one directory
+    listing per folder, none is opened (a corrupt image fails when it is loaded).
     """
     from pycocotools.coco import COCO  # noqa: PLC0415  (prints while loading; kept local)
 
@@ -99,7 +102,7 @@ def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco"
         coco.dataset = raw
         coco.createIndex()
 
-    records, sizes = [], {}
+    kept = []  # (ann_id, ann, img, keypoints) of the instances MMPose keeps
     ann_ids = [a for img_id in coco.getImgIds() for a in coco.getAnnIds(imgIds=img_id)]
     for ann_id in ann_ids:  # image by image, as MMPose orders its data list
         ann = coco.anns[ann_id]
@@ -119,13 +122,14 @@ def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco"
         if img is None:
             raise AnnotationError(f"{ann_file}: annotation {ann_id} refers to image id "
                                   f"{ann['image_id']}, which is not in 'images'")
-        bbox = _clip_box(ann["bbox"], img["width"], img["height"])
-        if bbox is None:
-            continue
-        path = img_dir / img["file_name"]
-        if path not in sizes:
-            sizes[path] = _image_size(path, ann_file)
-        records.append(InstanceRecord(
+        kept.append((ann_id, ann, img, keypoints))
+    boxes, nonempty = _clipped_boxes([a["bbox"] for _, a, _, _ in kept],
+                                     [(img["width"], img["height"]) for _, _, img, _ in kept])
+    kept = [item for item, ok in zip(kept, nonempty) if ok]
+    paths = [img_dir / img["file_name"] for _, _, img, _ in kept]
+    _require_images(paths, ann_file)
+    return [
+        InstanceRecord(
             image_path=str(path),
             dataset=dataset,
             image_id=int(ann["image_id"]),
@@ -138,8 +142,31 @@ def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco"
             annotated=mapping.annotated.copy(),
             head_size=None,
             area=float(ann.get("area", bbox[2] * bbox[3] * 0.53)),
-        ))
-    return records
+        )
+        for (ann_id, ann, img, keypoints), path, bbox in zip(kept, paths, boxes)
+    ]
+
+
+def _require_images(paths: list[Path], ann_file: Path) -> None:
+    """Raise naming the first of ``paths`` that is not a file: one directory listing per
+    folder, no image opened (a read per image is slow on network storage)."""
+    listings: dict[Path, set[str]] = {}
+    for path in dict.fromkeys(paths):
+        if path.parent not in listings:
+            listings[path.parent] = _file_names(path.parent)
+        if path.name not in listings[path.parent]:
+            raise FileNotFoundError(
+                f"{ann_file} refers to image {path}, which does not exist; check the image "
+                "folder you passed matches this annotation file")
+
+
+def _file_names(folder: Path) -> set[str]:
+    """Names of the files in ``folder`` (none if it is missing)."""
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries if entry.is_file()}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
 
 
 def _check_coco_layout(raw: dict, ann_file: Path) -> None:
@@ -153,16 +180,24 @@ def _check_coco_layout(raw: dict, ann_file: Path) -> None:
                                   f"{sorted(missing)}")
 
 
-def _clip_box(bbox: list[float], width: int, height: int) -> np.ndarray | None:
-    """Clip ``x, y, w, h`` to the image as MMPose does; ``None`` for an empty box."""
-    x, y, w, h = (float(v) for v in bbox)
+def _clipped_boxes(bboxes: list[list[float]], sizes: list[tuple[int, int]]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``x, y, w, h`` boxes clipped to their images as MMPose does (float64 corners, then
+    its float32 ``x1, y1, x2, y2``), rebuilt by :func:`boxes_from_centers`.
+
+    Returns:
+        ``(M, 4)`` float32 boxes of the ``M`` non-empty ones and the ``(N,)`` mask of those.
+    """
+    if not bboxes:
+        return np.zeros((0, 4), np.float32), np.zeros(0, bool)
+    x, y, w, h = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4).T
+    width, height = np.asarray(sizes, dtype=np.float64).T
     x1, y1 = np.clip(x, 0, width - 1), np.clip(y, 0, height - 1)
     x2, y2 = np.clip(x + w, 0, width - 1), np.clip(y + h, 0, height - 1)
-    if x2 <= x1 or y2 <= y1:
-        return None
-    corners = np.array([x1, y1, x2, y2], dtype=np.float32)  # MMPose's float32 xyxy box
-    return box_from_center((corners[:2] + corners[2:]) * np.float32(0.5),
-                           corners[2:] - corners[:2])
+    nonempty = ~((x2 <= x1) | (y2 <= y1))  # MMPose's test: a NaN box is kept
+    corners = np.stack([x1, y1, x2, y2], axis=1)[nonempty].astype(np.float32)
+    centers = (corners[:, :2] + corners[:, 2:]) * np.float32(0.5)
+    return boxes_from_centers(centers, corners[:, 2:] - corners[:, :2]), nonempty
 
 
 def read_mpii(ann_file: str | Path, img_dir: str | Path,
@@ -177,6 +212,9 @@ def read_mpii(ann_file: str | Path, img_dir: str | Path,
     ``15 / 200 x scale`` and shifted by -1 (MATLAB 1-based). Joints are shifted by -1 too,
     so crops and targets are exact; MMPose keeps them 1-based and adds 1 to predictions at
     evaluation instead, which gives the same PCKh.
+
+    Each image is opened once (its header only): MMPose's MPII JSON has no image sizes, and
+    the records carry them. :func:`read_coco` takes them from its file and opens none.
     """
     ann_file = _require_file(ann_file, "MPII annotation file")
     img_dir = _require_dir(img_dir, "MPII image folder")
@@ -185,7 +223,7 @@ def read_mpii(ann_file: str | Path, img_dir: str | Path,
     head_boxes = _read_headboxes(headbox_file, len(anns), ann_file) if headbox_file else None
     mapping = mapping_for("mpii")
     k = mapping.source.num_keypoints
-    records, image_ids, sizes = [], {}, {}
+    records, image_ids, sizes, centers, box_sizes = [], {}, {}, [], []
     for index, ann in enumerate(anns):
         missing = {"image", "center", "scale", "joints", "joints_vis"} - set(ann)
         if missing:
@@ -206,63 +244,92 @@ def read_mpii(ann_file: str | Path, img_dir: str | Path,
         center = np.asarray(ann["center"], dtype=np.float32)
         if center[0] != -1:
             center[1] = center[1] + 15.0 / MPII_PIXEL_STD * box_size
-        center = center - np.float32(1)
-        bbox = box_from_center(center, np.array([box_size, box_size]))
+        centers.append(center - np.float32(1))
+        box_sizes.append((box_size, box_size))
         head = head_boxes[index] if head_boxes is not None else ann.get("head_box")
-        records.append(InstanceRecord(
+        records.append(dict(
             image_path=str(path),
             dataset="mpii",
             image_id=image_ids[ann["image"]],
             instance_id=index,
             image_width=int(width),
             image_height=int(height),
-            bbox=bbox,
             keypoints=mapping.keypoints_to_unified(joints - 1),
             visible=mapping.keypoints_to_unified(joints_vis),
             annotated=mapping.annotated.copy(),
             head_size=None if head is None else _head_size(head, ann_file, index),
             area=float(max(box_size * box_size * 0.53, 1.0)),
         ))
-    return records
+    boxes = boxes_from_centers(np.reshape(centers, (-1, 2)), np.reshape(box_sizes, (-1, 2)))
+    return [InstanceRecord(bbox=bbox, **fields) for fields, bbox in zip(records, boxes)]
+
+
+_BOXES_PER_BLOCK = 4096  # (block, 65, 9) float32 search grids: ~2.4 MB each
 
 
 def box_from_center(center: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """A float32 ``x, y, w, h`` box whose centre and padded size, read back the way
+    """One box of :func:`boxes_from_centers`: ``(2,)`` centre, ``(2,)`` or scalar size ->
+    ``(4,)`` float32 ``x, y, w, h``."""
+    size = np.broadcast_to(np.asarray(size, dtype=np.float32), (2,))
+    return boxes_from_centers(np.asarray(center, dtype=np.float32)[None], size[None])[0]
+
+
+def boxes_from_centers(centers: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Float32 ``x, y, w, h`` boxes whose centres and padded sizes, read back the way
     :func:`~unipose_ray.data.geometry.box_center_scale` reads every box (MMPose's
-    ``bbox_xyxy2cs``, float32), are exactly ``center`` and ``size x 1.25``.
+    ``bbox_xyxy2cs``, float32), are exactly ``centers`` and ``sizes x 1.25``.
 
     MMPose crops a person from its float32 box centre and size (MPII: as stored; COCO: from
     the clipped corners). A box rebuilt naively loses the last bit of either on the way
     back, which moves a few crop pixels by one grey level. Corners and sides are searched
     within a few ulps for ones that round-trip (where no side does, one a hair short: the
     aspect fix then mostly takes the other axis's side); the naive box is kept where none
-    does.
+    does. Every axis of every box is searched at once, in blocks.
+
+    Args:
+        centers: ``(N, 2)`` float32 box centres.
+        sizes: ``(N, 2)`` float32 box sides (unpadded).
+
+    Returns:
+        ``(N, 4)`` float32 boxes.
     """
-    box = []
-    for c, side in zip(np.asarray(center, np.float32), np.broadcast_to(np.float32(size), 2)):
-        padded = side * np.float32(BOX_PADDING)
-        corners = _ulp_neighbours(np.float32(c - side / np.float32(2)), 32)
-        x1, w = np.meshgrid(corners, _ulp_neighbours(side, 4), indexing="ij")
-        x2 = x1 + w
-        centred = (x1 + x2) * np.float32(0.5) == c
-        got = (x2 - x1) * np.float32(BOX_PADDING)
-        i, j = 0, 0
-        for ok in (centred & (got == padded), centred & (got <= padded)):
-            if ok.any():
-                i, j = np.unravel_index(np.argmax(ok), ok.shape)
-                break
-        box.append((x1[i, j], w[i, j]))
-    (x, w), (y, h) = box
-    return np.array([x, y, w, h], dtype=np.float32)
+    centers = np.asarray(centers, dtype=np.float32).reshape(-1)
+    sides = np.asarray(sizes, dtype=np.float32).reshape(-1)
+    corner, side = np.empty_like(centers), np.empty_like(sides)
+    for lo in range(0, len(centers), _BOXES_PER_BLOCK):
+        block = slice(lo, lo + _BOXES_PER_BLOCK)
+        corner[block], side[block] = _round_trip_axes(centers[block], sides[block])
+    return np.concatenate([corner.reshape(-1, 2), side.reshape(-1, 2)], axis=1)
 
 
-def _ulp_neighbours(value: np.float32, n: int) -> np.ndarray:
-    """``value`` first, then the float32 values up to ``n`` ulps above and below it."""
-    up, down = [value], [value]
+def _round_trip_axes(center: np.ndarray, side: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(M,)`` float32 centres and sides of box axes -> ``(M,)`` corners and sides: the first
+    candidate (corner-major, nearest ulps first) whose centre and padded side round-trip."""
+    padded = side * np.float32(BOX_PADDING)
+    corners = _ulp_neighbours(center - side / np.float32(2), 32)  # (M, 65)
+    widths = _ulp_neighbours(side, 4)  # (M, 9)
+    x1, w = corners[:, :, None], widths[:, None, :]
+    x2 = x1 + w
+    centred = (x1 + x2) * np.float32(0.5) == center[:, None, None]
+    got = (x2 - x1) * np.float32(BOX_PADDING)
+    exact = (centred & (got == padded[:, None, None])).reshape(len(center), -1)
+    short = (centred & (got <= padded[:, None, None])).reshape(len(center), -1)
+    pick = np.where(exact.any(axis=1), exact.argmax(axis=1),
+                    np.where(short.any(axis=1), short.argmax(axis=1), 0))
+    i, j = np.divmod(pick, widths.shape[1])
+    rows = np.arange(len(center))
+    return corners[rows, i], widths[rows, j]
+
+
+def _ulp_neighbours(values: np.ndarray, n: int) -> np.ndarray:
+    """``(M,)`` -> ``(M, 2n + 1)``: each value, then the float32 values 1, -1, 2, -2, ...
+    ulps from it, up to ``n``."""
+    up, down, columns = values, values, [values]
     for _ in range(n):
-        up.append(np.nextafter(up[-1], np.float32(np.inf)))
-        down.append(np.nextafter(down[-1], np.float32(-np.inf)))
-    return np.array([value, *sum(zip(up[1:], down[1:]), ())], dtype=np.float32)
+        up = np.nextafter(up, np.float32(np.inf))
+        down = np.nextafter(down, np.float32(-np.inf))
+        columns += [up, down]
+    return np.stack(columns, axis=1)
 
 
 def _mpii_image_id(name: str, ordinal: int) -> int:
