@@ -17,7 +17,12 @@ count as misses. Predictions are MMPose's: the same crops, flip test as the conf
 ``test_cfg`` (``--no-flip-test`` to switch it off), and with ``--bbox-file`` the person
 detections MMPose's published COCO numbers use instead of the GT boxes. ``--output`` writes
 the metrics as flat JSON (``coco_AP``, ``mpii_PCKh``, ``mpii_PCKh@0.1``, ``unified_AP``,
-``score``, ...; NaN is written as ``null``).
+``score``, ...; NaN is written as ``null``) in the table's units: AP and AR in %, like PCKh.
+
+``--workers N`` runs the model on N Ray tasks instead of this process (the cluster of
+``--address`` / ``RAY_ADDRESS``, or a local Ray), the boxes split among them in whole
+batches, each task on a GPU where the cluster has GPUs; the metrics are computed here, once,
+and equal this process's on the same device (``unipose_ray.workflows.evaluation``).
 """
 
 from __future__ import annotations
@@ -36,11 +41,14 @@ from unipose_ray.deploy.predict import check_device, keypoint_set_for
 from unipose_ray.evaluation.cross_dataset import (
     TRANSFER_COLUMNS,
     EvalSet,
+    as_percent,
+    eval_inputs,
     evaluate_model,
     format_table,
 )
 from unipose_ray.models import build_from_config
 from unipose_ray.models.checkpoints import model_config_for
+from unipose_ray.workflows.evaluation import EvalWorkers, submit_evaluation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,9 +77,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-samples", type=int, default=0,
                         help="evaluate the first N instances of each set (whole images; 0: all)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--output", type=Path, help="write the metrics to this JSON file")
-    return parser.parse_args(argv)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="this process's device (without --workers)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="evaluate on N Ray tasks, each with a GPU where the cluster has "
+                             "GPUs, else --worker-cpus CPUs (0: in this process)")
+    parser.add_argument("--worker-cpus", type=float, default=1.0,
+                        help="CPUs each task reserves (default 1)")
+    parser.add_argument("--address", help="Ray cluster to run the tasks on (default: "
+                                          "RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--output", type=Path,
+                        help="write the metrics to this JSON file (AP and AR in %%)")
+    args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error(f"--workers {args.workers}: pass 0 (this process) or more Ray tasks")
+    return args
 
 
 PATH_FLAGS = ("coco_ann", "coco_img_dir", "coco_unified_ann", "bbox_file", "mpii_ann",
@@ -132,7 +152,7 @@ def row_name(checkpoint: Path) -> str:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     config = model_config_for(args.checkpoint, args.model_config)
-    device = check_device(args.device)
+    device = "cpu" if args.workers else check_device(args.device)  # tasks pick their own
     data = data_config(args)
     model = build_from_config(config, args.checkpoint, device=device,
                               trust_checkpoint=args.trust_checkpoint,
@@ -153,17 +173,40 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               f"({model.spec.num_keypoints}), input {model.spec.input_size}, flip test "
               f"{'on' if flip_test else 'off'}, on {', '.join(s.name for s in eval_sets)} "
               f"({boxes})")
-        metrics = evaluate_model(model, keypoint_set, model.spec.codec, eval_sets,
-                                 batch_size=args.batch_size, device=device,
-                                 flip_test=flip_test)
+        if args.workers:
+            metrics = evaluate_on_ray(model, keypoint_set, eval_sets, args, flip_test)
+        else:
+            metrics = evaluate_model(model, keypoint_set, model.spec.codec, eval_sets,
+                                     batch_size=args.batch_size, device=device,
+                                     flip_test=flip_test)
 
     print(format_table({row_name(args.checkpoint): metrics}, TRANSFER_COLUMNS))
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        plain = {k: None if math.isnan(v) else v for k, v in metrics.items()}
-        args.output.write_text(json.dumps(plain, indent=2))
+        args.output.write_text(json.dumps(as_written(metrics), indent=2))
         print(f"metrics written to {args.output}")
     return metrics
+
+
+def as_written(metrics: dict[str, float]) -> dict[str, float | None]:
+    """The metrics as ``--output`` writes them: the table's units (AP, AR in %), NaN as null."""
+    return {k: None if math.isnan(v) else as_percent(k, v) for k, v in metrics.items()}
+
+
+def evaluate_on_ray(model, keypoint_set: str, eval_sets: list[EvalSet],
+                    args: argparse.Namespace, flip_test: bool) -> dict[str, float]:
+    """The metrics from ``--workers`` Ray tasks, a GPU each where the cluster has GPUs."""
+    import ray  # noqa: PLC0415
+
+    from unipose_ray.runtime.distributed import init_ray  # noqa: PLC0415 (seconds)
+
+    init_ray(args.address)
+    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    workers = EvalWorkers(args.workers, args.worker_cpus, gpus)
+    print(f"on {args.workers} Ray task(s), each {args.worker_cpus:g} CPU(s)"
+          + (" and a GPU" if gpus else ""))
+    return submit_evaluation(model, keypoint_set, model.spec.codec, eval_inputs(eval_sets),
+                             workers, flip_test, args.batch_size).result()
 
 
 if __name__ == "__main__":

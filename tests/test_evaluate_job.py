@@ -78,6 +78,7 @@ def _spy_on_evaluate_model(job, monkeypatch) -> list[tuple]:
 
 
 def _assert_json_equals(path: Path, metrics: dict) -> None:
+    """The file holds ``metrics`` in the table's units: COCOeval's AP/AR in %."""
     written = json.loads(path.read_text())
     assert set(HEADLINE) <= set(written)
     assert set(written) == set(metrics)
@@ -85,7 +86,26 @@ def _assert_json_equals(path: Path, metrics: dict) -> None:
         if math.isnan(value):
             assert written[name] is None, name
         else:
-            assert written[name] == pytest.approx(value, abs=1e-9), name
+            percent = name.startswith(("coco_AP", "coco_AR", "unified_AP", "unified_AR"))
+            expected = 100 * value if percent else value
+            assert written[name] == pytest.approx(expected, abs=1e-9), name
+
+
+def test_output_is_written_in_the_tables_units(job):
+    """AP and AR as % (like PCKh and every printed table); NaN as null. A random model's AP
+    is mostly 0, so the job's files alone would not show a missing factor of 100."""
+    metrics = {"coco_AP": 0.5, "coco_AR_M": 0.25, "unified_AP_mpii_domain": 0.125,
+               "mpii_PCKh": 80.0, "transfer_PCK": math.nan, "score": 65.0}
+    assert job.as_written(metrics) == {
+        "coco_AP": 50.0, "coco_AR_M": 25.0, "unified_AP_mpii_domain": 12.5, "mpii_PCKh": 80.0,
+        "transfer_PCK": None, "score": 65.0}
+
+
+def test_negative_workers_is_a_usage_error(job, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        job.parse_args(["--checkpoint", "m.pth", "--workers", "-1"])
+    assert exit_info.value.code == 2
+    assert "--workers -1: pass 0 (this process) or more Ray tasks" in capsys.readouterr().err
 
 
 def test_unified_student_of_a_run(job, data, tmp_path, monkeypatch, capsys):

@@ -29,7 +29,7 @@ from unipose_ray.data.transforms import (
     CodecConfig,
     simcc_targets,
 )
-from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
+from unipose_ray.evaluation.cross_dataset import EvalSet, as_percent, evaluate_model, format_table
 from unipose_ray.evaluation.topdown import predict, to_unified
 from unipose_ray.models.compat import import_mmpose
 from unipose_ray.skeleton import COCO, MPII, UNIFIED, KeypointSet, mapping_for
@@ -378,3 +378,12 @@ def test_noisy_oracle_on_real_coco_samples_matches_mmpose(real_samples, tmp_path
 
     _assert_matches_mmpose(metrics, "coco", _mmpose_coco_metric(ann, records, oracle, "coco", COCO))
     assert 0.0 < metrics["coco_AP"] < 1.0
+
+
+@pytest.mark.parametrize(("metric", "shown"), [
+    ("coco_AP", 50.0), ("val/coco_AP50", 50.0), ("coco_AR_L", 50.0), ("unified_AP", 50.0),
+    ("unified_AP_mpii_domain", 50.0), ("mpii_PCKh", 0.5), ("transfer_PCK", 0.5),
+    ("score", 0.5)])
+def test_tables_show_cocoevals_fractions_in_percent(metric, shown):
+    """COCOeval's AP and AR (fractions) in %, like PCKh; what is already % stays."""
+    assert as_percent(metric, 0.5) == shown

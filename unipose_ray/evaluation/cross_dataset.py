@@ -138,39 +138,72 @@ def _unified_ids(records: Sequence[InstanceRecord], name: str) -> list[InstanceR
     return [replace(r, instance_id=r.instance_id + 1) for r in records]
 
 
+@dataclass(frozen=True)
+class SetInputs:
+    """What a model runs on for one validation set, and what its predictions are scored
+    against.
+
+    Attributes:
+        eval_set: the set.
+        records: its evaluated GT instances (``max_samples`` applied).
+        boxes: the boxes the model runs on: ``records`` or the set's detections.
+        box_scores: ``(len(boxes),)`` their scores (1 for GT boxes).
+    """
+
+    eval_set: EvalSet
+    records: list[InstanceRecord]
+    boxes: list[InstanceRecord]
+    box_scores: np.ndarray
+
+
+def eval_inputs(eval_sets: Sequence[EvalSet]) -> list[SetInputs]:
+    """Each set's records and boxes, read once (the same for every model)."""
+    inputs = []
+    for eval_set in eval_sets:
+        records = eval_set.records()
+        boxes, box_scores = eval_set.boxes(records)
+        inputs.append(SetInputs(eval_set, records, boxes, box_scores))
+    return inputs
+
+
 def evaluate_model(model: torch.nn.Module, dataset: str, codec: CodecConfig,
                    eval_sets: Sequence[EvalSet], batch_size: int = 32,
                    device: str | torch.device = "cpu", flip_test: bool = True
                    ) -> dict[str, float]:
-    """All metrics of one model on the given validation sets (flat names).
+    """All metrics of one model on the given validation sets (flat names), run in this
+    process (``workflows.evaluation`` runs the same prediction on Ray tasks).
 
     ``flip_test`` as RTMPose's ``test_cfg`` (on in every released RTMPose config).
     """
+    inputs = eval_inputs(eval_sets)
+    preds = [predict(model, s.boxes, dataset, codec, flip_test, batch_size, device)
+             for s in inputs]
+    return score_predictions(inputs, preds, dataset)
+
+
+def score_predictions(inputs: Sequence[SetInputs], preds: Sequence[Predictions],
+                      dataset: str) -> dict[str, float]:
+    """The metrics of a model's predictions on each set's boxes (flat names).
+
+    Args:
+        inputs: per set, from :func:`eval_inputs`.
+        preds: per set, the model's own ``K`` joints of each box: ``(N_set, K, 2)``.
+        dataset: the model's keypoint set.
+    """
     metrics: dict[str, float] = {}
     unified = []
-    for eval_set in eval_sets:
-        records = eval_set.records()
-        boxes, box_scores = eval_set.boxes(records)
-        pred = to_unified(predict(model, boxes, dataset, codec, flip_test, batch_size, device),
-                          dataset)
+    for s, model_pred in zip(inputs, preds, strict=True):
+        eval_set, records, boxes = s.eval_set, s.records, s.boxes
+        pred = to_unified(model_pred, dataset)
         if eval_set.name == "mpii":
-            mpii = mapping_for("mpii")
-            gt = np.stack([r.keypoints for r in records])
-            visible = np.stack([r.visible for r in records])
-            head = np.array([r.head_size for r in records], dtype=np.float64)
-            if np.isnan(head).any() or (head <= 0).any():
-                raise ValueError(f"{eval_set.records_path}: PCKh needs head sizes for every "
-                                 "instance (head_box fields or the mpii_gt_val.mat file)")
-            joints = mpii.to_unified  # indexed explicitly: N may equal 21
-            metrics.update(evaluate_pckh(pred.keypoints[:, joints], gt[:, joints],
-                                         visible[:, joints], head, pred_offset=0.0))
+            metrics.update(_pckh(eval_set, records, pred))
         elif eval_set.ann_file:
             gt_file = eval_set.ground_truth(eval_set.ann_file, records)
-            metrics.update(coco_keypoint_metrics(gt_file, _instances(boxes, pred, box_scores)))
+            metrics.update(coco_keypoint_metrics(gt_file, _instances(boxes, pred, s.box_scores)))
         if eval_set.unified_ann_file:
             ids = _unified_ids(boxes, eval_set.name)
             gt_file = eval_set.ground_truth(eval_set.unified_ann_file, records)
-            u = unified_keypoint_metrics(gt_file, _instances(ids, pred, box_scores))
+            u = unified_keypoint_metrics(gt_file, _instances(ids, pred, s.box_scores))
             metrics[f"unified_AP_{eval_set.name}_domain"] = u["unified_AP"]
             unified.append(u["unified_AP"])
             if eval_set.bbox_file is None:  # GT boxes: predictions match GT people by id
@@ -183,6 +216,20 @@ def evaluate_model(model: torch.nn.Module, dataset: str, codec: CodecConfig,
         metrics["transfer_PCK"] = float(np.mean(transfer))
     metrics["score"] = cross_dataset_score(metrics)
     return metrics
+
+
+def _pckh(eval_set: EvalSet, records: Sequence[InstanceRecord], pred: Predictions
+          ) -> dict[str, float]:
+    """PCKh of unified predictions on MPII's joints."""
+    gt = np.stack([r.keypoints for r in records])
+    visible = np.stack([r.visible for r in records])
+    head = np.array([r.head_size for r in records], dtype=np.float64)
+    if np.isnan(head).any() or (head <= 0).any():
+        raise ValueError(f"{eval_set.records_path}: PCKh needs head sizes for every "
+                         "instance (head_box fields or the mpii_gt_val.mat file)")
+    joints = mapping_for("mpii").to_unified  # indexed explicitly: N may equal 21
+    return evaluate_pckh(pred.keypoints[:, joints], gt[:, joints], visible[:, joints], head,
+                         pred_offset=0.0)
 
 
 TRANSFER_KEYS = ("transfer_PCK_coco_domain", "transfer_PCK_mpii_domain")
@@ -235,9 +282,10 @@ def cross_dataset_score(metrics: dict[str, float]) -> float:
 
 
 def as_percent(metric: str, value: float) -> float:
-    """A metric as tables show it: AP (a fraction, as MMPose reports it) in %, like PCKh."""
-    return 100 * value if metric.removeprefix("val/").startswith(("coco_AP", "unified_AP")) \
-        else value
+    """A metric as tables and ``jobs/evaluate.py --output`` show it: COCOeval's AP and AR
+    (fractions, as MMPose reports them) in %, like PCKh."""
+    name = metric.removeprefix("val/")
+    return 100 * value if name.startswith(("coco_A", "unified_A")) else value
 
 
 def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str] = HEADLINE) -> str:

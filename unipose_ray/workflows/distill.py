@@ -2,8 +2,10 @@
 
 1. data, backbone and teachers (:mod:`unipose_ray.workflows.training`: generated or given, released
    or trained here);
-2. each teacher evaluated; the joint student without KD and the distilled student trained
-   side by side, then evaluated;
+2. each teacher's evaluation started (Ray tasks on the teachers' resources,
+   :mod:`unipose_ray.workflows.evaluation`); the joint student without KD and the distilled
+   student trained side by side meanwhile; the teachers' metrics collected, then the
+   students evaluated the same way;
 3. the cross-dataset table, printed and written to ``results.json`` with the paper's claim
    checked on it, and a picture of each model's skeletons on validation images.
 
@@ -22,8 +24,13 @@ from pathlib import Path
 
 import cv2
 
-from unipose_ray.config import DistillConfig
-from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, evaluate_model, format_table
+from unipose_ray.config import DistillConfig, TeacherConfig
+from unipose_ray.evaluation.cross_dataset import (
+    TRANSFER_COLUMNS,
+    as_percent,
+    eval_inputs,
+    format_table,
+)
 from unipose_ray.evaluation.pictures import validation_picture
 from unipose_ray.models import build_from_config
 from unipose_ray.runtime.distributed import print0
@@ -33,6 +40,12 @@ from unipose_ray.tracking.params import flatten_config
 from unipose_ray.tracking.runs import PARENT_TAG, RunTracker, child_key
 from unipose_ray.tracking.uris import resolve_tracking_uri
 from unipose_ray.train.driver import uses_cache
+from unipose_ray.workflows.evaluation import (
+    PendingEvaluation,
+    student_workers,
+    submit_evaluation,
+    teacher_workers,
+)
 from unipose_ray.workflows.training import (
     PreparedData,
     Run,
@@ -75,35 +88,36 @@ def _compare(config: DistillConfig, data: PreparedData, output_dir: Path,
     config = ensure_backbone(config, data, output_dir, parent.run_id)
     config = resolve_teachers(ensure_teachers(config, data, output_dir, parent.run_id))
     specs = check_teachers(config)
-    flip = config.run.val_flip_test
+    inputs = eval_inputs(data.eval_sets)  # the boxes, read once for every model
+    models: dict = {}
+    # Submitted now, collected after the students train: the tasks run on the teachers'
+    # resources beside the training (each frees them when its shard is done, so the
+    # training never waits on them for long).
+    teachers = {f"teacher_{t.name}": _evaluate_teacher(config, t, inputs, models)
+                for t in config.teachers}
+    try:
+        runs, run_dirs = _train_students(config, data, specs, output_dir, parent)
+    except BaseException:
+        for pending in teachers.values():
+            pending.cancel()
+        raise
     results: dict[str, dict[str, float]] = {}
-    models = {}
     for teacher in config.teachers:
         row = f"teacher_{teacher.name}"
-        print0(f"evaluating teacher '{teacher.name}' ({Path(teacher.checkpoint).name})")
-        models[row] = build_from_config(teacher.config, teacher.checkpoint,
-                                        trust_checkpoint=teacher.trust_checkpoint)
-        results[row] = evaluate_model(models[row], teacher.dataset, models[row].spec.codec,
-                                      data.eval_sets, flip_test=flip)
+        results[row] = teachers[row].result()
         _log_row(config, parent, row, results[row],
                  {"config": teacher.config, "checkpoint": teacher.checkpoint,
                   "dataset": teacher.dataset})
-
-    datasets = sorted(data.train)
-    if uses_cache(config):  # built once (or completed); the distilled student reads it
-        ensure_cache(config, data.train_records(datasets, output_dir / "records"), specs)
-    runs = [Run(config, datasets, specs, DISTILLED)]
-    if config.baseline:
-        joint = replace(config, teachers=(), run=replace(config.run, name=f"{config.run.name}_joint"))
-        runs.insert(0, Run(joint, datasets, {}, JOINT))
-    run_dirs = train_concurrently(runs, data, output_dir, config.parallel_runs, parent.run_id)
     print0("evaluating the students")
+    students = {}
     for run, run_dir in zip(runs, run_dirs, strict=True):
         models[run.name] = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
-        results[run.name] = evaluate_model(models[run.name], config.student.dataset,
-                                           models[run.name].spec.codec, data.eval_sets,
-                                           flip_test=flip)
-        _log_row(config, parent, run.name, results[run.name])
+        students[run.name] = submit_evaluation(
+            models[run.name], config.student.dataset, models[run.name].spec.codec, inputs,
+            student_workers(config.run), config.run.val_flip_test)
+    for name, pending in students.items():  # every student's tasks submitted first
+        results[name] = pending.result()
+        _log_row(config, parent, name, results[name])
 
     table = format_table(results, TRANSFER_COLUMNS)
     claim = claim_summary(results)
@@ -117,6 +131,32 @@ def _compare(config: DistillConfig, data: PreparedData, output_dir: Path,
     print0(f"\n{table}\n\n{claim}\n\nresults written to {output_dir / 'results.json'}, "
            f"pictures to {output_dir / 'pictures'}")
     return results
+
+
+def _evaluate_teacher(config: DistillConfig, teacher: TeacherConfig, inputs: list,
+                      models: dict) -> PendingEvaluation:
+    """Build the teacher (kept in ``models`` for the pictures) and start its evaluation."""
+    row = f"teacher_{teacher.name}"
+    workers = teacher_workers(teacher, config.run.eval_workers)
+    where = f"on {workers.count} Ray task(s)" if workers.count else "on the driver"
+    print0(f"evaluating teacher '{teacher.name}' ({Path(teacher.checkpoint).name}) {where}")
+    models[row] = build_from_config(teacher.config, teacher.checkpoint,
+                                    trust_checkpoint=teacher.trust_checkpoint)
+    return submit_evaluation(models[row], teacher.dataset, models[row].spec.codec, inputs,
+                             workers, config.run.val_flip_test)
+
+
+def _train_students(config: DistillConfig, data: PreparedData, specs: dict, output_dir: Path,
+                    parent: RunTracker) -> tuple[list[Run], list[Path]]:
+    """The distilled student (and the joint one without KD), side by side; their folders."""
+    datasets = sorted(data.train)
+    if uses_cache(config):  # built once (or completed); the distilled student reads it
+        ensure_cache(config, data.train_records(datasets, output_dir / "records"), specs)
+    runs = [Run(config, datasets, specs, DISTILLED)]
+    if config.baseline:
+        joint = replace(config, teachers=(), run=replace(config.run, name=f"{config.run.name}_joint"))
+        runs.insert(0, Run(joint, datasets, {}, JOINT))
+    return runs, train_concurrently(runs, data, output_dir, config.parallel_runs, parent.run_id)
 
 
 def _log_row(config: DistillConfig, parent: RunTracker, row: str, metrics: dict[str, float],
@@ -150,7 +190,7 @@ def claim_summary(results: dict[str, dict[str, float]]) -> str:
     lines = []
     if JOINT in results:
         j = results[JOINT]
-        parts = [f"{k} {_pct(k, d[k] - j[k]):+.2f}" for k in CLAIM_METRICS
+        parts = [f"{k} {as_percent(k, d[k] - j[k]):+.2f}" for k in CLAIM_METRICS
                  if not math.isnan(d.get(k, math.nan) - j.get(k, math.nan))]
         wins = all(d.get(k, math.nan) > j.get(k, math.nan) for k in CLAIM_METRICS)
         lines.append(f"distilled vs joint student: {', '.join(parts)} -> "
@@ -163,6 +203,3 @@ def claim_summary(results: dict[str, dict[str, float]]) -> str:
                      f"{'beats every teacher' if wins else 'NOT above every teacher'}")
     return "\n".join(lines)
 
-
-def _pct(metric: str, value: float) -> float:
-    return 100 * value if metric.endswith("AP") else value
