@@ -84,10 +84,13 @@ def difference(metrics: dict[str, float], reference: dict[str, float]) -> str:
 
 def remote_rows(model, dataset: str, sets, count: int, cpus: int, people: int,
                 reference: dict[str, float]) -> list[tuple[str, float, str]]:
-    """Two evaluations on ``count`` tasks of a new local Ray: cold, then warm."""
+    """Two evaluations on ``count`` tasks of a new local Ray (or the running one: the CI
+    tier's smoke runs on its shared Ray): cold, then warm."""
     import ray  # noqa: PLC0415
 
-    start_local_ray(num_cpus=cpus, include_dashboard=False)
+    started = not ray.is_initialized()
+    if started:
+        start_local_ray(num_cpus=cpus, include_dashboard=False)
     rows = []
     try:
         for phase in ("cold", "warm"):
@@ -98,7 +101,8 @@ def remote_rows(model, dataset: str, sets, count: int, cpus: int, people: int,
             rows.append((f"remote x{count} ({phase})", people / (time.perf_counter() - start),
                          difference(metrics, reference)))
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     return rows
 
 

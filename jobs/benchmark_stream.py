@@ -209,14 +209,17 @@ def main(argv: list[str] | None = None) -> None:
     from unipose_ray.runtime.distributed import start_local_ray  # noqa: PLC0415
 
     args = parse_args(argv)
-    start_local_ray(num_cpus=2, include_dashboard=False, object_store_memory=2 * 1024 ** 3)
+    started = not ray.is_initialized()  # (the CI tier's smoke runs on its shared Ray)
+    if started:
+        start_local_ray(num_cpus=2, include_dashboard=False, object_store_memory=2 * 1024 ** 3)
     try:
         bench_records(args, ray)
         with tempfile.TemporaryDirectory() as folder:
             bench_targets(args, ray, Path(folder))
             bench_open(args, Path(folder))
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@ training instance, once, for every later run and Tune trial.
     python jobs/build_cache.py --config demo --views 6 --out outputs/demo/teacher_cache
     python jobs/distill.py --config demo teacher_cache.uri=outputs/demo/teacher_cache
     ray job submit --working-dir . -- python jobs/build_cache.py --config paper \\
-        --out s3://bucket/unipose/cache-paper --views 10 augment.stage2_epochs=0 \\
-        teachers.0.checkpoint=...
+        --out s3://bucket/unipose/cache-paper --views 10 teachers.0.checkpoint=...
 
-A cache holds crops of the stage-1 augmentation: a run reading one trains without RTMPose's
-stage-2 switch (``augment.stage2_epochs=0``; a config asking for both is refused).
+A cache holds crops of the stage-1 augmentation (this job sets ``augment.stage2_epochs=0``):
+a run reading one trains without RTMPose's stage-2 switch and says so in its config
+(``augment.stage2_epochs=0``; a config asking for both is refused, naming the fields).
 
 A Ray Data pipeline (crop actors, one actor pool per teacher on the GPUs its config asks
 for) writes Parquet shards and a manifest of everything the targets depend on. Started
@@ -45,7 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @entry
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    overrides = list(args.overrides)
+    # a cache holds stage-1 crops (RTMPose's stage-2 switch has no views in it); a stage-2
+    # number asked for on the command line still comes after this and is refused
+    overrides = ["augment.stage2_epochs=0", *args.overrides]
     out = args.out or None
     if out is None and not any(o.startswith("teacher_cache.uri=") for o in overrides):
         out = str(Path(args.output_dir) / "teacher_cache")

@@ -1,5 +1,5 @@
 """``unipose_ray.workflows.evaluation`` without Ray: the shards, their predictions and the
-resources each model's tasks take (the Ray path itself: ``tests/e2e/test_remote_evaluation.py``)."""
+resources each model's tasks take (the Ray path itself: ``tests/e2e/test_evaluation_tasks.py``)."""
 
 from __future__ import annotations
 

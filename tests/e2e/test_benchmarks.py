@@ -29,6 +29,16 @@ SMOKE = {
     "benchmark_export.py": ["--repeats", "1", "--warmup", "0", "--batch-size", "2"],
     "benchmark_kd.py": ["--steps", "6", "--batch-size", "4", "--deviation-views", "8",
                         "--calibration", "48"],
+    "benchmark_scale.py": ["--coco-sample", "../shared/data/real_samples/coco/test_coco.json",
+                           "--mpii-sample", "../shared/data/real_samples/mpii/test_mpii.json",
+                           "--scale", "0.002", "--eval-people", "4", "--dets-per-image", "3",
+                           "--eval-workers", "1"],
+    "benchmark_stream.py": ["--records", "2000", "--stages", "2", "--measured-stages", "1",
+                            "--cache-records", "200", "--open-records", "200", "--views", "2",
+                            "--shard-records", "50"],
+    "benchmark_metrics.py": ["--images", "40", "--detections", "3", "--mpii-people", "40"],
+    "benchmark_readers.py": ["--images", "200", "--people", "300"],
+    "benchmark_evaluation.py": ["--images", "4", "--workers", "1"],
 }
 """Appended to a script's own defaults for the CI smoke run (argparse keeps the last
 value): a few steps, few samples."""
@@ -41,6 +51,11 @@ FIGURES = {
     "benchmark_export.py": [r"\s+\d+  pytorch / onnxruntime: "],
     "benchmark_kd.py": [r"  cached targets .+ samples/s$",
                         r"cached/in-process: .+x  bytes: 1/.+ of fp32  kd-loss deviation: .+%$"],
+    "benchmark_scale.py": [r"scale ", r"\| evaluate \| ", r"\| evaluate x1 \| "],
+    "benchmark_stream.py": [r"construction time ", r"bytes read at ", r"as written "],
+    "benchmark_metrics.py": [r"COCO AP, [\d,]+ detections", r"MPII PCKh, "],
+    "benchmark_readers.py": [r"  speed-up "],
+    "benchmark_evaluation.py": [r"driver \(warm\)", r"remote x1 \(warm\)"],
 }
 """Per script, the lines its output must have (regexes matched at a line's start). The
 numbers on such a line must be finite and not negative, its first (the figure the line
