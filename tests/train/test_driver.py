@@ -156,3 +156,41 @@ def test_a_job_called_where_ray_runs_keeps_that_ray_and_refuses_another_address(
                                            r"--address ray://head:10001 cannot"):
         distributed.init_ray("ray://head:10001")
     assert started == []
+
+
+class _Trainer:
+    """A trainer whose ``fit`` raises the next of ``errors``, then returns ``"done"``."""
+
+    def __init__(self, errors: list):
+        self.errors = errors
+
+    def fit(self):
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+
+def test_a_worker_lost_inside_the_controllers_call_is_fitted_again_within_max_failures():
+    """Ray 2.60 reports a training worker that dies while its controller calls it (a group
+    restarting) as a ControllerError it does not retry; the run is fitted again from its
+    checkpoint, counted against ``run.max_failures``; other controller errors still raise."""
+    import ray.exceptions
+    import ray.train
+
+    def lost():
+        return ray.train.ControllerError(ray.exceptions.ActorDiedError())
+
+    made = []
+
+    def factory(errors):
+        trainer = _Trainer(errors)
+        return lambda: made.append(trainer) or trainer
+
+    assert driver.fit_surviving_controller_errors(factory([lost(), lost()]), 2, "r") == "done"
+    assert len(made) == 3
+    with pytest.raises(ray.train.ControllerError):
+        driver.fit_surviving_controller_errors(factory([lost(), lost()]), 1, "r")
+    assert driver.fit_surviving_controller_errors(factory([lost()] * 5), -1, "r") == "done"
+    with pytest.raises(ray.train.ControllerError, match="boom"):
+        driver.fit_surviving_controller_errors(
+            factory([ray.train.ControllerError(RuntimeError("boom"))]), 5, "r")
