@@ -30,7 +30,6 @@ from unipose_ray.data.readers import read_coco
 from unipose_ray.skeleton import COCO
 
 PREVIOUS = "883f97518567ad087e7b6de5a41a9302b3611f65"  # per-record box search, PIL per image
-SAMPLE = Path(__file__).resolve().parents[1] / "../shared/data/real_samples/coco/000000000785.jpg"
 
 
 def write_coco_train_like(folder: Path, images: int, people: int, sample: Path, seed: int = 0
@@ -85,7 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=118_287, help="image entries")
     parser.add_argument("--people", type=int, default=150_000, help="people with keypoints")
     parser.add_argument("--before", default=PREVIOUS, help="git revision of the old reader")
-    parser.add_argument("--sample", type=Path, default=SAMPLE, help="the image to link")
+    parser.add_argument("--sample", type=Path, required=True,
+                        help="a JPEG image (any real one) every image entry links to")
     return parser.parse_args(argv)
 
 

@@ -37,7 +37,8 @@ SMOKE = {
                             "--cache-records", "200", "--open-records", "200", "--views", "2",
                             "--shard-records", "50"],
     "benchmark_metrics.py": ["--images", "40", "--detections", "3", "--mpii-people", "40"],
-    "benchmark_readers.py": ["--images", "200", "--people", "300"],
+    "benchmark_readers.py": ["--sample", "../shared/data/real_samples/coco/000000000785.jpg",
+                             "--images", "200", "--people", "300"],
     "benchmark_evaluation.py": ["--images", "4", "--workers", "1"],
 }
 """Appended to a script's own defaults for the CI smoke run (argparse keeps the last
