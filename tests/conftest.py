@@ -127,6 +127,22 @@ def tiny_dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_eval_sets(tiny_dataset, tmp_path_factory):
+    """The tiny dataset's COCO and MPII validation sets as :class:`EvalSet` s (records written
+    once for the session)."""
+    from unipose_ray.data.readers import read_coco, read_mpii
+    from unipose_ray.data.records import write_records
+    from unipose_ray.evaluation.cross_dataset import EvalSet
+
+    out = tmp_path_factory.mktemp("tiny_eval_sets")
+    d = tiny_dataset
+    coco = write_records(read_coco(d.coco_val_ann, d.coco_val_images), out / "c.parquet")
+    mpii = write_records(read_mpii(d.mpii_val_ann, d.mpii_val_images), out / "m.parquet")
+    return [EvalSet("coco", str(coco), str(d.coco_val_ann), str(d.coco_val_unified)),
+            EvalSet("mpii", str(mpii), None, str(d.mpii_val_unified))]
+
+
+@pytest.fixture(scope="session")
 def random_teachers(tmp_path_factory, load_job):
     """``name -> TeacherConfig`` of RTMPose-t teachers with random weights, written as MMPose
     config + checkpoint files at the ``demo_self_trained`` preset's teacher sizes (COCO

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from unipose_ray.config import RunConfig, TeacherConfig
-from unipose_ray.data.readers import read_coco, read_mpii
-from unipose_ray.data.records import write_records
 from unipose_ray.evaluation.cross_dataset import EvalSet, eval_inputs, evaluate_model
 from unipose_ray.evaluation.topdown import predict
 from unipose_ray.models import build_rtmpose
@@ -42,13 +40,8 @@ def test_shards_are_contiguous_runs_of_whole_batches(n, shards, batch):
 
 
 @pytest.fixture(scope="module")
-def sets(tiny_dataset, tmp_path_factory) -> list[EvalSet]:
-    out = tmp_path_factory.mktemp("remote_eval")
-    d = tiny_dataset
-    coco = write_records(read_coco(d.coco_val_ann, d.coco_val_images), out / "c.parquet")
-    mpii = write_records(read_mpii(d.mpii_val_ann, d.mpii_val_images), out / "m.parquet")
-    return [EvalSet("coco", str(coco), str(d.coco_val_ann), str(d.coco_val_unified)),
-            EvalSet("mpii", str(mpii), None, str(d.mpii_val_unified))]
+def sets(tiny_eval_sets) -> list[EvalSet]:
+    return tiny_eval_sets
 
 
 @pytest.fixture(scope="module")

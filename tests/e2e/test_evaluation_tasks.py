@@ -13,8 +13,6 @@ import math
 import pytest
 from helpers import REPO
 
-from unipose_ray.data.readers import read_coco, read_mpii
-from unipose_ray.data.records import write_records
 from unipose_ray.evaluation.cross_dataset import EvalSet, eval_inputs, evaluate_model
 from unipose_ray.models import build_from_config
 from unipose_ray.workflows.evaluation import EvalWorkers, submit_evaluation
@@ -25,13 +23,8 @@ TEACHER = REPO / "released/demo/rtmpose-t_demo-coco_96x128"
 
 
 @pytest.fixture(scope="module")
-def sets(tiny_dataset, tmp_path_factory) -> list[EvalSet]:
-    out = tmp_path_factory.mktemp("remote_eval")
-    d = tiny_dataset
-    coco = write_records(read_coco(d.coco_val_ann, d.coco_val_images), out / "c.parquet")
-    mpii = write_records(read_mpii(d.mpii_val_ann, d.mpii_val_images), out / "m.parquet")
-    return [EvalSet("coco", str(coco), str(d.coco_val_ann), str(d.coco_val_unified)),
-            EvalSet("mpii", str(mpii), None, str(d.mpii_val_unified))]
+def sets(tiny_eval_sets) -> list[EvalSet]:
+    return tiny_eval_sets
 
 
 def _assert_equal(got: dict, expected: dict) -> None:
