@@ -1,10 +1,8 @@
-"""Keypoint sets as data, and the declarative union that forms the unified skeleton.
+"""The joint tables of the datasets: names, flip pairs, OKS sigmas, skeleton links.
 
-A :class:`KeypointSet` is a dataset's joints: names, flip pairs, OKS sigmas, skeleton links.
-The unified 21-keypoint skeleton is COCO-17 followed by the four MPII spine/head joints.
-Every dataset joins it through a *name-mapping table* alone (``dataset joint -> unified
-joint``); index maps in both directions are derived from that table, so adding a dataset
-means writing its :class:`KeypointSet` and one dict, nothing else.
+A :class:`KeypointSet` is one dataset's joints in the dataset's own order, as MMPose's
+``configs/_base_/datasets/<name>.py`` defines them (tests/data/test_skeleton.py compares
+each table with MMPose's ``dataset_info``). :mod:`unipose_ray.skeleton.union` joins them.
 """
 
 from __future__ import annotations
@@ -191,141 +189,59 @@ AIC = _make_set(
     _LIMB_LINKS + [("head_top", "neck"), ("right_shoulder", "neck"), ("left_shoulder", "neck")],
     _ARMS | {"head_top", "neck"},
 )  # fmt: skip
-"""AI Challenger (14 joints): the third real keypoint set, joined by a name table only."""
+"""AI Challenger (14 joints): limbs, head top and neck (the top of the neck, under the chin)."""
 
-# The unified skeleton: COCO order, then the MPII spine/head joints (the paper authors' order).
-# Sigmas for the four extra joints: MPII's 0.026 for thorax/neck/head top (MMPose's
-# configs/_base_/datasets/mpii.py), and Halpe-26's hip value 0.066 for the pelvis
-# (.../halpe26.py; 0.026 would make the pelvis stricter than the nose).
-UNIFIED = _make_set(
-    "unified",
-    COCO_NAMES + ["pelvis", "thorax", "upper_neck", "head_top"],
-    COCO_SIGMAS + [0.066, 0.026, 0.026, 0.026],
-    [(COCO_NAMES[a], COCO_NAMES[b]) for a, b in COCO.links]
-    + [
-        ("left_hip", "pelvis"), ("right_hip", "pelvis"), ("pelvis", "thorax"),
-        ("thorax", "upper_neck"), ("upper_neck", "head_top"),
+CROWDPOSE = _make_set(
+    "crowdpose",
+    [
+        "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
+        "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+        "right_ankle", "top_head", "neck",
     ],
-    _FACE | _ARMS | {"thorax", "upper_neck", "head_top"},
+    # MMPose's configs/_base_/datasets/crowdpose.py
+    [0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+     0.079, 0.079],
+    [
+        ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("right_ankle", "right_knee"),
+        ("right_knee", "right_hip"), ("left_hip", "right_hip"), ("left_shoulder", "left_hip"),
+        ("right_shoulder", "right_hip"), ("left_shoulder", "right_shoulder"),
+        ("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
+        ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"), ("top_head", "neck"),
+        ("right_shoulder", "neck"), ("left_shoulder", "neck"),
+    ],
+    _ARMS | {"top_head", "neck"},
 )  # fmt: skip
+"""CrowdPose (14 joints): the COCO limbs (left first), top of the head and neck."""
 
+FEET = [f"{side}_{part}" for part in ("big_toe", "small_toe", "heel")
+        for side in ("left", "right")]
 
-# --- The union: dataset joint name -> unified joint name. Nothing else is needed. --------
+HALPE26 = _make_set(
+    "halpe26",
+    COCO_NAMES + ["head", "neck", "hip"] + FEET,
+    # MMPose's configs/_base_/datasets/halpe26.py
+    COCO_SIGMAS + [0.026, 0.026, 0.066] + [0.079] * 6,
+    [
+        ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("left_hip", "hip"),
+        ("right_ankle", "right_knee"), ("right_knee", "right_hip"), ("right_hip", "hip"),
+        ("head", "neck"), ("neck", "hip"), ("neck", "left_shoulder"),
+        ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+        ("neck", "right_shoulder"), ("right_shoulder", "right_elbow"),
+        ("right_elbow", "right_wrist"), ("left_eye", "right_eye"), ("nose", "left_eye"),
+        ("nose", "right_eye"), ("left_eye", "left_ear"), ("right_eye", "right_ear"),
+        ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder"),
+        ("left_ankle", "left_big_toe"), ("left_ankle", "left_small_toe"),
+        ("left_ankle", "left_heel"), ("right_ankle", "right_big_toe"),
+        ("right_ankle", "right_small_toe"), ("right_ankle", "right_heel"),
+    ],
+    _FACE | _ARMS | {"head", "neck"},
+)  # fmt: skip
+"""Halpe-26 (26 body joints): COCO-17, head, neck, hip (mid-hip), big/small toes, heels.
+Halpe-FullBody files hold 136 joints per person; these are its first 26 (MMPose's
+``KeypointConverter`` in the Body8 recipe keeps the same)."""
 
-NAME_MAPS: dict[str, dict[str, str]] = {
-    "coco": {n: n for n in COCO.names},
-    "mpii": {n: n for n in MPII.names},
-    # AI Challenger's "neck" is the top of the neck (it sits just under the chin), which
-    # is MPII's upper_neck; AIC has no face, thorax or pelvis.
-    "aic": {**{n: n for n in AIC.names if n != "neck"}, "neck": "upper_neck"},
-    # Files that annotate the whole unified skeleton (generated data's evaluation files).
-    "unified": {n: n for n in UNIFIED.names},
+DATASET_SETS: dict[str, KeypointSet] = {
+    ks.name: ks for ks in (COCO, MPII, AIC, CROWDPOSE, HALPE26)
 }
+"""Every dataset this product reads, in the order unions list their joints."""
 
-KEYPOINT_SETS: dict[str, KeypointSet] = {"coco": COCO, "mpii": MPII, "aic": AIC,
-                                         "unified": UNIFIED}
-
-
-@dataclass(frozen=True)
-class DatasetMapping:
-    """Index maps between one dataset's keypoint set and the unified one.
-
-    Attributes:
-        source: the dataset's keypoint set.
-        target: the unified keypoint set.
-        to_unified: ``(K_src,)``: unified index of each dataset joint.
-        from_unified: ``(K_uni,)``: dataset index of each unified joint, or -1.
-    """
-
-    source: KeypointSet
-    target: KeypointSet
-    to_unified: np.ndarray
-    from_unified: np.ndarray
-
-    @property
-    def annotated(self) -> np.ndarray:
-        """``(K_uni,)`` bool: the unified joints this dataset annotates."""
-        return self.from_unified != UNANNOTATED
-
-    @property
-    def unified_indices(self) -> np.ndarray:
-        """``(K_src,)`` unified indices in dataset order (what ``index_select`` takes)."""
-        return self.to_unified
-
-    def keypoints_to_unified(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
-        """Scatter ``(..., K_src)`` or ``(..., K_src, 2)`` values onto unified slots."""
-        values = np.asarray(values)
-        axis = _joint_axis(values, self.source.num_keypoints)
-        shape = list(values.shape)
-        shape[axis] = self.target.num_keypoints
-        out = np.full(shape, fill, dtype=values.dtype)
-        index = [slice(None)] * values.ndim
-        index[axis] = self.to_unified
-        out[tuple(index)] = values
-        return out
-
-    def keypoints_from_unified(self, values: np.ndarray) -> np.ndarray:
-        """Gather ``(..., K_uni)`` or ``(..., K_uni, 2)`` unified values into dataset order."""
-        values = np.asarray(values)
-        axis = _joint_axis(values, self.target.num_keypoints)
-        return np.take(values, self.to_unified, axis=axis)
-
-
-def _joint_axis(values: np.ndarray, k: int) -> int:
-    """The joint axis by layout: ``(..., K, 2)`` coordinates use -2, anything else -1."""
-    axis = -2 if values.ndim >= 2 and values.shape[-1] == 2 and values.shape[-2] == k else -1
-    if values.shape[axis] != k:
-        raise ValueError(f"expected joints (length {k}) on the last axis, or before a "
-                         f"trailing (x, y) axis; got an array of shape {values.shape}")
-    return axis
-
-
-def build_mapping(
-    source: KeypointSet, name_map: dict[str, str], target: KeypointSet = UNIFIED
-) -> DatasetMapping:
-    """Derive both index maps from a ``source joint -> target joint`` name table.
-
-    Raises:
-        ValueError: if the table misses a source joint, names a joint that does not exist,
-            or sends two source joints to the same target joint.
-    """
-    missing = [n for n in source.names if n not in name_map]
-    if missing:
-        raise ValueError(
-            f"the name map for '{source.name}' has no entry for {missing}; map each joint to "
-            f"one of the unified joints {list(target.names)}"
-        )
-    unknown = {s: t for s, t in name_map.items() if t not in target.names}
-    if unknown:
-        raise ValueError(
-            f"'{source.name}' joints map to names the {target.name} skeleton does not have: "
-            f"{unknown}; the unified joints are {list(target.names)}"
-        )
-    to_unified = np.array([target.index(name_map[n]) for n in source.names])
-    if len(set(to_unified.tolist())) != len(to_unified):
-        raise ValueError(f"'{source.name}': two joints map to the same unified joint")
-    from_unified = np.full(target.num_keypoints, UNANNOTATED)
-    from_unified[to_unified] = np.arange(source.num_keypoints)
-    return DatasetMapping(source, target, to_unified, from_unified)
-
-
-def mapping_for(dataset: str) -> DatasetMapping:
-    """The :class:`DatasetMapping` of a registered dataset name (``coco``, ``mpii``, ``aic``)."""
-    if dataset not in KEYPOINT_SETS:
-        raise KeyError(
-            f"unknown dataset '{dataset}'; registered keypoint sets: {sorted(KEYPOINT_SETS)}"
-        )
-    return _MAPPINGS[dataset]
-
-
-_MAPPINGS = {name: build_mapping(ks, NAME_MAPS[name]) for name, ks in KEYPOINT_SETS.items()}
-
-
-def keypoint_set_of(num_keypoints: int) -> str:
-    """The keypoint set a model with ``num_keypoints`` outputs predicts (21 unified,
-    17 coco, 16 mpii)."""
-    by_count = {ks.num_keypoints: name for name, ks in KEYPOINT_SETS.items()}
-    if num_keypoints not in by_count:
-        raise ValueError(f"the model predicts {num_keypoints} keypoints; known keypoint sets "
-                         f"have {sorted(by_count)} ({', '.join(sorted(KEYPOINT_SETS))})")
-    return by_count[num_keypoints]
