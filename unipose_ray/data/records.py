@@ -1,4 +1,4 @@
-"""Unified instance records: one person instance, in unified 21-keypoint slots, as Arrow.
+"""Unified instance records: one person instance, in the run's unified keypoint slots, as Arrow.
 
 Every reader (COCO, MPII, generated data) produces :class:`InstanceRecord` objects; a record
 set is stored as a Parquet file that later stages (the crop pipeline, Ray Data, the
@@ -22,36 +22,53 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from unipose_ray.skeleton import UNIFIED
+from unipose_ray.skeleton import UNIFIED, KeypointSet, skeleton_from_names
 
-K = UNIFIED.num_keypoints
+READERS_VERSION = "2"
+"""Changes when the readers build records differently from the same annotations (2: boxes
+that give back MMPose's float32 centre and size); a record file of another version is
+rebuilt rather than reused."""
 
-SCHEMA = pa.schema(
-    [
-        pa.field("image_path", pa.string(), nullable=False),
-        pa.field("dataset", pa.string(), nullable=False),
-        pa.field("image_id", pa.int64(), nullable=False),
-        pa.field("instance_id", pa.int64(), nullable=False),
-        pa.field("image_width", pa.int32(), nullable=False),
-        pa.field("image_height", pa.int32(), nullable=False),
-        pa.field("bbox", pa.list_(pa.float32(), 4), nullable=False),  # x, y, w, h (pixels)
-        pa.field("keypoints", pa.list_(pa.float32(), 2 * K), nullable=False),  # x0 y0 x1 ..
-        pa.field("visible", pa.list_(pa.float32(), K), nullable=False),
-        pa.field("annotated", pa.list_(pa.bool_(), K), nullable=False),
-        pa.field("head_size", pa.float32(), nullable=True),  # PCKh normaliser (pixels)
-        pa.field("area", pa.float32(), nullable=False),  # COCO segment area (OKS scale)
-    ],
-    metadata={"keypoint_names": ",".join(UNIFIED.names), "readers_version": "2"},
-)
-"""``readers_version`` changes when the readers build records differently from the same
-annotations (2: boxes that give back MMPose's float32 centre and size); a record file of
-another version is rebuilt rather than reused."""
+
+def schema_for(skeleton: KeypointSet) -> pa.Schema:
+    """The Arrow schema of records in ``skeleton``'s slots; its joint names travel in the
+    file's metadata (``keypoint_names``)."""
+    k = skeleton.num_keypoints
+    return pa.schema(
+        [
+            pa.field("image_path", pa.string(), nullable=False),
+            pa.field("dataset", pa.string(), nullable=False),
+            pa.field("image_id", pa.int64(), nullable=False),
+            pa.field("instance_id", pa.int64(), nullable=False),
+            pa.field("image_width", pa.int32(), nullable=False),
+            pa.field("image_height", pa.int32(), nullable=False),
+            pa.field("bbox", pa.list_(pa.float32(), 4), nullable=False),  # x, y, w, h (pixels)
+            pa.field("keypoints", pa.list_(pa.float32(), 2 * k), nullable=False),  # x0 y0 ..
+            pa.field("visible", pa.list_(pa.float32(), k), nullable=False),
+            pa.field("annotated", pa.list_(pa.bool_(), k), nullable=False),
+            pa.field("head_size", pa.float32(), nullable=True),  # PCKh normaliser (pixels)
+            pa.field("area", pa.float32(), nullable=False),  # COCO segment area (OKS scale)
+        ],
+        metadata={"keypoint_names": ",".join(skeleton.names),
+                  "readers_version": READERS_VERSION},
+    )
+
+
+SCHEMA = schema_for(UNIFIED)
+"""The schema of records in the paper's 21 unified slots."""
 
 
 def records_version(path: str | Path) -> str | None:
     """The ``readers_version`` a record file was written with (``None``: before versions)."""
     value = (pq.read_schema(path).metadata or {}).get(b"readers_version")
     return None if value is None else value.decode()
+
+
+def records_joints(table_or_path: pa.Table | str | Path) -> tuple[str, ...]:
+    """The unified joint names a record table (or file) holds, in slot order."""
+    schema = (table_or_path.schema if isinstance(table_or_path, pa.Table)
+              else pq.read_schema(table_or_path))
+    return tuple((schema.metadata or {})[b"keypoint_names"].decode().split(","))
 
 
 @dataclass(frozen=True)
@@ -65,9 +82,10 @@ class InstanceRecord:
         instance_id: the annotation's id (MPII: index of the annotation).
         image_width, image_height: image size in pixels.
         bbox: ``(4,)`` box ``x, y, w, h`` in pixels.
-        keypoints: ``(21, 2)`` pixel coordinates (0 where not annotated).
-        visible: ``(21,)`` 1.0 where the joint is labelled and usable, else 0.0.
-        annotated: ``(21,)`` True where the source dataset annotates this joint at all.
+        keypoints: ``(K, 2)`` pixel coordinates in the unified skeleton's ``K`` slots (0
+            where not annotated).
+        visible: ``(K,)`` 1.0 where the joint is labelled and usable, else 0.0.
+        annotated: ``(K,)`` True where the source dataset annotates this joint at all.
         head_size: PCKh head size in pixels, ``None`` where unknown.
         area: instance area for OKS (COCO ``area``; box area otherwise).
     """
@@ -86,7 +104,8 @@ class InstanceRecord:
     area: float
 
     def __post_init__(self) -> None:
-        for name, shape in (("bbox", (4,)), ("keypoints", (K, 2)), ("visible", (K,))):
+        k = len(self.visible)
+        for name, shape in (("bbox", (4,)), ("keypoints", (k, 2)), ("annotated", (k,))):
             value = getattr(self, name)
             if np.shape(value) != shape:
                 raise ValueError(f"record {self.instance_id}: {name} has shape "
@@ -94,13 +113,19 @@ class InstanceRecord:
 
     @property
     def weights(self) -> np.ndarray:
-        """``(21,)`` float32 training weight per joint: visibility x annotated."""
+        """``(K,)`` float32 training weight per joint: visibility x annotated."""
         return (np.asarray(self.visible) * np.asarray(self.annotated)).astype(np.float32)
 
 
-def records_to_table(records: Iterable[InstanceRecord]) -> pa.Table:
-    """Pack records into an Arrow table with :data:`SCHEMA`."""
+def records_to_table(records: Iterable[InstanceRecord], skeleton: KeypointSet = UNIFIED
+                     ) -> pa.Table:
+    """Pack records in ``skeleton``'s slots into an Arrow table (:func:`schema_for`)."""
     records = list(records)
+    schema, K = schema_for(skeleton), skeleton.num_keypoints  # noqa: N806
+    wrong = next((r for r in records if len(r.visible) != K), None)
+    if wrong is not None:
+        raise ValueError(f"record {wrong.instance_id} ({wrong.dataset}) has "
+                         f"{len(wrong.visible)} joints; the skeleton has {K}")
     columns = {
         "image_path": [r.image_path for r in records],
         "dataset": [r.dataset for r in records],
@@ -115,7 +140,7 @@ def records_to_table(records: Iterable[InstanceRecord]) -> pa.Table:
         "head_size": [None if r.head_size is None else float(r.head_size) for r in records],
         "area": [float(r.area) for r in records],
     }
-    return pa.table({n: columns[n] for n in SCHEMA.names}, schema=SCHEMA)
+    return pa.table({n: columns[n] for n in schema.names}, schema=schema)
 
 
 def _fixed_list(values: Sequence[np.ndarray], width: int, dtype: pa.DataType) -> pa.Array:
@@ -147,9 +172,9 @@ def table_to_records(table: pa.Table) -> list[InstanceRecord]:
 
 
 def table_to_arrays(table: pa.Table, strings: bool = True) -> dict[str, np.ndarray | list]:
-    """Columns as numpy arrays of natural shape (``keypoints`` is ``(N, 21, 2)``); the
+    """Columns as numpy arrays of natural shape (``keypoints`` is ``(N, K, 2)``); the
     string columns as lists (left out with ``strings=False``)."""
-    n = table.num_rows
+    n, K = table.num_rows, table.schema.field("visible").type.list_size  # noqa: N806
 
     def fixed(name: str, *shape: int) -> np.ndarray:
         column = table.column(name).combine_chunks()
@@ -186,7 +211,7 @@ class RecordTable(Sequence[InstanceRecord]):
 
     @classmethod
     def from_arrow(cls, table: pa.Table) -> RecordTable:
-        """The columns of a record table (:data:`SCHEMA`) in one vectorised pass."""
+        """The columns of a record table (:func:`schema_for`) in one vectorised pass."""
         columns = table_to_arrays(table, strings=False)
         columns["path_bytes"], columns["path_offsets"] = _string_buffer(
             table.column("image_path"))
@@ -249,14 +274,29 @@ def write_records(records: Iterable[InstanceRecord] | pa.Table, path: str | Path
     return path
 
 
-def read_records(path: str | Path) -> pa.Table:
-    """Read a record set written by :func:`write_records`, checking its schema."""
+def read_records(path: str | Path, skeleton: KeypointSet | None = None) -> pa.Table:
+    """Read a record set written by :func:`write_records`, checking its schema (and, given a
+    ``skeleton``, that its records are in that skeleton's slots)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"record file {path} does not exist; build it with "
                                 "`python jobs/make_dataset.py` or the dataset readers")
     table = pq.read_table(path)
-    if not table.schema.equals(SCHEMA, check_metadata=False):
+    names = (table.schema.metadata or {}).get(b"keypoint_names")
+    expected = schema_for((skeleton or UNIFIED) if names is None else
+                          _named(names.decode().split(",")))
+    if not table.schema.equals(expected, check_metadata=False):
         raise ValueError(f"{path} is not a unipose_ray record file: schema\n{table.schema}\n"
-                         f"differs from the expected\n{SCHEMA}")
+                         f"differs from the expected\n{expected}")
+    if skeleton is not None and records_joints(table) != skeleton.names:
+        raise ValueError(f"{path} holds records of the joints {list(records_joints(table))}, "
+                         f"this run's skeleton is {list(skeleton.names)}; read the annotations "
+                         "again for this skeleton")
     return table
+
+
+def _named(names: list[str]) -> KeypointSet:
+    try:
+        return skeleton_from_names(tuple(names))
+    except ValueError:  # unknown joints: compared on shape alone
+        return UNIFIED
