@@ -1,12 +1,16 @@
 """Which annotation format a file is in, told from its first bytes, and the error for a file
 given where another format belongs.
 
-A COCO person-keypoints file, a COCO results (detections) file, MMPose's MPII list and
-MPII's ``.mat`` files are easy to swap in a config; the readers would then fail deep inside
-with a ``KeyError``. :func:`check_annotation_format` says instead what the file looks like
-and where it belongs. Real files are 100-500 MB, so the format is read from a bounded
-prefix: the first character tells an object from a list, then the object's top-level keys
-or the list's first element decide.
+A COCO person-keypoints file, a COCO results (detections) file, MMPose's MPII list, MPII's
+``.mat`` files and AI Challenger's raw annotation list are easy to swap in a config; the
+readers would then fail deep inside with a ``KeyError``. :func:`check_annotation_format`
+says instead what the file looks like and where it belongs. AIC, CrowdPose and Halpe are
+held as COCO-style files (MMPose's converted ``aic_*.json``, ``mmpose_crowdpose_*.json``,
+``halpe_*_v1.json``), so their fields accept the COCO format (AIC's the raw list too).
+
+Real files are 100-500 MB, so the format is read from a bounded prefix: the first character
+tells an object from a list, then the object's top-level keys or the list's first element
+decide.
 
 Stdlib only: the jobs' preflight checks import this before numpy, torch or Ray.
 """
@@ -24,13 +28,20 @@ COCO = "coco"
 COCO_RESULTS = "coco_results"
 MPII = "mpii"
 MPII_MAT = "mpii_mat"
+AIC_RAW = "aic_raw"
 EMPTY = "empty"
 EMPTY_LIST = "empty list"
 NOT_JSON = "not JSON"
 UNKNOWN_JSON = "unknown JSON"
 
+# What a dataset's ``ann_file`` may hold (besides the formats above, each its own kind).
+AIC = "aic"
+CROWDPOSE = "crowdpose"
+HALPE26 = "halpe26"
+
 COCO_KEYS = frozenset({"images", "annotations", "categories"})
 MPII_KEYS = frozenset({"joints", "joints_vis"})  # the fields only MMPose's MPII list has
+AIC_KEYS = frozenset({"keypoint_annotations", "human_annotations"})  # AI Challenger's list
 MAT_MAGIC = b"MATLAB"  # MAT v5 and v7.3 files both open with a "MATLAB x.y MAT-file" header
 PEEKS = (64 << 10, 1 << 20)  # bytes read: a second, longer look only when the first is unsure
 
@@ -40,7 +51,15 @@ EXPECTED = {
     COCO_RESULTS: "a COCO results file of person detections",
     MPII: "an MPII annotation list (MMPose's mpii_*.json)",
     MPII_MAT: "MPII's mpii_gt_val.mat",
+    AIC: "an AIC annotation file (MMPose's COCO-style aic_*.json or AI Challenger's "
+         "keypoint_*_annotations_*.json)",
+    CROWDPOSE: "a CrowdPose annotation file (MMPose's COCO-style mmpose_crowdpose_*.json)",
+    HALPE26: "a Halpe annotation file (COCO-style halpe_*_v1.json)",
 }
+ACCEPTS = {COCO: (COCO,), COCO_RESULTS: (COCO_RESULTS,), MPII: (MPII,), MPII_MAT: (MPII_MAT,),
+           AIC: (COCO, AIC_RAW), CROWDPOSE: (COCO,), HALPE26: (COCO,)}
+"""The formats each expected kind takes."""
+LIST_FORMATS = frozenset({MPII, COCO_RESULTS, AIC_RAW})  # an empty JSON list is one of them
 LOOKS_LIKE = {
     COCO: "a COCO annotation file (a JSON object with images/annotations/categories)",
     COCO_RESULTS: "a COCO results file (a JSON list of detections or predictions, "
@@ -48,6 +67,8 @@ LOOKS_LIKE = {
     MPII: "an MPII annotation list (MMPose's mpii_*.json)",
     MPII_MAT: "a MATLAB .mat file (such as MPII's mpii_gt_val.mat or "
               "mpii_human_pose_v1_u12_1.mat)",
+    AIC_RAW: "an AI Challenger annotation list (a JSON list of {image_id, "
+             "keypoint_annotations, human_annotations})",
 }
 POINT_AT = {
     COCO: "person_keypoints_*.json",
@@ -55,9 +76,12 @@ POINT_AT = {
                   "COCO_val2017_detections_AP_H_56_person.json)",
     MPII: "MMPose's mpii_*.json",
     MPII_MAT: "MPII's mpii_gt_val.mat",
+    AIC: "MMPose's aic_*.json or AI Challenger's keypoint_*_annotations_*.json",
+    CROWDPOSE: "MMPose's mmpose_crowdpose_*.json",
+    HALPE26: "Halpe's halpe_*_v1.json",
 }
 # A config field such as ``data.coco_train.ann_file``: which dataset, split and file it is.
-FIELD = re.compile(r"^(?P<prefix>.*?)(?:coco|mpii)_(?P<split>\w+)\.\w+$")
+FIELD = re.compile(r"^(?P<prefix>.*?)(?:coco|mpii|aic|crowdpose|halpe26)_(?P<split>\w+)\.\w+$")
 # Strings and structure; numbers, literals, commas and blanks carry no keys and are skipped.
 TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:]')
 
@@ -77,9 +101,11 @@ def annotation_format(path: str | Path) -> str:
     Returns one of :data:`COCO` (a JSON object with images/annotations/categories),
     :data:`COCO_RESULTS` (a JSON list of ``{image_id, bbox, score}`` or keypoint results),
     :data:`MPII` (MMPose's list of ``{image, center, scale, joints, joints_vis}``),
-    :data:`MPII_MAT` (a MATLAB file), :data:`EMPTY_LIST`, :data:`EMPTY`, :data:`NOT_JSON`
-    or :data:`UNKNOWN_JSON`. A file no longer than a look is parsed whole (so a cut-off
-    small file is :data:`NOT_JSON`); a longer one is judged by its prefix alone.
+    :data:`AIC_RAW` (AI Challenger's list of ``{image_id, keypoint_annotations,
+    human_annotations}``), :data:`MPII_MAT` (a MATLAB file), :data:`EMPTY_LIST`,
+    :data:`EMPTY`, :data:`NOT_JSON` or :data:`UNKNOWN_JSON`. A file no longer than a look
+    is parsed whole (so a cut-off small file is :data:`NOT_JSON`); a longer one is judged by
+    its prefix alone.
     """
     for peek in PEEKS:
         with open(path, "rb") as f:
@@ -104,22 +130,31 @@ def json_format(content: object) -> str:
     return UNKNOWN_JSON
 
 
+def accepted(expected: str) -> frozenset[str]:
+    """The formats a file given as ``expected`` (a key of :data:`ACCEPTS`) may have; an
+    empty JSON list passes where a list format does (MPII, detections, raw AIC)."""
+    if expected not in ACCEPTS:
+        raise ValueError(f"unknown annotation format '{expected}'; known: {sorted(ACCEPTS)}")
+    formats = frozenset(ACCEPTS[expected])
+    return formats | {EMPTY_LIST} if formats & LIST_FORMATS else formats
+
+
 def check_annotation_format(path: str | Path, expected: str, field: str) -> None:
     """Raise :class:`AnnotationFormatError` unless ``path`` holds ``expected``
-    (:data:`COCO`, :data:`COCO_RESULTS`, :data:`MPII` or :data:`MPII_MAT`).
+    (:data:`COCO`, :data:`COCO_RESULTS`, :data:`MPII`, :data:`MPII_MAT`, or a dataset's
+    annotation file: :data:`AIC`, :data:`CROWDPOSE`, :data:`HALPE26`; :data:`ACCEPTS`).
 
     ``field`` is the config field the path was given as (``data.coco_train.ann_file``); the
     message names it, the file, what the file looks like and where it belongs instead. An
-    empty JSON list passes for the list formats (MPII, detections).
+    empty JSON list passes for the list formats (MPII, detections, raw AIC).
     """
-    if expected not in EXPECTED:
-        raise ValueError(f"unknown annotation format '{expected}'; known: {sorted(EXPECTED)}")
+    ok = accepted(expected)
     path = Path(path).expanduser()
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
         raise InputError(f"{field} = {path} {what}; point it at {POINT_AT[expected]}")
     found = annotation_format(path)
-    if found != expected and not (found == EMPTY_LIST and expected in (MPII, COCO_RESULTS)):
+    if found not in ok:
         raise format_error(path, found, expected, field)
 
 
@@ -157,7 +192,8 @@ def _where_it_goes(found: str, field: str | None) -> str:
         return f"if it is mpii_gt_val.mat (head boxes), give it as {prefix}mpii_val.headbox_file"
     belongs = {COCO: f"{prefix}coco_{split}.ann_file",
                COCO_RESULTS: f"{prefix}coco_val.bbox_file",
-               MPII: f"{prefix}mpii_{split}.ann_file"}[found]
+               MPII: f"{prefix}mpii_{split}.ann_file",
+               AIC_RAW: f"{prefix}aic_{split}.ann_file"}[found]
     return f"give it as {belongs}"
 
 
@@ -228,6 +264,8 @@ def _list_format(first: object) -> str:
         return UNKNOWN_JSON
     if MPII_KEYS & first.keys():
         return MPII
+    if AIC_KEYS & first.keys():
+        return AIC_RAW
     if "image_id" in first and ("keypoints" in first or "bbox" in first):
         return COCO_RESULTS
     return UNKNOWN_JSON

@@ -1,133 +1,109 @@
-"""COCO and MPII annotation readers -> unified :class:`InstanceRecord` lists.
+"""COCO-style and MPII annotation readers -> :class:`InstanceRecord` lists in a skeleton's slots.
 
-Both follow MMPose's own dataset classes (``CocoDataset``, ``MpiiDataset``) in what they
-keep and how they build boxes, so a record set matches what MMPose would train on. Any
-problem with a file is reported with the file's path and what is wrong in it; a file in
-another format (an MPII list given as COCO, a detections file, a ``.mat``) says which format
-it looks like and where it belongs (:mod:`unipose_ray.data.formats`).
+Both follow MMPose's own dataset classes (``CocoDataset`` and the other
+``BaseCocoStyleDataset`` s: ``CrowdPoseDataset``, ``HalpeDataset``, ``AicDataset``;
+``MpiiDataset``) in what they keep and how they build boxes, so a record set matches what
+MMPose would train on. Records hold the joints of a skeleton (default: the paper's 21,
+:data:`~unipose_ray.skeleton.UNIFIED`; any :func:`~unipose_ray.skeleton.unified_skeleton`
+that includes the dataset), through :func:`~unipose_ray.skeleton.mapping_for`. Any problem
+with a file is reported with the file's path and what is wrong in it; a file in another
+format (an MPII list given as COCO, a detections file, a ``.mat``) says which format it
+looks like and where it belongs (:mod:`unipose_ray.data.formats`). AI Challenger's raw
+files are read by :func:`unipose_ray.data.aic.read_aic`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from unipose_ray.data import formats
+from unipose_ray.data.annotation_io import (
+    image_size,
+    load_json,
+    number_rows,
+    require_dir,
+    require_file,
+    require_format,
+    require_images,
+)
 from unipose_ray.data.formats import AnnotationError, AnnotationFormatError  # both re-exported
 from unipose_ray.data.geometry import BOX_PADDING
 from unipose_ray.data.records import InstanceRecord
 from unipose_ray.runtime.distributed import quiet
-from unipose_ray.skeleton import mapping_for
+from unipose_ray.skeleton import DATASET_SETS, UNIFIED, KeypointSet, mapping_for
+
+__all__ = ["AnnotationError", "AnnotationFormatError", "box_from_center", "boxes_from_centers",
+           "clipped_boxes", "coco_records", "read_coco", "read_mpii"]
 
 MPII_PIXEL_STD = 200.0
 PCKH_HEAD_FACTOR = 0.6  # MPII's SC_BIAS: head size = 0.6 x head-box diagonal
+FULL_BODY_JOINTS = {"halpe26": 136}
+"""Datasets whose files may hold more joints per person than the dataset's set, its joints
+first: Halpe-FullBody's 136 are the 26 body joints, then face and hands (MMPose's Body8
+recipe keeps the first 26 with ``KeypointConverter``)."""
+COCO_STYLE_TITLES = {"coco": "COCO", "aic": "AIC", "crowdpose": "CrowdPose",
+                     "halpe26": "Halpe", "unified": "COCO-style"}
+COCO_STYLE_KINDS = (formats.AIC, formats.CROWDPOSE, formats.HALPE26)
+"""Datasets whose annotation files are COCO-style, each its own kind of file in messages."""
 
 
-def _require_file(path: Path, what: str) -> Path:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist (check the path you passed)")
-    return path.resolve()
-
-
-def _require_dir(path: Path, what: str) -> Path:
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"{what} {path} does not exist or is not a folder")
-    return path.resolve()
-
-
-def _load_json(path: Path, expected: str) -> object:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError on a binary file
-        found = formats.annotation_format(path)  # only now: a valid file is read once
-        if found not in (expected, formats.NOT_JSON, formats.UNKNOWN_JSON):  # empty, a .mat...
-            raise formats.format_error(path, found, expected) from e
-        raise AnnotationFormatError(f"{path} is not valid JSON: {e}; a download or copy cut "
-                                    "short? Fetch it again") from e
-
-
-def _require_format(content: object, path: Path, *expected: str) -> None:
-    """Raise :class:`AnnotationFormatError` unless parsed ``content`` is of an ``expected``
-    format: told from its top-level keys or first element, no second read."""
-    found = formats.json_format(content)
-    if found not in expected:
-        raise formats.format_error(path, found, expected[0])
-
-
-def _image_size(path: Path, ann_file: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{ann_file} refers to image {path}, which does not exist; check the image folder "
-            "you passed matches this annotation file") from None
-    except OSError as e:
-        raise AnnotationError(f"image {path} (from {ann_file}) cannot be read: {e}") from e
-
-
-def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco"
-              ) -> list[InstanceRecord]:
-    """Read a COCO-format person-keypoints file (via pycocotools).
+def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco",
+              skeleton: KeypointSet = UNIFIED) -> list[InstanceRecord]:
+    """Read a COCO-style person-keypoints file (via pycocotools).
 
     Args:
-        ann_file: e.g. ``person_keypoints_val2017.json``.
+        ann_file: e.g. ``person_keypoints_val2017.json``, MMPose's ``aic_train.json`` or
+            ``mmpose_crowdpose_test.json``, ``halpe_val_v1.json``.
         img_dir: the folder the ``file_name`` entries are relative to.
-        dataset: which registered keypoint set the file annotates (``coco``; ``aic`` or
-            ``unified`` for files in COCO format with other joints).
+        dataset: which keypoint set the file annotates: ``coco``, ``aic``, ``crowdpose``,
+            ``halpe26`` (Halpe-FullBody files of 136 joints per person, or 26-joint files:
+            the first 26 are kept), or ``unified`` (files annotating ``skeleton``'s joints).
+        skeleton: the joints the records hold; it must include the dataset's.
 
     Skips crowd instances, instances without labelled keypoints and empty boxes, as MMPose's
-    ``CocoDataset`` does in top-down mode; boxes are clipped to the image the same way.
-    Image sizes come from the file; the images are checked to exist with one directory
-    listing per folder, none is opened (a corrupt image fails when it is loaded).
+    ``CocoDataset`` does in top-down mode (a Halpe-FullBody person is judged on all 136
+    joints, as ``HalpeDataset`` does before the Body8 recipe keeps 26); boxes are clipped to
+    the image the same way. Image sizes come from the file; the images are checked to exist
+    with one directory listing per folder, none is opened (a corrupt image fails when it
+    is loaded).
     """
+    title = COCO_STYLE_TITLES.get(dataset, dataset)
+    ann_file = require_file(ann_file, f"{title} annotation file")
+    img_dir = require_dir(img_dir, f"{title} image folder")
+    kind = dataset if dataset in COCO_STYLE_KINDS else formats.COCO  # what messages expect
+    raw = load_json(ann_file, kind)
+    found = require_format(raw, ann_file, kind)
+    if found != formats.COCO:  # AIC's raw list (or an empty one): AIC's, not this reader's
+        what = (f"looks like {formats.LOOKS_LIKE[found]}" if found in formats.LOOKS_LIKE
+                else "is an empty JSON list")
+        raise AnnotationFormatError(
+            f"{ann_file} {what}, not a COCO-style file: read AI Challenger's list with "
+            "unipose_ray.data.aic.read_aic, which takes either form")
+    return coco_records(raw, ann_file, img_dir, dataset, skeleton)
+
+
+def coco_records(raw: dict, ann_file: Path, img_dir: Path, dataset: str,
+                 skeleton: KeypointSet = UNIFIED) -> list[InstanceRecord]:
+    """:func:`read_coco` on the already parsed content ``raw`` of ``ann_file``."""
     from pycocotools.coco import COCO  # noqa: PLC0415  (prints while loading; kept local)
 
-    ann_file = _require_file(ann_file, "COCO annotation file")
-    img_dir = _require_dir(img_dir, "COCO image folder")
-    raw = _load_json(ann_file, formats.COCO)
-    _require_format(raw, ann_file, formats.COCO)
     _check_coco_layout(raw, ann_file)
-    mapping = mapping_for(dataset)
-    k = mapping.source.num_keypoints
+    mapping = mapping_for(dataset, skeleton)
     with quiet():
         coco = COCO()
         coco.dataset = raw
         coco.createIndex()
-
-    kept = []  # (ann_id, ann, img, keypoints) of the instances MMPose keeps
-    ann_ids = [a for img_id in coco.getImgIds() for a in coco.getAnnIds(imgIds=img_id)]
-    for ann_id in ann_ids:  # image by image, as MMPose orders its data list
-        ann = coco.anns[ann_id]
-        if ann.get("iscrowd", 0) or "keypoints" not in ann or "bbox" not in ann:
-            continue
-        keypoints = np.asarray(ann["keypoints"], dtype=np.float32)
-        if keypoints.size != 3 * k:
-            raise AnnotationError(
-                f"{ann_file}: annotation {ann_id} has {keypoints.size // 3} keypoints, but "
-                f"the '{dataset}' keypoint set has {k}; pass the matching dataset name")
-        keypoints = keypoints.reshape(k, 3)
-        if ann.get("num_keypoints", np.count_nonzero(keypoints[:, 2])) == 0:
-            continue
-        if keypoints[:, :2].max() <= 0:
-            continue
-        img = coco.imgs.get(ann["image_id"])
-        if img is None:
-            raise AnnotationError(f"{ann_file}: annotation {ann_id} refers to image id "
-                                  f"{ann['image_id']}, which is not in 'images'")
-        kept.append((ann_id, ann, img, keypoints))
-    boxes, nonempty = _clipped_boxes([a["bbox"] for _, a, _, _ in kept],
-                                     [(img["width"], img["height"]) for _, _, img, _ in kept])
+    kept = _kept_annotations(coco, ann_file, dataset, mapping.source.num_keypoints)
+    boxes, nonempty, areas = clipped_boxes(
+        number_rows([a["bbox"] for _, a, _, _ in kept], 4,
+                    lambda i: f"{ann_file}: annotation {kept[i][0]} 'bbox' ([x, y, w, h])"),
+        [(img["width"], img["height"]) for _, _, img, _ in kept])
     kept = [item for item, ok in zip(kept, nonempty) if ok]
     paths = [img_dir / img["file_name"] for _, _, img, _ in kept]
-    _require_images(paths, ann_file)
+    require_images(paths, ann_file)
     return [
         InstanceRecord(
             image_path=str(path),
@@ -141,32 +117,61 @@ def read_coco(ann_file: str | Path, img_dir: str | Path, dataset: str = "coco"
             visible=mapping.keypoints_to_unified(np.minimum(1.0, keypoints[:, 2])),
             annotated=mapping.annotated.copy(),
             head_size=None,
-            area=float(ann.get("area", bbox[2] * bbox[3] * 0.53)),
+            area=float(ann.get("area", area)),
         )
-        for (ann_id, ann, img, keypoints), path, bbox in zip(kept, paths, boxes)
+        for (ann_id, ann, img, keypoints), path, bbox, area in zip(kept, paths, boxes, areas)
     ]
 
 
-def _require_images(paths: list[Path], ann_file: Path) -> None:
-    """Raise naming the first of ``paths`` that is not a file: one directory listing per
-    folder, no image opened (a read per image is slow on network storage)."""
-    listings: dict[Path, set[str]] = {}
-    for path in dict.fromkeys(paths):
-        if path.parent not in listings:
-            listings[path.parent] = _file_names(path.parent)
-        if path.name not in listings[path.parent]:
-            raise FileNotFoundError(
-                f"{ann_file} refers to image {path}, which does not exist; check the image "
-                "folder you passed matches this annotation file")
+def _kept_annotations(coco, ann_file: Path, dataset: str, k: int) -> list[tuple]:
+    """``(ann_id, ann, img, (k, 3) float32 keypoints)`` of the instances MMPose keeps, image
+    by image as MMPose orders its data list; box tests come after (:func:`clipped_boxes`)."""
+    counts = frozenset({k, FULL_BODY_JOINTS.get(dataset, k)})
+    sizes = frozenset(3 * n for n in counts)
+    kept = []
+    for ann_id in [a for img_id in coco.getImgIds() for a in coco.getAnnIds(imgIds=img_id)]:
+        ann = coco.anns[ann_id]
+        if ann.get("iscrowd", 0) or "keypoints" not in ann or "bbox" not in ann:
+            continue
+        keypoints = np.asarray(ann["keypoints"])
+        if keypoints.ndim != 1 or keypoints.dtype.kind not in "iuf" or keypoints.size not in sizes:
+            _refuse_keypoints(ann, ann_id, ann_file, dataset, counts)
+        keypoints = keypoints.astype(np.float32).reshape(-1, 3)
+        # MMPose's tests, on every joint the file holds (all 136 of a Halpe-FullBody person)
+        labelled = ann.get("num_keypoints")
+        if labelled is None:
+            labelled = np.count_nonzero(keypoints[:, :2].max(axis=1))
+        if labelled == 0 or keypoints[:, :2].max() <= 0:
+            continue
+        img = coco.imgs.get(ann["image_id"])
+        if img is None:
+            raise AnnotationError(f"{ann_file}: annotation {ann_id} refers to image id "
+                                  f"{ann['image_id']}, which is not in 'images'")
+        kept.append((ann_id, ann, img, keypoints[:k]))
+    return kept
 
 
-def _file_names(folder: Path) -> set[str]:
-    """Names of the files in ``folder`` (none if it is missing)."""
-    try:
-        with os.scandir(folder) as entries:
-            return {entry.name for entry in entries if entry.is_file()}
-    except (FileNotFoundError, NotADirectoryError):
-        return set()
+def _refuse_keypoints(ann: dict, ann_id: int, ann_file: Path, dataset: str,
+                      counts: frozenset[int]) -> None:
+    """Raise for ``keypoints`` that are not numbers, or not ``3 x`` one of ``counts``."""
+    keypoints = np.asarray(ann["keypoints"])
+    if keypoints.ndim != 1 or keypoints.dtype.kind not in "iuf":
+        text = json.dumps(ann["keypoints"])
+        raise AnnotationError(f"{ann_file}: annotation {ann_id} 'keypoints' must be a list of "
+                              f"numbers [x1, y1, v1, ...], found {text[:120]}")
+    n, k = keypoints.size / 3, min(counts)
+    full = f" (Halpe-FullBody files: {max(counts)})" if len(counts) > 1 else ""
+    who = _who_has(n)
+    raise AnnotationError(
+        f"{ann_file}: annotation {ann_id} has {n:g} keypoints, but the '{dataset}' keypoint "
+        f"set has {k}{full}{who}{':' if who else ';'} pass the matching dataset name")
+
+
+def _who_has(count: float) -> str:
+    """``; files of aic, crowdpose hold 14``: the datasets whose files hold ``count``."""
+    names = [name for name, ks in DATASET_SETS.items() if ks.num_keypoints == count]
+    names += [name for name, full in FULL_BODY_JOINTS.items() if full == count]
+    return f"; files of {', '.join(names)} hold {count:g}" if names else ""
 
 
 def _check_coco_layout(raw: dict, ann_file: Path) -> None:
@@ -180,28 +185,33 @@ def _check_coco_layout(raw: dict, ann_file: Path) -> None:
                                   f"{sorted(missing)}")
 
 
-def _clipped_boxes(bboxes: list[list[float]], sizes: list[tuple[int, int]]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``x, y, w, h`` boxes clipped to their images as MMPose does (float64 corners, then
-    its float32 ``x1, y1, x2, y2``), rebuilt by :func:`boxes_from_centers`.
+def clipped_boxes(bboxes: np.ndarray, sizes: list[tuple[int, int]]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(N, 4)`` ``x, y, w, h`` boxes clipped to their images (``(width, height)`` each) as
+    MMPose does (float64 corners, then its float32 ``x1, y1, x2, y2``), rebuilt by
+    :func:`boxes_from_centers`.
 
     Returns:
-        ``(M, 4)`` float32 boxes of the ``M`` non-empty ones and the ``(N,)`` mask of those.
+        ``(M, 4)`` float32 boxes of the ``M`` non-empty ones, the ``(N,)`` mask of those,
+        and their ``(M,)`` float32 areas where a file gives none (MMPose's: clipped box
+        area x 0.53, at least 1).
     """
-    if not bboxes:
-        return np.zeros((0, 4), np.float32), np.zeros(0, bool)
+    if not len(bboxes):
+        return np.zeros((0, 4), np.float32), np.zeros(0, bool), np.zeros(0, np.float32)
     x, y, w, h = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4).T
-    width, height = np.asarray(sizes, dtype=np.float64).T
+    width, height = np.asarray(sizes, dtype=np.float64).reshape(-1, 2).T
     x1, y1 = np.clip(x, 0, width - 1), np.clip(y, 0, height - 1)
     x2, y2 = np.clip(x + w, 0, width - 1), np.clip(y + h, 0, height - 1)
     nonempty = ~((x2 <= x1) | (y2 <= y1))  # MMPose's test: a NaN box is kept
+    areas = np.maximum((x2 - x1) * (y2 - y1) * 0.53, 1.0)[nonempty].astype(np.float32)
     corners = np.stack([x1, y1, x2, y2], axis=1)[nonempty].astype(np.float32)
     centers = (corners[:, :2] + corners[:, 2:]) * np.float32(0.5)
-    return boxes_from_centers(centers, corners[:, 2:] - corners[:, :2]), nonempty
+    return boxes_from_centers(centers, corners[:, 2:] - corners[:, :2]), nonempty, areas
 
 
 def read_mpii(ann_file: str | Path, img_dir: str | Path,
-              headbox_file: str | Path | None = None) -> list[InstanceRecord]:
+              headbox_file: str | Path | None = None, skeleton: KeypointSet = UNIFIED
+              ) -> list[InstanceRecord]:
     """Read MPII in MMPose's JSON format (``image, center, scale, joints, joints_vis``).
 
     Head sizes for PCKh come from a per-annotation ``head_box`` field (``[x1, y1, x2, y2]``)
@@ -215,13 +225,14 @@ def read_mpii(ann_file: str | Path, img_dir: str | Path,
 
     Each image is opened once (its header only): MMPose's MPII JSON has no image sizes, and
     the records carry them. :func:`read_coco` takes them from its file and opens none.
+    Records hold ``skeleton``'s joints (it must include MPII's).
     """
-    ann_file = _require_file(ann_file, "MPII annotation file")
-    img_dir = _require_dir(img_dir, "MPII image folder")
-    anns = _load_json(ann_file, formats.MPII)
-    _require_format(anns, ann_file, formats.MPII, formats.EMPTY_LIST)
+    ann_file = require_file(ann_file, "MPII annotation file")
+    img_dir = require_dir(img_dir, "MPII image folder")
+    anns = load_json(ann_file, formats.MPII)
+    require_format(anns, ann_file, formats.MPII)
     head_boxes = _read_headboxes(headbox_file, len(anns), ann_file) if headbox_file else None
-    mapping = mapping_for("mpii")
+    mapping = mapping_for("mpii", skeleton)
     k = mapping.source.num_keypoints
     records, image_ids, sizes, centers, box_sizes = [], {}, {}, [], []
     for index, ann in enumerate(anns):
@@ -236,7 +247,7 @@ def read_mpii(ann_file: str | Path, img_dir: str | Path,
                 f"{joints_vis.shape}; MPII needs ({k}, 2) and ({k},)")
         path = img_dir / ann["image"]
         if path not in sizes:
-            sizes[path] = _image_size(path, ann_file)
+            sizes[path] = image_size(path, ann_file)
         width, height = sizes[path]
         image_ids.setdefault(ann["image"], _mpii_image_id(ann["image"], len(image_ids)))
         # MpiiDataset's float32 arithmetic, step for step: crops equal MMPose's to the bit.
@@ -350,7 +361,7 @@ def _read_headboxes(path: str | Path, count: int, ann_file: Path) -> np.ndarray:
     """``headboxes_src`` of the official ``mpii_gt_val.mat`` as ``(N, 4)`` boxes."""
     from scipy.io import loadmat  # noqa: PLC0415
 
-    path = _require_file(path, "MPII head-box file")
+    path = require_file(path, "MPII head-box file")
     found = formats.annotation_format(path)  # its header: loadmat's errors say not what it got
     if found != formats.MPII_MAT:
         raise formats.format_error(path, found, formats.MPII_MAT)
