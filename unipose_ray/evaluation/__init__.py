@@ -1,7 +1,8 @@
-"""Metrics as MMPose computes them: SimCC decoding, COCO keypoint AP/AR, MPII PCKh.
+"""Metrics as MMPose computes them: SimCC decoding, keypoint AP/AR per dataset, MPII PCKh.
 
-COCO AP and PCKh are MMPose's own ``CocoMetric`` and ``MpiiPCKAccuracy``, fed our
-predictions (:mod:`.coco_metric`, :mod:`.pckh`); SimCC decoding and top-down inference follow
+AP/AR are MMPose's ``CocoMetric`` with each dataset's settings (:mod:`.dataset_metrics`:
+COCO, AIC, CrowdPose's AP(E/M/H), Halpe-26), computed by :mod:`.coco_metric` on predictions
+stacked by :mod:`.coco_predictions`; PCKh is ``MpiiPCKAccuracy`` (:mod:`.pckh`); SimCC decoding and top-down inference follow
 MMPose's code (:mod:`.decode`, :mod:`.topdown`); the cross-dataset table is
 :mod:`.cross_dataset`. Flat metric names for tracking (:mod:`.names`): ``coco_AP``,
 ``coco_AP50``, ..., ``unified_AP``, ..., ``mpii_PCKh``, ``mpii_PCKh@0.1``,

@@ -1,6 +1,8 @@
 """The flat metric names a validation reports, known before anything is evaluated.
 
-``coco_AP``, ``coco_AP50``, ..., ``unified_AP``, ..., ``mpii_PCKh``, ``mpii_PCKh@0.1``,
+``coco_AP``, ``coco_AP50``, ... (``aic_AP``, ``crowdpose_AP_easy``... for the other
+datasets: :func:`~unipose_ray.evaluation.dataset_metrics.dataset_metric_names`),
+``unified_AP``, ..., ``mpii_PCKh``, ``mpii_PCKh@0.1``,
 ``mpii_PCKh/<joint>``: a sweep checks its metric against them before any data is read.
 Imports nothing heavy.
 """
@@ -9,22 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from unipose_ray.evaluation.dataset_metrics import STABLE_SUFFIXES, dataset_metric_names
 from unipose_ray.skeleton import MPII
 
-STABLE_SUFFIXES = {
-    "AP": "AP",
-    "AP .5": "AP50",
-    "AP .75": "AP75",
-    "AP (M)": "AP_M",
-    "AP (L)": "AP_L",
-    "AR": "AR",
-    "AR .5": "AR50",
-    "AR .75": "AR75",
-    "AR (M)": "AR_M",
-    "AR (L)": "AR_L",
-}
-"""``CocoMetric``'s names for ``COCOeval.stats`` (in order) -> flat-name suffixes."""
-
+__all__ = ["STABLE_SUFFIXES", "metric_names"]
 
 def metric_names(eval_sets: Iterable) -> set[str]:
     """The names ``cross_dataset.evaluate_model`` returns on ``eval_sets`` (without
@@ -35,7 +25,7 @@ def metric_names(eval_sets: Iterable) -> set[str]:
         if eval_set.name == "mpii":
             names |= {"mpii_PCKh", "mpii_PCKh@0.1", *(f"mpii_PCKh/{j}" for j in MPII.names)}
         elif eval_set.ann_file:
-            names |= {f"coco_{suffix}" for suffix in STABLE_SUFFIXES.values()}
+            names |= set(dataset_metric_names(eval_set.name))
         if eval_set.unified_ann_file:
             names |= {"unified_AP", f"unified_AP_{eval_set.name}_domain"}
             if eval_set.bbox_file is None:
