@@ -1,7 +1,10 @@
-"""Generate the synthetic COCO-format and MPII-format datasets.
+"""Generate the synthetic datasets in the COCO, MPII, AIC, CrowdPose and Halpe-26 formats.
 
     python jobs/make_dataset.py --out data/synthetic --seed 0 \\
         --coco-train 2048 --coco-val 256 --mpii-train 2048 --mpii-val 256
+
+AIC, CrowdPose and Halpe-26 are written when given images (``--halpe26-train 512
+--halpe26-val 64``, ...); Halpe-26 puts feet on every figure of the run.
 
 The layout under ``--out`` is documented in :func:`unipose_ray.data.synthetic.dataset_paths`.
 The same arguments always produce byte-identical files.
@@ -32,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for split in SPLITS:
             parser.add_argument(f"--{dataset}-{split}", type=int,
                                 default=defaults.num_images(dataset, split),
-                                help=f"number of {dataset} {split} images")
+                                help=f"number of {dataset} {split} images "
+                                     f"(default {defaults.num_images(dataset, split)})")
     parser.add_argument("--image-size", type=int, nargs=2, default=defaults.image_size,
                         metavar=("MIN", "MAX"), help="side length range in pixels")
     parser.add_argument("--max-people", type=int, default=defaults.max_people)
@@ -43,12 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @entry
 def main(argv: list[str] | None = None) -> SyntheticDataset:
     args = parse_args(argv)
+    counts = {f"{d}_{s}": getattr(args, f"{d}_{s}") for d in DATASETS for s in SPLITS}
     config = SyntheticConfig(
         seed=args.seed,
-        coco_train=args.coco_train,
-        coco_val=args.coco_val,
-        mpii_train=args.mpii_train,
-        mpii_val=args.mpii_val,
+        **counts,
         image_size=tuple(args.image_size),
         max_people=args.max_people,
         jpeg_quality=args.jpeg_quality,
@@ -56,15 +58,19 @@ def main(argv: list[str] | None = None) -> SyntheticDataset:
     start = time.perf_counter()
     data = generate_dataset(args.out, config)
     seconds = time.perf_counter() - start
-    total = sum(config.num_images(d, s) for d in DATASETS for s in SPLITS)
+    total = sum(config.num_images(d, s) for d in data.datasets for s in SPLITS)
     print(f"wrote {total} images in {seconds:.1f} s ({total / max(seconds, 1e-9):.0f} img/s) "
           f"under {data.root}")
-    for dataset in DATASETS:
+    for dataset in data.datasets:
         for split in SPLITS:
             ann = data.annotation_file(dataset, split)
             print(f"  {dataset} {split}: {config.num_images(dataset, split)} images in "
                   f"{data.images_dir(dataset, split)}, {_count_people(ann)} people in {ann}")
-        print(f"  {dataset} val, 21 unified keypoints: {data.unified_val_file(dataset)}")
+            if dataset == "aic":
+                print(f"  {dataset} {split}, AI Challenger's format: "
+                      f"{data.raw_annotation_file(dataset, split)}")
+        print(f"  {dataset} val, {data.skeleton.num_keypoints} unified keypoints: "
+              f"{data.unified_val_file(dataset)}")
     return data
 
 

@@ -8,8 +8,9 @@ from itertools import pairwise
 import cv2
 import numpy as np
 
+from unipose_ray.data.synthetic.feet import FIGURE_JOINTS
 from unipose_ray.data.synthetic.figure import FACE, LIMB_CHAINS, Figure, J, bgr
-from unipose_ray.skeleton import UNIFIED
+from unipose_ray.skeleton.keypoints import FEET
 
 _SPINE = ("pelvis", "thorax", "upper_neck", "head_top")
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel drawing
@@ -49,20 +50,24 @@ class Canvas:
 
 # Owner codes: every joint disc of every person has its own code, so a joint counts as
 # visible only where its own disc is still on top (not covered by another person, an
-# occluder, or another part of the same person).
-_BODY, _HEAD = UNIFIED.num_keypoints, UNIFIED.num_keypoints + 1  # parts after the joints
-CODES_PER_PERSON = UNIFIED.num_keypoints + 2
+# occluder, or another part of the same person). Joint k of FIGURE_JOINTS (the feet after
+# the 21) has part k; 8 people use codes 1-232.
+_BODY, _HEAD = FIGURE_JOINTS.num_keypoints, FIGURE_JOINTS.num_keypoints + 1  # after the joints
+CODES_PER_PERSON = FIGURE_JOINTS.num_keypoints + 2
 _OCCLUDER_CODE = 255
+_FOOT_PART = {name: FIGURE_JOINTS.index(name) for name in FEET}
 
 
 def owner_code(person: int, part: int) -> int:
-    """Owner value of ``part`` (a joint index, ``_BODY`` or ``_HEAD``) of ``person``."""
+    """Owner value of ``part`` (an index into the figure's joints, ``_BODY`` or ``_HEAD``)
+    of ``person``."""
     return 1 + CODES_PER_PERSON * person + part
 
 
 def draw_person(canvas: Canvas, fig: Figure, person: int) -> None:
-    """Back to front: far leg (and far arm in side views), near leg, torso, neck, head and
-    face, arms, then all joint discs on top so that every labelled-visible joint is seen."""
+    """Back to front: far leg (and far arm in side views), near leg (each leg with its shoe
+    when the figure has feet), torso, neck, head and face, arms, then all joint discs on top
+    so that every labelled-visible joint is seen."""
     kp, t, col, body = fig.keypoints, fig.thickness, fig.colors, owner_code(person, _BODY)
 
     def limb(side: str, part: int) -> None:
@@ -70,6 +75,12 @@ def draw_person(canvas: Canvas, fig: Figure, person: int) -> None:
         name = f"{side}_{('arm', 'leg')[part]}"
         for a, b in pairwise(chain):
             canvas.line(kp[J[a]], kp[J[b]], col[name], int(t * (1.25 if part else 1.0)), body)
+        if part and fig.feet is not None:  # the shoe with its leg, under what is nearer
+            shoe = fig.feet.shoes[("left", "right").index(side)]
+            color = fig.feet.colors[f"{side}_shoe"]
+            canvas.polygon(shoe, color, body)
+            for p, q in pairwise([*shoe, shoe[0]]):  # a rim: a foot seen end-on stays visible
+                canvas.line(p, q, color, max(2, int(0.5 * t)), body)
 
     near = "right" if fig.far_side == "left" else "left"
     limb(fig.far_side, 1)
@@ -92,9 +103,23 @@ def draw_person(canvas: Canvas, fig: Figure, person: int) -> None:
             for name in chain:
                 color = col[f"{side}_{('arm', 'leg')[part]}_joint"]
                 canvas.circle(kp[J[name]], max(1.5, 0.75 * t), color, owner_code(person, J[name]))
+    if fig.feet is not None:
+        _foot_discs(canvas, fig, person)
     for name in _SPINE:
         canvas.circle(kp[J[name]], max(2.0, 0.45 * t + 1), (0, 0, 0), owner_code(person, J[name]))
         canvas.circle(kp[J[name]], max(1.0, 0.45 * t), (255, 255, 255), owner_code(person, J[name]))
+
+
+def _foot_discs(canvas: Canvas, fig: Figure, person: int) -> None:
+    """The foot joints a camera sees (not hidden by their own foot), smaller than the ankle's;
+    the heel in a white ring, so that it differs from the ankle by more than its place."""
+    feet, radius = fig.feet, max(1.5, 0.45 * fig.thickness)
+    for k, name in enumerate(FEET):
+        if feet.state[k] == 0:
+            code = owner_code(person, _FOOT_PART[name])
+            if name.endswith("heel"):
+                canvas.circle(feet.keypoints[k], radius + 1, (255, 255, 255), code)
+            canvas.circle(feet.keypoints[k], radius, feet.colors[name], code)
 
 
 def background(rng: np.random.Generator, width: int, height: int, style: str) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The figure: a person's pose (all 21 unified joints and the face points on the
-head) and appearance (the left-warm / right-cool colouring)."""
+head) and appearance (the left-warm / right-cool colouring); feet are added by
+:mod:`unipose_ray.data.synthetic.feet` when a run has them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,29 @@ import numpy as np
 from unipose_ray.skeleton import UNIFIED
 
 J = {name: i for i, name in enumerate(UNIFIED.names)}  # unified joint name -> index
+
+
+@dataclass(frozen=True)
+class Feet:
+    """Both feet of a figure.
+
+    Attributes:
+        keypoints: ``(6, 2)`` pixel positions, in Halpe's order (``skeleton.keypoints.FEET``).
+        state: ``(6,)`` 0 shown, 1 hidden by its own foot (labelled, no disc).
+        shoes: ``(left, right)`` ``(n, 2)`` convex polygons.
+        colors: ``{"<side>_shoe", "<side>_<point>"}``: BGR colours.
+    """
+
+    keypoints: np.ndarray
+    state: np.ndarray
+    shoes: tuple[np.ndarray, np.ndarray]
+    colors: dict[str, tuple[int, int, int]]
+
+    def shifted(self, offset: np.ndarray) -> Feet:
+        return replace(self, keypoints=self.keypoints + offset,
+                       shoes=tuple(s + offset for s in self.shoes))
+
+
 LIMB_CHAINS = {  # side -> (arm joints, leg joints), root first
     side: ((f"{side}_shoulder", f"{side}_elbow", f"{side}_wrist"),
            (f"{side}_hip", f"{side}_knee", f"{side}_ankle"))
@@ -32,9 +56,22 @@ class Figure:
     far_side: str  # the side turned away from the camera: drawn first
     side_view: bool
     colors: dict[str, tuple[int, int, int]]
+    yaw: float  # radians, 0 = facing the camera; the person's left lies towards image right
+    height: float  # pixels, head top to ankles standing
+    feet: Feet | None = None
 
     def extent(self) -> np.ndarray:
         """``(4,)`` ``x0, y0, x1, y1`` of everything drawn."""
+        box = self.body_extent()
+        if self.feet is None:
+            return box
+        shoes, pad = np.concatenate(self.feet.shoes), 0.6 * self.thickness
+        return np.concatenate([np.minimum(box[:2], shoes.min(0) - pad),
+                               np.maximum(box[2:], shoes.max(0) + pad)])
+
+    def body_extent(self) -> np.ndarray:
+        """``(4,)`` ``x0, y0, x1, y1`` of everything but the feet: what places and sizes the
+        figure, so that a run with feet draws the same people as one without."""
         centre, (across, along), angle = self.head
         t = np.deg2rad(angle)
         half = np.array([np.hypot(across * np.cos(t), along * np.sin(t)),
@@ -45,8 +82,9 @@ class Figure:
 
     def shifted(self, offset: np.ndarray) -> Figure:
         centre, axes, angle = self.head
+        feet = None if self.feet is None else self.feet.shifted(offset)
         return replace(self, keypoints=self.keypoints + offset, torso=self.torso + offset,
-                       head=(centre + offset, axes, angle))
+                       head=(centre + offset, axes, angle), feet=feet)
 
 
 def _direction(angle: float) -> np.ndarray:
@@ -130,7 +168,7 @@ def sample_figure(rng: np.random.Generator, height: float) -> Figure:
         keypoints=kp, face_state=face_state, head=head, torso=torso,
         thickness=max(2, int(round(height * rng.uniform(0.03, 0.05)))),
         far_side="left" if np.sin(yaw) > 0 else "right", side_view=abs(lateral) < 0.7,
-        colors=_sample_colors(rng, head_back),
+        colors=_sample_colors(rng, head_back), yaw=float(yaw), height=float(height),
     )  # fmt: skip
 
 
