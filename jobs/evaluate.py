@@ -36,18 +36,20 @@ from pathlib import Path
 import torch
 
 from unipose_ray.cli import InputError, UsageError, add_model_flags, entry, job_parser
+from unipose_ray.config.files import split_dataset
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
-from unipose_ray.deploy.predict import check_device, keypoint_set_for
+from unipose_ray.deploy.predict import check_device, model_keypoints
 from unipose_ray.evaluation.cross_dataset import (
-    TRANSFER_COLUMNS,
     EvalSet,
     as_percent,
     eval_inputs,
     evaluate_model,
     format_table,
+    table_columns,
 )
 from unipose_ray.models import build_from_config
 from unipose_ray.models.checkpoints import model_config_for
+from unipose_ray.skeleton import UNIFIED_NAME, KeypointSet, unified_skeleton, widen
 from unipose_ray.workflows.evaluation import EvalWorkers, submit_evaluation
 
 
@@ -157,30 +159,33 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = build_from_config(config, args.checkpoint, device=device,
                               trust_checkpoint=args.trust_checkpoint,
                               trust_hint="--trust-checkpoint")
-    keypoint_set = keypoint_set_for(model.spec.num_keypoints, str(args.checkpoint))
+    keypoint_set = model_keypoints(model, str(args.checkpoint))
+    # the model's slots first, then any joint of the evaluated datasets it lacks
+    skeleton = widen(keypoint_set if keypoint_set.name == UNIFIED_NAME
+                     else unified_skeleton([keypoint_set.name]), data.datasets())
     flip_test = model.spec.flip_test if args.flip_test is None else args.flip_test
 
     with tempfile.TemporaryDirectory(prefix="unipose_eval_") as tmp:
-        paths = prepare_records(data, tmp)
+        paths = prepare_records(data, tmp, skeleton)
         eval_sets = [
-            EvalSet(name.removesuffix("_val"), str(paths[name]), files.ann_file,
+            EvalSet(split_dataset(name), str(paths[name]), files.ann_file,
                     files.unified_ann_file, args.max_samples, img_dir=files.img_dir,
                     bbox_file=files.bbox_file, bbox_score_thr=files.bbox_score_thr)
             for name, files in data.splits().items()
         ]
         boxes = f"detections of {args.bbox_file.name}" if args.bbox_file else "GT boxes"
-        print(f"{args.checkpoint} ({config.name}): {keypoint_set} keypoints "
+        print(f"{args.checkpoint} ({config.name}): {keypoint_set.name} keypoints "
               f"({model.spec.num_keypoints}), input {model.spec.input_size}, flip test "
               f"{'on' if flip_test else 'off'}, on {', '.join(s.name for s in eval_sets)} "
               f"({boxes})")
         if args.workers:
-            metrics = evaluate_on_ray(model, keypoint_set, eval_sets, args, flip_test)
+            metrics = evaluate_on_ray(model, keypoint_set, eval_sets, args, flip_test, skeleton)
         else:
             metrics = evaluate_model(model, keypoint_set, model.spec.codec, eval_sets,
                                      batch_size=args.batch_size, device=device,
-                                     flip_test=flip_test)
+                                     flip_test=flip_test, skeleton=skeleton)
 
-    print(format_table({row_name(args.checkpoint): metrics}, TRANSFER_COLUMNS))
+    print(format_table({row_name(args.checkpoint): metrics}, table_columns(data.datasets())))
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(as_written(metrics), indent=2))
@@ -193,8 +198,9 @@ def as_written(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: None if math.isnan(v) else as_percent(k, v) for k, v in metrics.items()}
 
 
-def evaluate_on_ray(model, keypoint_set: str, eval_sets: list[EvalSet],
-                    args: argparse.Namespace, flip_test: bool) -> dict[str, float]:
+def evaluate_on_ray(model, keypoint_set: KeypointSet, eval_sets: list[EvalSet],
+                    args: argparse.Namespace, flip_test: bool, skeleton: KeypointSet
+                    ) -> dict[str, float]:
     """The metrics from ``--workers`` Ray tasks, a GPU each where the cluster has GPUs."""
     import ray  # noqa: PLC0415
 
@@ -206,7 +212,7 @@ def evaluate_on_ray(model, keypoint_set: str, eval_sets: list[EvalSet],
     print(f"on {args.workers} Ray task(s), each {args.worker_cpus:g} CPU(s)"
           + (" and a GPU" if gpus else ""))
     return submit_evaluation(model, keypoint_set, model.spec.codec, eval_inputs(eval_sets),
-                             workers, flip_test, args.batch_size).result()
+                             workers, flip_test, args.batch_size, skeleton).result()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from unipose_ray.evaluation.cross_dataset import (
 from unipose_ray.models import build_from_config, build_rtmpose, write_mmpose_config
 from unipose_ray.models.checkpoints import save_checkpoint
 from unipose_ray.models.compat import import_mmpose
-from unipose_ray.skeleton import UNIFIED
+from unipose_ray.skeleton import COCO, UNIFIED
 
 
 def _coco_config() -> str:
@@ -121,7 +121,7 @@ def test_unified_student_of_a_run(job, data, tmp_path, monkeypatch, capsys):
                          "8", "--output", str(output)])
 
     [(spec, dataset, codec, eval_sets, flip_test)] = calls
-    assert spec == model.spec and dataset == "unified"
+    assert spec == model.spec and dataset == UNIFIED  # the joints its model_config.py names
     assert flip_test  # the config's test_cfg, as RTMPose's
     assert codec == CodecConfig((256, 256), (5.66, 5.66), 2.0)
     assert [(s.name, s.ann_file, s.unified_ann_file) for s in eval_sets] == [
@@ -152,7 +152,7 @@ def test_coco_teacher_from_the_released_config(job, data, tmp_path, monkeypatch,
               "--output", str(output)])
 
     [(spec, dataset, codec, _, _)] = calls
-    assert spec.num_keypoints == 17 and dataset == "coco"
+    assert spec.num_keypoints == 17 and dataset == COCO
     assert codec == CodecConfig((192, 256), (4.9, 5.66), 2.0)
     assert "coco keypoints (17)" in capsys.readouterr().out
     _assert_json_equals(output, _direct_metrics(model, "coco", data, tmp_path))

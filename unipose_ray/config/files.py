@@ -12,6 +12,7 @@ from pathlib import Path
 
 from unipose_ray.cli import InputError
 from unipose_ray.paths import is_uri, resolve_path
+from unipose_ray.skeleton import DATASET_SETS
 
 PATH_FIELDS = ("ann_file", "img_dir", "headbox_file", "unified_ann_file", "bbox_file")
 
@@ -21,14 +22,17 @@ class DatasetFiles:
     """One split of one dataset.
 
     Attributes:
-        ann_file: COCO person-keypoints JSON or MMPose-format MPII JSON.
+        ann_file: the dataset's annotation file as MMPose users hold it: COCO
+            person-keypoints JSON, MMPose's MPII JSON, AIC (MMPose's COCO-style
+            ``aic_*.json`` or the raw AI Challenger JSON), CrowdPose
+            (``mmpose_crowdpose_*.json``), Halpe-FullBody (``halpe_*_v1.json``).
         img_dir: folder the file's image names are relative to.
         headbox_file: MPII only: official ``mpii_gt_val.mat`` head boxes (optional when
             the JSON carries ``head_box`` fields).
-        unified_ann_file: optional COCO-style file annotating all 21 unified joints of the
-            same images (generated data), for unified AP.
-        bbox_file: COCO validation only: person detections (COCO results JSON, MMPose's
-            ``bbox_file``) to evaluate on instead of the GT boxes.
+        unified_ann_file: optional COCO-style file annotating every joint of the run's
+            unified skeleton on the same images (generated data), for unified AP.
+        bbox_file: validation of a COCO-style dataset only: person detections (COCO results
+            JSON, MMPose's ``bbox_file``) to evaluate on instead of the GT boxes.
         bbox_score_thr: detections scoring below this are dropped.
     """
 
@@ -54,7 +58,7 @@ class DatasetFiles:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The COCO and MPII splits of a run (any may be ``None``).
+    """The splits of a run, ``<dataset>_train`` and ``<dataset>_val`` (any may be ``None``).
 
     Attributes:
         skip_bad_images: a training image that cannot be read (missing, corrupt) is
@@ -66,11 +70,23 @@ class DataConfig:
     coco_val: DatasetFiles | None = None
     mpii_train: DatasetFiles | None = None
     mpii_val: DatasetFiles | None = None
+    aic_train: DatasetFiles | None = None
+    aic_val: DatasetFiles | None = None
+    crowdpose_train: DatasetFiles | None = None
+    crowdpose_val: DatasetFiles | None = None
+    halpe26_train: DatasetFiles | None = None
+    halpe26_val: DatasetFiles | None = None
     skip_bad_images: bool = False
 
     def splits(self) -> dict[str, DatasetFiles]:
+        """``split name -> files`` of the splits given, datasets in registry order."""
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if isinstance(getattr(self, f.name), DatasetFiles)}
+
+    def datasets(self) -> tuple[str, ...]:
+        """The datasets with a split given, in :data:`DATASET_SETS` order."""
+        named = {split_dataset(name) for name in self.splits()}
+        return tuple(d for d in DATASET_SETS if d in named)
 
     def check(self) -> None:
         """Every missing file and folder of every split, in one error."""
@@ -85,3 +101,9 @@ class DataConfig:
     def resolved(self) -> DataConfig:
         """Every split's paths made absolute (see :meth:`DatasetFiles.resolved`)."""
         return replace(self, **{name: files.resolved() for name, files in self.splits().items()})
+
+
+def split_dataset(split: str) -> str:
+    """The dataset of a split name: ``coco_val`` -> ``coco``, ``halpe26_train`` -> ``halpe26``."""
+    return split.rsplit("_", 1)[0]
+

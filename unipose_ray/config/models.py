@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from unipose_ray.config.loading import ConfigError
 from unipose_ray.config.settings import CodecConfig
-from unipose_ray.skeleton import KEYPOINT_SETS
+from unipose_ray.skeleton import DATASET_SETS, KEYPOINT_SETS
 
 STUDENT_SIZES = ("t", "s", "m")
 RTMPOSE_WEIGHT_DECAY = {"t": 0.0, "s": 0.0, "m": 0.05}
@@ -89,7 +89,7 @@ class TeacherConfig:
             raise ConfigError(
                 f"teacher '{self.name}': keypoint set '{self.dataset}' is not covered by the "
                 f"unified skeleton; known sets: {sorted(KEYPOINT_SETS)} (add a name table in "
-                "unipose_ray/skeleton.py to support another)")
+                "unipose_ray/skeleton/union.py to support another)")
         if self.weight < 0:
             raise ConfigError(f"teacher '{self.name}': weight must be >= 0, got {self.weight}")
         if self.replicas < 1:
@@ -111,7 +111,7 @@ class PretrainConfig:
     after a seed-dependent few hundred steps; heatmaps train the backbone reliably.)
 
     Attributes:
-        dataset: the training set it learns (``coco`` or ``mpii``), with that keypoint set.
+        dataset: the training set it learns (``coco``, ``mpii``...), with that keypoint set.
         epochs: passes over it.
         cpus_per_worker: CPUs (torch threads) per worker: nothing else runs then.
     """
@@ -121,7 +121,8 @@ class PretrainConfig:
     cpus_per_worker: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.dataset not in ("coco", "mpii"):
-            raise ConfigError(f"pretrain.dataset must be 'coco' or 'mpii', got '{self.dataset}'")
+        if self.dataset not in DATASET_SETS:
+            raise ConfigError(f"pretrain.dataset must be one of {list(DATASET_SETS)}, got "
+                              f"'{self.dataset}'")
         if self.epochs < 1:
             raise ConfigError("pretrain.epochs must be >= 1")

@@ -28,6 +28,7 @@ from unipose_ray.data.transforms import (
     sample_params,
     sample_seed,
 )
+from unipose_ray.skeleton import UNIFIED, KeypointSet
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,14 @@ class PipelineConfig:
         epochs: the run's epochs (``optim.epochs``): its last ``augment.stage2_epochs``
             use RTMPose's stage-2 augmentation (:meth:`augment_at`); 0: ``augment`` at
             every epoch (validation, tools without a run length).
+        skeleton: the records' unified joints (flip pairs, half-body halves).
     """
 
     codec: CodecConfig = field(default_factory=CodecConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     epochs: int = 0
+    skeleton: KeypointSet = UNIFIED
 
     def augment_at(self, epoch: int) -> AugmentConfig:
         """The augmentation of (0-based) ``epoch``: stage 2 from
@@ -98,7 +101,8 @@ class TopdownDataset:
         drawn from the epoch's seed with the epoch's augmentation (stage 1 or 2)."""
         record = self.records[index]
         seed = sample_seed(self.config.seed, epoch, record)
-        return sample_params(record, seed, self.config.codec, self.config.augment_at(epoch))
+        return sample_params(record, seed, self.config.codec, self.config.augment_at(epoch),
+                             self.config.skeleton)
 
     def sample(self, index: int, epoch: int = 0) -> Sample:
         return self.replay(index, self.params(index, epoch))
@@ -108,7 +112,7 @@ class TopdownDataset:
         record = self.records[index]
         if image is None:
             image = load_image(record.image_path)
-        return make_sample(record, image, params, self.config.codec)
+        return make_sample(record, image, params, self.config.codec, self.config.skeleton)
 
     def teacher_view(self, index: int, params: CropParams, input_size: tuple[int, int],
                      image: np.ndarray | None = None) -> TeacherView:

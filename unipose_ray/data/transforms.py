@@ -28,7 +28,7 @@ from unipose_ray.data.geometry import (
     fix_aspect_ratio,
 )
 from unipose_ray.data.records import InstanceRecord
-from unipose_ray.skeleton import UNIFIED
+from unipose_ray.skeleton import UNIFIED, KeypointSet
 
 
 @dataclass(frozen=True)
@@ -138,14 +138,14 @@ def _truncnorm(rng: np.random.Generator, size: int) -> np.ndarray:
     return out
 
 
-def _half_body_box(record: InstanceRecord, prefer_upper: bool
+def _half_body_box(record: InstanceRecord, prefer_upper: bool, skeleton: KeypointSet
                    ) -> tuple[np.ndarray, np.ndarray] | None:
     """MMPose's ``RandomHalfBody`` selection (9/2/3 visible joints, upper preferred 0.7)."""
     valid = record.weights > 0
     if valid.sum() < 9:
         return None
-    upper = np.flatnonzero(valid & UNIFIED.upper_body_mask)
-    lower = np.flatnonzero(valid & ~UNIFIED.upper_body_mask)
+    upper = np.flatnonzero(valid & skeleton.upper_body_mask)
+    lower = np.flatnonzero(valid & ~skeleton.upper_body_mask)
     if len(upper) < 2 and len(lower) < 3:
         return None
     if len(lower) < 3:
@@ -160,15 +160,16 @@ def _half_body_box(record: InstanceRecord, prefer_upper: bool
 
 
 def sample_params(record: InstanceRecord, seed: int, codec: CodecConfig,
-                  augment: AugmentConfig) -> CropParams:
-    """Draw one sample's :class:`CropParams` from its seed (always the same draws)."""
+                  augment: AugmentConfig, skeleton: KeypointSet = UNIFIED) -> CropParams:
+    """Draw one sample's :class:`CropParams` from its seed (always the same draws);
+    ``skeleton``: the record's joints (the half-body split)."""
     rng = np.random.default_rng(seed)
     # A fixed number of draws per stage keeps later stages independent of earlier branches.
     u = rng.random(8)
     center, scale = box_center_scale(record.bbox)
     flip = bool(u[0] < augment.flip_prob)
     prefer_upper = bool(u[6] < 0.7)
-    half = (_half_body_box(record, prefer_upper)
+    half = (_half_body_box(record, prefer_upper, skeleton)
             if u[1] < augment.half_body_prob else None)
     if half is not None:
         center, scale = half
@@ -255,18 +256,20 @@ def _hsv_jitter(bgr: np.ndarray, hsv: tuple[int, int, int]) -> np.ndarray:
     return cv2.cvtColor(merged, cv2.COLOR_HSV2BGR)
 
 
-def transform_keypoints(record: InstanceRecord, params: CropParams
+def transform_keypoints(record: InstanceRecord, params: CropParams,
+                        skeleton: KeypointSet = UNIFIED
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keypoints, visibility and annotated flags in crop pixels and crop joint order.
+    """Keypoints, visibility and annotated flags in crop pixels and crop joint order
+    (``skeleton``: the record's joints, whose flip pairs a flip swaps).
 
     Returns:
-        ``keypoints (21, 2)``, ``visible (21,)``, ``annotated (21,)``; after a flip, slot
+        ``keypoints (K, 2)``, ``visible (K,)``, ``annotated (K,)``; after a flip, slot
         ``left_x`` holds what was ``right_x`` (the person's left is now on the other side).
     """
     keypoints = apply_affine(record.keypoints.astype(np.float64), warp_matrix(params))
     visible, annotated = np.asarray(record.visible), np.asarray(record.annotated)
     if params.flip:
-        perm = UNIFIED.flip_permutation
+        perm = skeleton.flip_permutation
         keypoints, visible, annotated = keypoints[perm], visible[perm], annotated[perm]
     return keypoints.astype(np.float32), visible.astype(np.float32), annotated.astype(bool)
 
@@ -297,13 +300,13 @@ def simcc_targets(keypoints: np.ndarray, weights: np.ndarray, codec: CodecConfig
 
 
 def make_sample(record: InstanceRecord, image: np.ndarray, params: CropParams,
-                codec: CodecConfig) -> Sample:
+                codec: CodecConfig, skeleton: KeypointSet = UNIFIED) -> Sample:
     """Build the sample that ``params`` describes (pure: no randomness here)."""
     if tuple(params.input_size) != tuple(codec.input_size):
         raise ValueError(f"crop size {params.input_size} differs from the codec's "
                          f"{codec.input_size}")
     crop = crop_image(image, params)
-    keypoints, visible, annotated = transform_keypoints(record, params)
+    keypoints, visible, annotated = transform_keypoints(record, params, skeleton)
     target_x, target_y, weights = simcc_targets(keypoints, visible * annotated, codec)
     return Sample(
         image=np.ascontiguousarray(crop.transpose(2, 0, 1)),

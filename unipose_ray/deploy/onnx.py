@@ -87,7 +87,7 @@ def keypoint_names_of(model: PoseModel) -> tuple[str, ...]:
         ExportError: neither gives K names; pass them to :func:`export_onnx`.
     """
     k = model.spec.num_keypoints
-    meta = getattr(model.estimator, "dataset_meta", None) or {}
+    meta = getattr(getattr(model, "estimator", None), "dataset_meta", None) or {}
     id2name = meta.get("keypoint_id2name")
     if id2name and len(id2name) == k:
         return tuple(str(id2name[i]) for i in sorted(id2name, key=int))

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from unipose_ray.cli import InputError, UsageError
 from unipose_ray.data.pipeline import load_image
+from unipose_ray.deploy.onnx import ExportError, keypoint_names_of
 from unipose_ray.evaluation.coco_metric import bbox_keypoint_score
 from unipose_ray.evaluation.topdown import (
     Detections,
@@ -43,7 +44,7 @@ from unipose_ray.evaluation.topdown import (
     read_detections,
 )
 from unipose_ray.evaluation.viz import draw_skeleton
-from unipose_ray.skeleton import KEYPOINT_SETS, keypoint_set_of
+from unipose_ray.skeleton import KeypointSet, keypoint_set_named
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -76,12 +77,18 @@ def check_device(device: str, option: str = "--device") -> str:
     return device
 
 
-def keypoint_set_for(num_keypoints: int, model_name: str = "the model") -> str:
-    """:func:`~unipose_ray.skeleton.keypoint_set_of`, failing as a usage error that names
-    the model file."""
+def model_keypoints(model, model_name: str = "the model") -> KeypointSet:
+    """The keypoint set ``model`` predicts, from the joint names it carries (an export's
+    metadata, a checkpoint's ``dataset_meta``): a dataset's, or a unified skeleton; a
+    model without names by its joint count (21 unified, 17 COCO, 16 MPII).
+
+    Raises:
+        UsageError: names (or a count) no keypoint set of this product has.
+    """
     try:
-        return keypoint_set_of(num_keypoints)
-    except ValueError as err:  # the count matches no keypoint set: the user's model
+        names = getattr(model, "keypoint_names", None) or keypoint_names_of(model)
+        return keypoint_set_named(names)[1]
+    except (ValueError, ExportError) as err:  # the user's model
         raise UsageError(f"{model_name}: {err}; use a model of one of those sets") from None
 
 
@@ -235,7 +242,7 @@ def predict_images(model, inputs: Sequence[str | os.PathLike], out_dir: str | os
         The COCO results written to ``predictions.json``, and what was found and drawn.
     """
     spec = model.spec
-    keypoint_set = keypoint_set_for(spec.num_keypoints, model_name or "the model")
+    keypoint_set = model_keypoints(model, model_name or "the model")
     if bbox_file is not None and gt_ann_file is not None:
         raise UsageError("pass boxes from a detection file or from an annotation file, not both")
     images = image_infos(find_images(inputs), coco_ids=bool(bbox_file or gt_ann_file))
@@ -247,17 +254,16 @@ def predict_images(model, inputs: Sequence[str | os.PathLike], out_dir: str | os
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "predictions.json", results)
-    names = KEYPOINT_SETS[keypoint_set]
     _write_json(out / "keypoints.json", {
-        "keypoint_set": keypoint_set, "keypoint_names": list(names.names),
-        "skeleton_links": [list(link) for link in names.links], "model": model_name,
+        "keypoint_set": keypoint_set.name, "keypoint_names": list(keypoint_set.names),
+        "skeleton_links": [list(link) for link in keypoint_set.links], "model": model_name,
         "flip_test": flip_test, "boxes": str(bbox_file or gt_ann_file or "whole image")},
         indent=1)
     draw_overlays(images, results, keypoint_set, out, draw_thr)
     return results, summarize(images, results, draw_thr)
 
 
-def draw_overlays(images: dict[int, ImageInfo], results: list[dict], keypoint_set: str,
+def draw_overlays(images: dict[int, ImageInfo], results: list[dict], keypoint_set: KeypointSet,
                   out_dir: Path, draw_thr: float = 0.3) -> None:
     """``out_dir/<image name>.png``: each image with the skeletons of its
     :func:`drawn_people`, their joints scoring below ``draw_thr`` left out."""
@@ -269,7 +275,7 @@ def draw_overlays(images: dict[int, ImageInfo], results: list[dict], keypoint_se
         picture = cv2.cvtColor(load_image(info.path), cv2.COLOR_BGR2RGB)
         for result in by_image.get(image_id, []):
             keypoints = np.reshape(result["keypoints"], (-1, 3))
-            picture = draw_skeleton(picture, keypoints, keypoint_set=KEYPOINT_SETS[keypoint_set],
+            picture = draw_skeleton(picture, keypoints, keypoint_set=keypoint_set,
                                     score_threshold=draw_thr)
         cv2.imwrite(str(out_dir / f"{Path(info.path).stem}.png"),
                     cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))

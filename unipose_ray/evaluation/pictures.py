@@ -13,16 +13,18 @@ from unipose_ray.data.pipeline import load_image
 from unipose_ray.evaluation.cross_dataset import EvalSet
 from unipose_ray.evaluation.topdown import predict, to_unified
 from unipose_ray.evaluation.viz import draw_skeleton, label, make_grid
+from unipose_ray.skeleton import UNIFIED, KeypointSet
 
 
-def validation_picture(model: torch.nn.Module, keypoint_set: str, codec: CodecConfig,
-                       eval_sets: Sequence[EvalSet], images_per_set: int = 3,
+def validation_picture(model: torch.nn.Module, keypoint_set: str | KeypointSet,
+                       codec: CodecConfig, eval_sets: Sequence[EvalSet], images_per_set: int = 3,
                        flip_test: bool = True, device: str | torch.device = "cpu",
-                       min_height: int = 256) -> np.ndarray:
+                       min_height: int = 256, skeleton: KeypointSet = UNIFIED) -> np.ndarray:
     """One row per validation set: its first images with every person's predicted skeleton.
 
     Predictions are the evaluation's (GT boxes, flip test as configured), drawn in unified
-    order on the original image, scaled up to at least ``min_height`` pixels.
+    order (``skeleton``'s joints and limbs) on the original image, scaled up to at least
+    ``min_height`` pixels.
 
     Returns:
         ``(H, W, 3)`` RGB uint8.
@@ -35,7 +37,7 @@ def validation_picture(model: torch.nn.Module, keypoint_set: str, codec: CodecCo
         if not chosen:
             continue
         pred = to_unified(predict(model, chosen, keypoint_set, codec, flip_test, device=device),
-                          keypoint_set)
+                          keypoint_set, skeleton)
         for image_id in image_ids:
             people = [i for i, r in enumerate(chosen) if r.image_id == image_id]
             image = load_image(chosen[people[0]].image_path)
@@ -43,7 +45,8 @@ def validation_picture(model: torch.nn.Module, keypoint_set: str, codec: CodecCo
             if scale > 1:
                 image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
             for i in people:
-                image = draw_skeleton(image, pred.keypoints[i] * scale, pred.scores[i])
+                image = draw_skeleton(image, pred.keypoints[i] * scale, pred.scores[i],
+                                      skeleton)
             tiles.append(label(image, f"{eval_set.name} {image_id}"))
     if not tiles:
         raise ValueError("no validation images to draw")

@@ -27,7 +27,7 @@ from unipose_ray.config.settings import AugmentConfig, CodecConfig
 from unipose_ray.data.pipeline import PipelineConfig, TopdownDataset, collate, load_image
 from unipose_ray.data.records import InstanceRecord
 from unipose_ray.evaluation.decode import decode_simcc, to_image_coords
-from unipose_ray.skeleton import KEYPOINT_SETS, UNIFIED, mapping_for
+from unipose_ray.skeleton import KEYPOINT_SETS, UNIFIED, KeypointSet, set_mapping
 
 
 @dataclass
@@ -73,7 +73,8 @@ def simcc_logits(model, images: torch.Tensor, flip_indices: Sequence[int] | None
 
 
 @torch.no_grad()
-def predict(model, records: Sequence[InstanceRecord], keypoint_set: str, codec: CodecConfig,
+def predict(model, records: Sequence[InstanceRecord], keypoint_set: str | KeypointSet,
+            codec: CodecConfig,
             flip_test: bool = True, batch_size: int = 32, device: str | torch.device = "cpu",
             progress: bool = False) -> Predictions:
     """Run ``model`` (predicting ``keypoint_set``) on the unaugmented crops of ``records``' boxes.
@@ -82,7 +83,8 @@ def predict(model, records: Sequence[InstanceRecord], keypoint_set: str, codec: 
         model: images ``(B, 3, H, W)`` RGB 0-255 -> SimCC logits (a ``PoseModel``, or any
             callable with ``training``/``eval``/``train`` such as an ONNX runner).
         records: one per box (GT instances, or detections from :func:`read_detections`).
-        keypoint_set: ``unified``, ``coco`` or ``mpii``; its flip pairs drive the flip test.
+        keypoint_set: what the model predicts (a :class:`KeypointSet`, or a dataset name;
+            ``unified``: the paper's 21); its flip pairs drive the flip test.
         codec: the model's input size and SimCC split ratio.
         flip_test: average with the mirrored crop, as RTMPose's ``test_cfg``.
         progress: show a progress bar over the batches.
@@ -90,12 +92,13 @@ def predict(model, records: Sequence[InstanceRecord], keypoint_set: str, codec: 
     Returns:
         :class:`Predictions` with the model's own ``K`` joints (none for no records).
     """
+    keypoints = as_keypoint_set(keypoint_set)
     if not records:  # e.g. a box file with no box on the given images
-        k = KEYPOINT_SETS[keypoint_set].num_keypoints
+        k = keypoints.num_keypoints
         return Predictions(np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32),
                            np.zeros(0))
     data = TopdownDataset(records, PipelineConfig(codec=codec, augment=AugmentConfig.none()))
-    flip = KEYPOINT_SETS[keypoint_set].flip_permutation.tolist() if flip_test else None
+    flip = keypoints.flip_permutation.tolist() if flip_test else None
     keypoints, scores = [], []
     batches = _batches(data, batch_size)
     if progress:
@@ -125,10 +128,16 @@ def _batches(data: TopdownDataset, batch_size: int) -> Iterator[dict[str, np.nda
         yield collate(samples)
 
 
-def to_unified(pred: Predictions, keypoint_set: str) -> Predictions:
-    """Place a ``keypoint_set`` model's joints in unified slots (the others score 0)."""
-    joints = mapping_for(keypoint_set).to_unified
-    n, k = len(pred.keypoints), UNIFIED.num_keypoints
+def as_keypoint_set(keypoint_set: str | KeypointSet) -> KeypointSet:
+    """A keypoint set given as itself or by dataset name (``unified``: the paper's 21)."""
+    return keypoint_set if isinstance(keypoint_set, KeypointSet) else KEYPOINT_SETS[keypoint_set]
+
+
+def to_unified(pred: Predictions, keypoint_set: str | KeypointSet,
+               skeleton: KeypointSet = UNIFIED) -> Predictions:
+    """Place a ``keypoint_set`` model's joints in ``skeleton``'s slots (the others score 0)."""
+    joints = set_mapping(as_keypoint_set(keypoint_set), skeleton).to_unified
+    n, k = len(pred.keypoints), skeleton.num_keypoints
     # Explicit joint axis: a mapping's axis guess is ambiguous when N equals K.
     keypoints = np.zeros((n, k, 2), pred.keypoints.dtype)
     keypoints[:, joints] = pred.keypoints

@@ -12,9 +12,6 @@ from functools import cached_property
 
 import numpy as np
 
-UNANNOTATED = -1
-"""Index-map value for a joint that has no counterpart in the other set."""
-
 
 @dataclass(frozen=True)
 class KeypointSet:

@@ -220,6 +220,25 @@ def mapping_for(dataset: str, skeleton: KeypointSet = UNIFIED) -> DatasetMapping
     return build_mapping(DATASET_SETS[dataset], NAME_MAPS[dataset], skeleton)
 
 
+def set_mapping(keypoints: KeypointSet, skeleton: KeypointSet = UNIFIED) -> DatasetMapping:
+    """The mapping of a model's keypoint set (a dataset's, or a union) onto ``skeleton``,
+    by joint name.
+
+    Raises:
+        ValueError: a joint ``skeleton`` does not have.
+    """
+    if keypoints.name in NAME_MAPS and keypoints == DATASET_SETS[keypoints.name]:
+        return mapping_for(keypoints.name, skeleton)
+    return build_mapping(keypoints, {n: n for n in keypoints.names}, skeleton)
+
+
+def widen(skeleton: KeypointSet, datasets: Iterable[str]) -> KeypointSet:
+    """``skeleton`` with the joints of ``datasets`` it lacks appended (a model evaluated on
+    datasets beyond its own union keeps its slots first)."""
+    extra = [n for n in union_names(datasets) if n not in skeleton.names]
+    return skeleton_from_names(skeleton.names + tuple(extra)) if extra else skeleton
+
+
 KEYPOINT_SETS: dict[str, KeypointSet] = {**DATASET_SETS, UNIFIED_NAME: UNIFIED}
 """Every dataset's keypoint set, and the paper's unified 21 (a run's union may differ:
 :func:`unified_skeleton`)."""

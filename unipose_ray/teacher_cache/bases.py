@@ -94,7 +94,8 @@ def ensure_bases(config: DistillConfig, records, specs: dict[str, PoseModelSpec]
     views, rows = calibration_rows(records.num_rows, cache.views, cache.calibration)
     print0(f"[cache] fitting each teacher's basis ({cache.components} components per joint) "
            f"on {len(rows)} instance-views")
-    pipeline = PipelineConfig(config.student.codec, config.augment, config.run.seed)
+    pipeline = PipelineConfig(config.student.codec, config.augment, config.run.seed,
+                              skeleton=config.skeleton)
     grid = StudentGrid(config.student.codec.num_bins, config.student.codec.split_ratio)
     records_ref = ray.put(records)
     gpus = ray.cluster_resources().get("GPU", 0)

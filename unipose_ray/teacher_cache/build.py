@@ -212,7 +212,8 @@ def target_pipeline(config: DistillConfig, records, specs: dict[str, PoseModelSp
     sizes = tuple(sorted({tuple(spec.input_size) for spec in specs.values()}))
     # No run length: every view is a stage-1 crop. A run with RTMPose's stage-2 switch
     # (augment.stage2_epochs) and a cache is refused by DistillConfig, never served these.
-    pipeline = PipelineConfig(config.student.codec, config.augment, config.run.seed)
+    pipeline = PipelineConfig(config.student.codec, config.augment, config.run.seed,
+                              skeleton=config.skeleton)
     plan = CropPlan(ray.put(records), pipeline, sizes, views, rows, config.data.skip_bad_images)
     quiet_ray_data()
     context = ray.data.DataContext.get_current()

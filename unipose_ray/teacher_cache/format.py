@@ -42,7 +42,8 @@ class CacheManifest:
         teachers: per teacher: its MMPose config and checkpoint sha256, keypoint set and
             joint count.
         student_grid: the student's input size, SimCC bins and split ratio.
-        pipeline: crop, augmentation and seed settings (the views are replayed from them).
+        pipeline: crop, augmentation and seed settings and the unified skeleton's joint
+            names (the views are replayed from them).
         records_sha256: the training record set the rows index.
         views: augmentation views per record (epoch ``e`` uses view ``e mod views``).
         compression: ``{"components": M or None, "calibration": N, "k": k or None,

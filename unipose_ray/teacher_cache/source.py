@@ -91,7 +91,8 @@ def records_fingerprint(records: pa.Table) -> str:
 def wanted_manifest(config: DistillConfig, records: pa.Table,
                     specs: dict[str, PoseModelSpec]) -> CacheManifest:
     """The manifest of the cache ``config`` needs: its teachers (file hashes, keypoints,
-    input size), the student's grid and KD softmax, the crop pipeline and the records."""
+    input size), the student's grid and KD softmax, the crop pipeline (with the unified
+    skeleton, whose halves and flip pairs place the crops) and the records."""
     codec = config.student.codec
     teachers = {}
     for teacher in config.teachers:
@@ -106,7 +107,8 @@ def wanted_manifest(config: DistillConfig, records: pa.Table,
         teachers=teachers,
         student_grid={"input_size": list(codec.input_size), "bins": list(codec.num_bins),
                       "split_ratio": codec.split_ratio, "beta": config.loss.beta},
-        pipeline={"seed": config.run.seed, "augment": asdict(config.augment)},
+        pipeline={"seed": config.run.seed, "augment": asdict(config.augment),
+                  "skeleton": list(config.skeleton.names)},
         records_sha256=records_fingerprint(records), views=cache.views,
         compression=cache.compression)
 

@@ -19,7 +19,6 @@ import torch
 from unipose_ray.models import PoseModel
 from unipose_ray.models.checkpoints import MODEL_CONFIG_NAME, save_checkpoint
 from unipose_ray.runtime import distributed as dist
-from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.train.optim import EMA, MixedPrecision
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ def save_best(job: TrainJob, model: PoseModel, folder: Path, step: int, score: f
     """Write ``folder/best.pth`` (MMPose layout) and its MMPose config beside it."""
     from unipose_ray.models import write_mmpose_config  # noqa: PLC0415
 
-    meta = KEYPOINT_SETS[job.config.student.dataset].dataset_meta()
+    meta = job.config.student_keypoints.dataset_meta()
     write_mmpose_config(model, job.config.student.size, folder / MODEL_CONFIG_NAME, meta)
     return save_checkpoint(model, folder / "best.pth", dataset_meta=meta,
                            extra_meta={"step": step, "val/score": score})
@@ -101,7 +100,7 @@ def report(job: TrainJob, learner: Learner, state: TrainState, metrics: dict,
                     "nonfinite_steps": state.nonfinite_steps, "bad_images": state.bad_images},
                    Path(tmp) / "state.pt")
         save_checkpoint(learner.evaluated, Path(tmp) / "student.pth",
-                        dataset_meta=KEYPOINT_SETS[job.config.student.dataset].dataset_meta(),
+                        dataset_meta=job.config.student_keypoints.dataset_meta(),
                         extra_meta={"step": state.step, **{k: v for k, v in metrics.items()
                                                            if k == "val/score"}})
         if picture is not None:

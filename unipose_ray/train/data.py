@@ -39,7 +39,7 @@ from unipose_ray.data.transforms import size_key
 from unipose_ray.teacher_cache.shared import shared_view
 from unipose_ray.teacher_cache.source import CacheSource, ViewTargets
 
-DATASET_CODES = {"coco": 0, "mpii": 1, "aic": 2, "unified": 3}
+DATASET_CODES = {"coco": 0, "mpii": 1, "aic": 2, "unified": 3, "crowdpose": 4, "halpe26": 5}
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,7 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
     check_resources(config)
     Path(job.output_dir).mkdir(parents=True, exist_ok=True)
     check_shared(job)
-    records = read_records(job.train_records)
+    records = read_records(job.train_records, config.skeleton)
     n = records.num_rows
     global_batch = config.optim.batch_size * config.run.num_workers
     if n < global_batch:
@@ -214,7 +214,7 @@ def run_training(job: TrainJob, pools: dict[str, TeacherPool] | None = None,
     # cache, one reader of each view for the whole run (teacher_cache/shared.py)
     stream = StreamSpec(job.train_records,
                         PipelineConfig(config.student.codec, config.augment, config.run.seed,
-                                       config.optim.epochs),
+                                       config.optim.epochs, config.skeleton),
                         teacher_sizes, records_ref=ray.put(RecordTable.from_arrow(records)),
                         skip_bad_images=config.data.skip_bad_images, cache=cache,
                         targets=start_view_hub(cache, n) if cache else None)
@@ -283,7 +283,6 @@ def export_best(result, job: TrainJob) -> Path | None:
     """
     from unipose_ray.models import write_mmpose_config  # noqa: PLC0415
     from unipose_ray.models.checkpoints import MODEL_CONFIG_NAME  # noqa: PLC0415
-    from unipose_ray.skeleton import KEYPOINT_SETS  # noqa: PLC0415
     from unipose_ray.train.checkpointing import VAL_PICTURE  # noqa: PLC0415
     from unipose_ray.train.job import build_student  # noqa: PLC0415
 
@@ -301,5 +300,5 @@ def export_best(result, job: TrainJob) -> Path | None:
             shutil.copyfile(Path(folder) / VAL_PICTURE, out / VAL_PICTURE)
     config = job.config
     write_mmpose_config(build_student(config), config.student.size, out / MODEL_CONFIG_NAME,
-                        KEYPOINT_SETS[config.student.dataset].dataset_meta())
+                        config.student_keypoints.dataset_meta())
     return out / "best.pth"

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from unipose_ray.config import DistillConfig
 from unipose_ray.evaluation.cross_dataset import EvalSet
 from unipose_ray.models import PoseModel, PoseModelSpec, build_rtmpose
-from unipose_ray.skeleton import KEYPOINT_SETS
 from unipose_ray.train.data import StreamSpec
 
 
@@ -65,5 +64,5 @@ class TrainJob:
 def build_student(config: DistillConfig) -> PoseModel:
     """The model this run trains: RTMPose of the configured size on its keypoint set."""
     student = config.student
-    return build_rtmpose(student.size, KEYPOINT_SETS[student.dataset].num_keypoints,
+    return build_rtmpose(student.size, config.student_keypoints.num_keypoints,
                          student.codec.input_size, student.codec.sigma, student.head)

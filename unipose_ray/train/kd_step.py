@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,7 @@ from unipose_ray.config import DistillConfig
 from unipose_ray.data.transforms import size_key
 from unipose_ray.kd.losses import TeacherTerm
 from unipose_ray.runtime import distributed as dist
-from unipose_ray.skeleton import UNIFIED, mapping_for
+from unipose_ray.skeleton import NAME_MAPS, UNIFIED, KeypointSet, mapping_for
 from unipose_ray.teacher_cache.source import batch_targets
 from unipose_ray.teachers.service import StudentGrid, TeacherPool, TeacherService
 from unipose_ray.train.data import DATASET_CODES
@@ -35,10 +36,10 @@ def teacher_terms(config: DistillConfig) -> list[TeacherTerm]:
     teacher's face joints on MPII images and the MPII teacher's spine and head top on
     COCO images are what the student learns from the other dataset.
     """
-    student = mapping_for(config.student.dataset)
+    student = mapping_for(config.student.dataset, config.skeleton)
     terms = []
     for teacher in config.teachers:
-        uni = mapping_for(teacher.dataset).to_unified
+        uni = mapping_for(teacher.dataset, config.skeleton).to_unified
         missing = [int(i) for i in uni if student.from_unified[i] < 0]
         if missing:
             raise ValueError(f"teacher '{teacher.name}' predicts joints the student does not have")
@@ -48,19 +49,20 @@ def teacher_terms(config: DistillConfig) -> list[TeacherTerm]:
     return terms
 
 
-def _annotated_table() -> np.ndarray:
-    """``(num dataset codes, 21)``: which unified joints each dataset annotates."""
-    table = np.zeros((max(DATASET_CODES.values()) + 1, UNIFIED.num_keypoints), bool)
+@lru_cache(maxsize=None)
+def annotated_table(skeleton: KeypointSet) -> np.ndarray:
+    """``(num dataset codes, K)``: which of ``skeleton``'s joints each dataset annotates
+    (a dataset with joints outside it annotates none: it cannot be in such a run)."""
+    table = np.zeros((max(DATASET_CODES.values()) + 1, skeleton.num_keypoints), bool)
     for name, code in DATASET_CODES.items():
-        table[code, mapping_for(name).to_unified] = True
+        if set(NAME_MAPS.get(name, {}).values()) <= set(skeleton.names):
+            table[code, mapping_for(name, skeleton).to_unified] = True
     return table
 
 
-ANNOTATED = _annotated_table()
-
-
 def kd_joint_weights(dataset_codes: torch.Tensor, weights: torch.Tensor, kd_mask: str,
-                     student_dataset: str = "unified") -> torch.Tensor | None:
+                     student_dataset: str = "unified", skeleton: KeypointSet = UNIFIED
+                     ) -> torch.Tensor | None:
     """Per-sample, per-student-channel KD weights for ``loss.kd_mask``; ``None`` for ``none``.
 
     ``own_unlabelled``: 0 where the sample's own dataset annotates the joint and its
@@ -69,17 +71,19 @@ def kd_joint_weights(dataset_codes: torch.Tensor, weights: torch.Tensor, kd_mask
 
     Args:
         dataset_codes: ``(B,)`` ``DATASET_CODES`` of the samples.
-        weights: ``(B, 21)`` unified target weights of the batch.
+        weights: ``(B, K)`` unified target weights of the batch.
         kd_mask: ``loss.kd_mask``.
         student_dataset: the student's keypoint set (its channels are returned).
+        skeleton: the run's unified skeleton (``K`` joints).
     """
     if kd_mask == "none":
         return None
     if kd_mask != "own_unlabelled":
         raise ValueError(f"unknown kd_mask '{kd_mask}'")
-    annotated = torch.as_tensor(ANNOTATED, device=weights.device)[dataset_codes.long()]
+    annotated = torch.as_tensor(annotated_table(skeleton), device=weights.device)[
+        dataset_codes.long()]
     unified = torch.where(annotated, (weights > 0).to(weights.dtype), torch.ones_like(weights))
-    idx = torch.as_tensor(mapping_for(student_dataset).to_unified, device=weights.device)
+    idx = torch.as_tensor(mapping_for(student_dataset, skeleton).to_unified, device=weights.device)
     return unified.index_select(1, idx)
 
 

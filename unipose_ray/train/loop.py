@@ -49,7 +49,7 @@ def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def _targets(batch: dict, config: DistillConfig, device: torch.device) -> SimCCTargets:
     """The batch's unified targets gathered to the student's own keypoint set."""
-    idx = torch.as_tensor(mapping_for(config.student.dataset).to_unified)
+    idx = torch.as_tensor(mapping_for(config.student.dataset, config.skeleton).to_unified)
     return SimCCTargets(
         _tensor(batch["target_x"], device)[:, idx],
         _tensor(batch["target_y"], device)[:, idx],
@@ -60,7 +60,7 @@ def _kd_joint_weights(batch: dict, config: DistillConfig, device: torch.device):
     if config.loss.kd_mask == "none":
         return None
     return kd_joint_weights(_tensor(batch["dataset"], device), _tensor(batch["weights"], device),
-                            config.loss.kd_mask, config.student.dataset)
+                            config.loss.kd_mask, config.student.dataset, config.skeleton)
 
 
 def _heatmap_loss(student: PoseModel, heatmaps: torch.Tensor, batch: dict,
@@ -70,7 +70,7 @@ def _heatmap_loss(student: PoseModel, heatmaps: torch.Tensor, batch: dict,
     Joints weigh as in the SimCC loss (visible, annotated, inside the crop); MMPose would
     also train a joint just outside the crop on its partial Gaussian.
     """
-    idx = torch.as_tensor(mapping_for(config.student.dataset).to_unified)
+    idx = torch.as_tensor(mapping_for(config.student.dataset, config.skeleton).to_unified)
     input_size = config.student.codec.input_size
     targets, weights = udp_heatmap_targets(
         _tensor(batch["keypoints"], device)[:, idx], _tensor(batch["weights"], device)[:, idx],

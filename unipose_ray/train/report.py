@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, evaluate_model
+from unipose_ray.evaluation.cross_dataset import evaluate_model, table_columns
 from unipose_ray.evaluation.pictures import validation_picture
 from unipose_ray.models import PoseModel
 from unipose_ray.runtime import distributed as dist
@@ -55,15 +55,16 @@ def validate_and_report(job: TrainJob, learner: Learner, state: TrainState, trac
     if dist.is_rank_zero() and job.eval_sets:
         model = learner.evaluated
         config = job.config
-        values = evaluate_model(model, config.student.dataset, config.student.codec,
+        values = evaluate_model(model, config.student_keypoints, config.student.codec,
                                 job.eval_sets, device=dist.device(),
-                                flip_test=config.run.val_flip_test)
+                                flip_test=config.run.val_flip_test, skeleton=config.skeleton)
         metrics |= {f"val/{k}": v for k, v in values.items()}
         tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("val/")}, state.step)
         picture = val_picture(model, job)
         tracker.log_figure_png(picture, f"val/skeletons_step{state.step:06d}")
         dist.print0(f"[{config.run.name}] validation at step {state.step}: "
-                    + " ".join(f"{k}={values[k]:.4g}" for k in TRANSFER_COLUMNS if k in values))
+                    + " ".join(f"{k}={values[k]:.4g}" for k in table_columns(config.datasets)
+                               if k in values))
         score = metrics.get("val/score", math.nan)
         metrics[CHECKPOINT_SCORE] = UNSCORED if math.isnan(score) else score
         if not math.isnan(score) and score > state.best_score:
@@ -77,6 +78,6 @@ def validate_and_report(job: TrainJob, learner: Learner, state: TrainState, trac
 def val_picture(model: PoseModel, job: TrainJob) -> np.ndarray:
     """The validation picture: whole validation images with the predicted skeletons."""
     config = job.config
-    return validation_picture(model, config.student.dataset, config.student.codec,
+    return validation_picture(model, config.student_keypoints, config.student.codec,
                               job.eval_sets, config.tracking.images_per_set,
-                              config.run.val_flip_test, dist.device())
+                              config.run.val_flip_test, dist.device(), skeleton=config.skeleton)

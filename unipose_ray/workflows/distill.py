@@ -26,15 +26,15 @@ import cv2
 
 from unipose_ray.config import DistillConfig, TeacherConfig
 from unipose_ray.evaluation.cross_dataset import (
-    TRANSFER_COLUMNS,
     as_percent,
     eval_inputs,
     format_table,
+    table_columns,
 )
 from unipose_ray.evaluation.pictures import validation_picture
 from unipose_ray.models import build_from_config
 from unipose_ray.runtime.distributed import print0
-from unipose_ray.skeleton import keypoint_set_of
+from unipose_ray.skeleton import DATASET_SETS
 from unipose_ray.teacher_cache.build import ensure_cache
 from unipose_ray.tracking.params import flatten_config
 from unipose_ray.tracking.runs import PARENT_TAG, RunTracker, child_key
@@ -89,7 +89,7 @@ def _compare(config: DistillConfig, data: PreparedData, output_dir: Path,
     config = resolve_teachers(ensure_teachers(config, data, output_dir, parent.run_id))
     specs = check_teachers(config)
     inputs = eval_inputs(data.eval_sets)  # the boxes, read once for every model
-    models: dict = {}
+    models: dict = {}  # row -> (model, the keypoint set it predicts), for the pictures
     # Submitted now, collected after the students train: the tasks run on the teachers'
     # resources beside the training (each frees them when its shard is done, so the
     # training never waits on them for long).
@@ -111,22 +111,24 @@ def _compare(config: DistillConfig, data: PreparedData, output_dir: Path,
     print0("evaluating the students")
     students = {}
     for run, run_dir in zip(runs, run_dirs, strict=True):
-        models[run.name] = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
+        model = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
+        models[run.name] = model, config.student_keypoints
         students[run.name] = submit_evaluation(
-            models[run.name], config.student.dataset, models[run.name].spec.codec, inputs,
-            student_workers(config.run), config.run.val_flip_test)
+            model, config.student_keypoints, model.spec.codec, inputs,
+            student_workers(config.run), config.run.val_flip_test, skeleton=config.skeleton)
     for name, pending in students.items():  # every student's tasks submitted first
         results[name] = pending.result()
         _log_row(config, parent, name, results[name])
 
-    table = format_table(results, TRANSFER_COLUMNS)
+    columns = table_columns(config.datasets)
+    table = format_table(results, columns)
     claim = claim_summary(results)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     (output_dir / "results.txt").write_text(f"{table}\n\n{claim}\n")
     parent.log_artifact(output_dir / "results.json")
     parent.log_text(f"{table}\n\n{claim}\n", "results.txt")
     parent.log_metrics({f"{row}/{k}": v for row, m in results.items() for k, v in m.items()
-                        if k in TRANSFER_COLUMNS}, step=0)
+                        if k in columns}, step=0)
     _pictures(models, config, data, output_dir, parent)
     print0(f"\n{table}\n\n{claim}\n\nresults written to {output_dir / 'results.json'}, "
            f"pictures to {output_dir / 'pictures'}")
@@ -140,10 +142,11 @@ def _evaluate_teacher(config: DistillConfig, teacher: TeacherConfig, inputs: lis
     workers = teacher_workers(teacher, config.run.eval_workers)
     where = f"on {workers.count} Ray task(s)" if workers.count else "on the driver"
     print0(f"evaluating teacher '{teacher.name}' ({Path(teacher.checkpoint).name}) {where}")
-    models[row] = build_from_config(teacher.config, teacher.checkpoint,
-                                    trust_checkpoint=teacher.trust_checkpoint)
-    return submit_evaluation(models[row], teacher.dataset, models[row].spec.codec, inputs,
-                             workers, config.run.val_flip_test)
+    model = build_from_config(teacher.config, teacher.checkpoint,
+                              trust_checkpoint=teacher.trust_checkpoint)
+    models[row] = model, DATASET_SETS[teacher.dataset]
+    return submit_evaluation(model, teacher.dataset, model.spec.codec, inputs,
+                             workers, config.run.val_flip_test, skeleton=config.skeleton)
 
 
 def _train_students(config: DistillConfig, data: PreparedData, specs: dict, output_dir: Path,
@@ -174,10 +177,10 @@ def _pictures(models: dict, config: DistillConfig, data: PreparedData, output_di
               parent: RunTracker) -> None:
     folder = output_dir / "pictures"
     folder.mkdir(exist_ok=True)
-    for row, model in models.items():
-        picture = validation_picture(model, keypoint_set_of(model.spec.num_keypoints), model.spec.codec,
-                                     data.eval_sets, config.tracking.images_per_set,
-                                     config.run.val_flip_test)
+    for row, (model, keypoints) in models.items():
+        picture = validation_picture(model, keypoints, model.spec.codec, data.eval_sets,
+                                     config.tracking.images_per_set, config.run.val_flip_test,
+                                     skeleton=config.skeleton)
         cv2.imwrite(str(folder / f"{row}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         parent.log_figure_png(picture, f"pictures/{row}")
 

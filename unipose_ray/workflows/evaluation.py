@@ -31,6 +31,7 @@ from unipose_ray.data.records import InstanceRecord
 from unipose_ray.evaluation.cross_dataset import SetInputs, score_predictions
 from unipose_ray.evaluation.topdown import Predictions, predict
 from unipose_ray.models.compat import import_mmpose
+from unipose_ray.skeleton import UNIFIED, KeypointSet
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def concat_predictions(parts: Sequence[Predictions]) -> Predictions:
                        np.concatenate([p.areas for p in parts]))
 
 
-def predict_shard(model: torch.nn.Module, keypoint_set: str, codec: CodecConfig,
+def predict_shard(model: torch.nn.Module, keypoint_set: str | KeypointSet, codec: CodecConfig,
                   boxes: list[list[InstanceRecord]], flip_test: bool, batch_size: int,
                   use_gpu: bool, threads: int) -> list[Predictions]:
     """A task's work: the model's predictions on its boxes of each set (the body of the
@@ -115,13 +116,15 @@ class PendingEvaluation:
     Args:
         inputs: the sets' boxes (:func:`eval_inputs`).
         keypoint_set: the model's keypoint set.
+        skeleton: the unified skeleton of the sets' records.
         shards: ``ObjectRef`` per task of its per-set :class:`Predictions`; or
         metrics: the metrics, already computed on the driver.
     """
 
-    def __init__(self, inputs: Sequence[SetInputs], keypoint_set: str,
-                 shards: list | None = None, metrics: dict[str, float] | None = None):
-        self.inputs, self.keypoint_set = list(inputs), keypoint_set
+    def __init__(self, inputs: Sequence[SetInputs], keypoint_set: str | KeypointSet,
+                 skeleton: KeypointSet = UNIFIED, shards: list | None = None,
+                 metrics: dict[str, float] | None = None):
+        self.inputs, self.keypoint_set, self.skeleton = list(inputs), keypoint_set, skeleton
         self.shards, self.metrics = shards, metrics
 
     def result(self) -> dict[str, float]:
@@ -131,7 +134,8 @@ class PendingEvaluation:
 
             parts = ray.get(self.shards)
             preds = [concat_predictions([p[i] for p in parts]) for i in range(len(self.inputs))]
-            self.metrics = score_predictions(self.inputs, preds, self.keypoint_set)
+            self.metrics = score_predictions(self.inputs, preds, self.keypoint_set,
+                                             self.skeleton)
             self.shards = None
         return self.metrics
 
@@ -145,9 +149,10 @@ class PendingEvaluation:
             self.shards = None
 
 
-def submit_evaluation(model: torch.nn.Module, keypoint_set: str, codec: CodecConfig,
-                      inputs: Sequence[SetInputs], workers: EvalWorkers,
-                      flip_test: bool = True, batch_size: int = 32) -> PendingEvaluation:
+def submit_evaluation(model: torch.nn.Module, keypoint_set: str | KeypointSet,
+                      codec: CodecConfig, inputs: Sequence[SetInputs], workers: EvalWorkers,
+                      flip_test: bool = True, batch_size: int = 32,
+                      skeleton: KeypointSet = UNIFIED) -> PendingEvaluation:
     """Start a model's evaluation on ``workers`` (Ray must be initialised when
     ``workers.count > 0``); returns at once, the metrics come with ``.result()``.
 
@@ -157,8 +162,8 @@ def submit_evaluation(model: torch.nn.Module, keypoint_set: str, codec: CodecCon
     if workers.count == 0:
         preds = [predict(model, s.boxes, keypoint_set, codec, flip_test, batch_size)
                  for s in inputs]
-        return PendingEvaluation(inputs, keypoint_set,
-                                 metrics=score_predictions(inputs, preds, keypoint_set))
+        return PendingEvaluation(inputs, keypoint_set, skeleton,
+                                 metrics=score_predictions(inputs, preds, keypoint_set, skeleton))
     import ray  # noqa: PLC0415
 
     model_ref = ray.put(model)
@@ -173,5 +178,5 @@ def submit_evaluation(model: torch.nn.Module, keypoint_set: str, codec: CodecCon
                                       max(1, round(workers.num_cpus))))
     if not shards:  # no box in any set: score the empty predictions on the driver
         return submit_evaluation(model, keypoint_set, codec, inputs, EvalWorkers(0),
-                                 flip_test, batch_size)
-    return PendingEvaluation(inputs, keypoint_set, shards=shards)
+                                 flip_test, batch_size, skeleton)
+    return PendingEvaluation(inputs, keypoint_set, skeleton, shards=shards)

@@ -15,6 +15,7 @@ from pathlib import Path
 from unipose_ray.cli import InputError
 from unipose_ray.config import ConfigError, DistillConfig
 from unipose_ray.config.files import DatasetFiles
+from unipose_ray.config.schema import GENERATED_BY_DEFAULT, generated_datasets
 from unipose_ray.data.formats import check_annotation_format
 from unipose_ray.evaluation.names import metric_names
 from unipose_ray.paths import is_uri
@@ -90,11 +91,12 @@ class ValidationFiles:
 
 
 def validation_files(config: DistillConfig) -> tuple[ValidationFiles, ...]:
-    """The run's validation sets as its config names them (generated data: COCO and MPII,
-    each with its 21-joint file)."""
+    """The run's validation sets as its config names them (generated data: each generated
+    dataset's, with its whole-skeleton file)."""
     if config.generate is not None:
-        return (ValidationFiles("coco", "generated", "generated"),
-                ValidationFiles("mpii", "generated", "generated"))
+        return tuple(ValidationFiles(d, "generated", "generated")
+                     for d in generated_datasets(config.generate)
+                     if config.generate.get(f"{d}_val", d in GENERATED_BY_DEFAULT))
     return tuple(ValidationFiles(split.removesuffix("_val"), files.ann_file,
                                  files.unified_ann_file, files.bbox_file)
                  for split, files in config.data.splits().items() if split.endswith("_val"))

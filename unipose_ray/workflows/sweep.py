@@ -21,7 +21,7 @@ from pathlib import Path
 
 from unipose_ray.config import DistillConfig
 from unipose_ray.data.records import read_records
-from unipose_ray.evaluation.cross_dataset import TRANSFER_COLUMNS, format_table
+from unipose_ray.evaluation.cross_dataset import format_table, table_columns
 from unipose_ray.runtime.distributed import print0
 from unipose_ray.runtime.signals import handlers_restored
 from unipose_ray.teacher_cache.build import ensure_cache
@@ -128,13 +128,14 @@ def _summarise(config: DistillConfig, base: SweepBase, results, parent: RunTrack
            f"trial(s) ran none)")
     best = next((r for r in rows if r["checkpoint"]), None)
     if best is not None:
-        metrics = evaluate_checkpoint(Path(best["checkpoint"]).parent, config.student.dataset,
-                                      data, flip_test=config.run.val_flip_test)
-        table = format_table({f"best_{best['trial']}": metrics}, TRANSFER_COLUMNS)
+        metrics = evaluate_checkpoint(Path(best["checkpoint"]).parent, config.student_keypoints,
+                                      data, config.skeleton, flip_test=config.run.val_flip_test)
+        columns = table_columns(config.datasets)
+        table = format_table({f"best_{best['trial']}": metrics}, columns)
         (out / "best_trial.txt").write_text(table + "\n")
         parent.log_text(table + "\n", "best_trial.txt")
         parent.log_metrics({f"best/{k}": v for k, v in metrics.items()
-                            if k in TRANSFER_COLUMNS}, step=0)
+                            if k in columns}, step=0)
         print0(f"best trial {best['trial']} ({best['checkpoint']}), evaluated as "
                f"jobs/evaluate.py does:\n{table}")
     print0(f"\nsummary in {json_path} and {csv_path}, picture {picture_path}; MLflow parent "

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from unipose_ray.evaluation.cross_dataset import as_percent
+from unipose_ray.evaluation.cross_dataset import as_percent, dataset_columns
+from unipose_ray.skeleton import DATASET_SETS
 from unipose_ray.workflows.sweep_trial import WEIGHT_KEY, short_params
 
 BEST_TAG = "unipose_ray.best_trial"
 STOPPED_TAG = "unipose_ray.stopped_early"
-TABLE_METRICS = ("val/coco_AP", "val/mpii_PCKh", "val/unified_AP", "val/transfer_PCK",
-                 "val/score")
+TABLE_METRICS = (*(f"val/{dataset_columns(d)[0]}" for d in DATASET_SETS), "val/unified_AP",
+                 "val/transfer_PCK", "val/score")
+"""The table's metrics (those the trials report): each dataset's headline figure, unified
+AP, transfer PCK, score."""
 
 
 def trial_id(result) -> str:
@@ -73,7 +76,8 @@ def format_rows(rows: list[dict], metric: str) -> str:
     """The printed table: choices, headline metrics, steps, early stop."""
     choices = list(dict.fromkeys(k for row in rows for k in row
                                  if k == "size" or k.startswith(("w1", "w_")) or k == "lr"))
-    metrics = list(dict.fromkeys([*TABLE_METRICS, metric]))
+    reported = {k for row in rows for k in row}
+    metrics = list(dict.fromkeys([*(m for m in TABLE_METRICS if m in reported), metric]))
     header = ["trial", *choices, *(m.removeprefix("val/") for m in metrics), "steps", "stopped"]
     lines = [header]
     for row in rows:

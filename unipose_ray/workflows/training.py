@@ -16,22 +16,28 @@ import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
 
 from unipose_ray.cli import InputError
 from unipose_ray.config import DistillConfig, TeacherConfig
+from unipose_ray.config.files import split_dataset
 from unipose_ray.config.loading import ConfigError, build
 from unipose_ray.data.records import read_records, write_records
 from unipose_ray.data.sources import DataConfig, DatasetFiles, prepare_records
-from unipose_ray.evaluation.cross_dataset import EvalSet, evaluate_model, format_table
+from unipose_ray.evaluation.cross_dataset import (
+    EvalSet,
+    evaluate_model,
+    format_table,
+    table_columns,
+)
 from unipose_ray.models import PoseModelSpec, build_from_config, build_teacher
 from unipose_ray.models.checkpoints import load_backbone
 from unipose_ray.paths import resolve_path
 from unipose_ray.runtime.distributed import print0
-from unipose_ray.skeleton import KEYPOINT_SETS
+from unipose_ray.skeleton import KEYPOINT_SETS, KeypointSet
 from unipose_ray.teachers.service import StudentGrid, start_teachers, stop_teachers
 from unipose_ray.tracking.runs import RunTracker
 from unipose_ray.tracking.uris import resolve_tracking_uri
@@ -44,7 +50,7 @@ class PreparedData:
     """Record sets of a run.
 
     Attributes:
-        train: per dataset (``coco``, ``mpii``) the training record file.
+        train: per dataset (``coco``, ``mpii``, ...) the training record file.
         eval_sets: the validation sets.
     """
 
@@ -69,21 +75,28 @@ def generated_data_config(config: DistillConfig, output_dir: Path) -> DataConfig
     from unipose_ray.data.synthetic import SyntheticConfig, dataset_paths, generate_dataset  # noqa: PLC0415
 
     synthetic = build(SyntheticConfig, config.generate, "generate")
+    if synthetic.skeleton != config.skeleton:  # a teacher of a dataset not generated
+        missing = [d for d in config.datasets if d not in synthetic.datasets]
+        raise ConfigError(
+            f"the run's skeleton has the joints of {missing}, whose images are not generated, "
+            f"so the generated files cannot label them; set generate.{missing[0]}_train and "
+            f"generate.{missing[0]}_val")
     root = output_dir / "data"
     marker = root / "synthetic_config.json"
-    wanted = json.dumps(asdict(synthetic), sort_keys=True, default=list)  # as files.py writes it
+    wanted = json.dumps(synthetic.record(), sort_keys=True, default=list)  # as files.py writes it
     if not marker.exists() or json.dumps(json.loads(marker.read_text()), sort_keys=True, default=list) != wanted:
         print0(f"generating the demo dataset into {root}")
         generate_dataset(root, synthetic)
-    paths = dataset_paths(root)
+    paths = dataset_paths(root, synthetic)
 
     def files(dataset: str, split: str) -> DatasetFiles:
         return DatasetFiles(
             str(paths.annotation_file(dataset, split)), str(paths.images_dir(dataset, split)),
             unified_ann_file=str(paths.unified_val_file(dataset)) if split == "val" else None)
 
-    return DataConfig(files("coco", "train"), files("coco", "val"),
-                      files("mpii", "train"), files("mpii", "val"))
+    return DataConfig(**{f"{dataset}_{split}": files(dataset, split)
+                         for dataset in synthetic.datasets for split in ("train", "val")
+                         if getattr(synthetic, f"{dataset}_{split}")})
 
 
 def prepare_data(config: DistillConfig, output_dir: Path) -> tuple[DistillConfig, PreparedData]:
@@ -95,14 +108,13 @@ def prepare_data(config: DistillConfig, output_dir: Path) -> tuple[DistillConfig
         config = replace(config, data=generated_data_config(config, output_dir))
     config = replace(config, data=config.data.resolved())  # workers run in another folder
     config.data.check()
-    paths = prepare_records(config.data, output_dir / "records")
-    train = {name.removesuffix("_train"): str(p) for name, p in paths.items() if name.endswith("_train")}
+    paths = prepare_records(config.data, output_dir / "records", config.skeleton)
+    train = {split_dataset(name): str(p) for name, p in paths.items() if name.endswith("_train")}
     eval_sets = []
-    for name in ("coco_val", "mpii_val"):
-        if name in paths:
-            files = getattr(config.data, name)
+    for name, files in config.data.splits().items():
+        if name.endswith("_val"):
             eval_sets.append(EvalSet(
-                name.removesuffix("_val"), str(paths[name]), files.ann_file,
+                split_dataset(name), str(paths[name]), files.ann_file,
                 files.unified_ann_file, config.run.val_samples, img_dir=files.img_dir,
                 bbox_file=files.bbox_file, bbox_score_thr=files.bbox_score_thr))
     return config, PreparedData(train, tuple(eval_sets))
@@ -318,12 +330,13 @@ def pretrain_backbone(config: DistillConfig, data: PreparedData, output_dir: Pat
     return final
 
 
-def evaluate_checkpoint(run_dir: Path, dataset: str, data: PreparedData, flip_test: bool = True
-                        ) -> dict[str, float]:
-    """Evaluate a trained model's ``best.pth`` on the validation sets."""
+def evaluate_checkpoint(run_dir: Path, keypoints: str | KeypointSet, data: PreparedData,
+                        skeleton: KeypointSet, flip_test: bool = True) -> dict[str, float]:
+    """Evaluate a trained model's ``best.pth`` (predicting ``keypoints``) on the validation
+    sets (records in ``skeleton``'s slots)."""
     model = build_from_config(run_dir / "model_config.py", run_dir / "best.pth")
-    return evaluate_model(model, dataset, model.spec.codec, data.eval_sets,
-                          flip_test=flip_test)
+    return evaluate_model(model, keypoints, model.spec.codec, data.eval_sets,
+                          flip_test=flip_test, skeleton=skeleton)
 
 
 def run_train_teacher(config: DistillConfig, teacher_name: str, output_dir: str | Path
@@ -340,7 +353,8 @@ def run_train_teacher(config: DistillConfig, teacher_name: str, output_dir: str 
         config.tracking.experiment)
     run = teacher_run(ensure_backbone(config, data, output_dir), teacher)
     run_dir, _ = train_model(run, data, output_dir, [teacher.dataset])
-    metrics = evaluate_checkpoint(run_dir, teacher.dataset, data)
-    print0("\n" + format_table({f"teacher_{teacher_name}": metrics}))
+    metrics = evaluate_checkpoint(run_dir, teacher.dataset, data, config.skeleton)
+    print0("\n" + format_table({f"teacher_{teacher_name}": metrics},
+                               table_columns(config.datasets, transfer=False)))
     print0(f"\nMMPose config and checkpoint: {run_dir / 'model_config.py'}, {run_dir / 'best.pth'}")
     return metrics
