@@ -1,4 +1,4 @@
-"""Evaluate one MMPose-format checkpoint on COCO and MPII: the cross-dataset table.
+"""Evaluate one MMPose-format checkpoint on any datasets' validation sets: the cross-dataset table.
 
     python jobs/evaluate.py --checkpoint runs/demo/models/demo/best.pth \\
         --coco-ann person_keypoints_val2017.json --coco-img-dir val2017 \\
@@ -11,9 +11,10 @@ Without ``--model-config`` the ``model_config.py`` a run of this project writes 
 ``best.pth`` is used. The table's row is named after the checkpoint (its folder and file
 name) and has the demo's columns.
 
-The model may be a 21-keypoint unified student or a 17-keypoint COCO / 16-keypoint MPII
-teacher: its keypoint set follows from its keypoint count, and joints it does not predict
-count as misses. Predictions are MMPose's: the same crops, flip test as the config's
+Any dataset's flags (``--aic-ann``, ``--crowdpose-ann``, ``--halpe26-ann``, with their
+``-img-dir``) add its validation set. The model may be a unified student or one dataset's
+model: its keypoint set follows from the joint names its checkpoint carries (from its
+keypoint count without names), and joints it does not predict count as misses. Predictions are MMPose's: the same crops, flip test as the config's
 ``test_cfg`` (``--no-flip-test`` to switch it off), and with ``--bbox-file`` the person
 detections MMPose's published COCO numbers use instead of the GT boxes. ``--output`` writes
 the metrics as flat JSON (``coco_AP``, ``mpii_PCKh``, ``mpii_PCKh@0.1``, ``unified_AP``,
@@ -49,30 +50,33 @@ from unipose_ray.evaluation.cross_dataset import (
 )
 from unipose_ray.models import build_from_config
 from unipose_ray.models.checkpoints import model_config_for
-from unipose_ray.skeleton import UNIFIED_NAME, KeypointSet, unified_skeleton, widen
+from unipose_ray.skeleton import DATASET_SETS, UNIFIED_NAME, KeypointSet, unified_skeleton, widen
 from unipose_ray.workflows.evaluation import EvalWorkers, submit_evaluation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = job_parser(__doc__)
     add_model_flags(parser)
-    parser.add_argument("--coco-ann", type=Path, help="COCO person-keypoints val file (17 joints)")
-    parser.add_argument("--coco-img-dir", type=Path, help="its image folder")
-    parser.add_argument("--coco-unified-ann", type=Path,
-                        help="21-joint COCO-style file of the same images (unified AP)")
+    described = {"coco": "COCO person-keypoints val file (17 joints)",
+                 "mpii": "MPII val file in MMPose's JSON format",
+                 "aic": "AIC val file: MMPose's aic_val.json or AI Challenger's own list",
+                 "crowdpose": "CrowdPose file (MMPose's mmpose_crowdpose_test.json)",
+                 "halpe26": "Halpe-FullBody val file (136 joints, or 26)"}
+    for dataset in DATASET_SETS:
+        parser.add_argument(f"--{dataset}-ann", type=Path, help=described[dataset])
+        parser.add_argument(f"--{dataset}-img-dir", type=Path, help="its image folder")
+        parser.add_argument(f"--{dataset}-unified-ann", type=Path,
+                            help="COCO-style file of the same images with every joint of the "
+                                 "model's skeleton (unified AP; generated data)")
     parser.add_argument("--bbox-file", type=Path,
                         help="COCO person detections (results JSON, MMPose's bbox_file, e.g. "
                              "COCO_val2017_detections_AP_H_56_person.json) to run on instead "
                              "of the GT boxes")
     parser.add_argument("--bbox-score-thr", type=float, default=0.0,
                         help="drop detections scoring below this (default 0: keep all)")
-    parser.add_argument("--mpii-ann", type=Path, help="MPII val file in MMPose's JSON format")
-    parser.add_argument("--mpii-img-dir", type=Path, help="its image folder")
     parser.add_argument("--mpii-headbox-file", type=Path,
                         help="official mpii_gt_val.mat (head sizes for PCKh; not needed when "
                              "the JSON has head_box fields)")
-    parser.add_argument("--mpii-unified-ann", type=Path,
-                        help="21-joint COCO-style file of the same images (unified AP)")
     parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
                         help="average with the mirrored crop (default: the config's "
                              "test_cfg.flip_test, on for RTMPose)")
@@ -96,8 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-PATH_FLAGS = ("coco_ann", "coco_img_dir", "coco_unified_ann", "bbox_file", "mpii_ann",
-              "mpii_img_dir", "mpii_headbox_file", "mpii_unified_ann")
+PATH_FLAGS = (*(f"{d}_{f}" for d in DATASET_SETS for f in ("ann", "img_dir", "unified_ann")),
+              "bbox_file", "mpii_headbox_file")
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -121,8 +125,10 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     if args.bbox_file is not None and args.coco_ann is None:
         raise UsageError("--bbox-file holds COCO person detections: pass --coco-ann and "
                          "--coco-img-dir too")
-    for dataset, extra in (("coco", {"bbox_file": args.bbox_file}),
-                           ("mpii", {"headbox_file": args.mpii_headbox_file})):
+    extras = {"coco": {"bbox_file": args.bbox_file},
+              "mpii": {"headbox_file": args.mpii_headbox_file}}
+    for dataset in DATASET_SETS:
+        extra = extras.get(dataset, {})
         ann, img_dir = getattr(args, f"{dataset}_ann"), getattr(args, f"{dataset}_img_dir")
         unified = getattr(args, f"{dataset}_unified_ann")
         given = [ann, img_dir, unified, *extra.values()]
@@ -136,8 +142,8 @@ def data_config(args: argparse.Namespace) -> DataConfig:
             **{k: None if v is None else str(v) for k, v in extra.items()},
             **({"bbox_score_thr": args.bbox_score_thr} if dataset == "coco" else {}))
     if not splits:
-        raise UsageError("name at least one validation set: --coco-ann/--coco-img-dir "
-                         "and/or --mpii-ann/--mpii-img-dir")
+        raise UsageError("name at least one validation set: --<dataset>-ann and "
+                         f"--<dataset>-img-dir for any of {', '.join(DATASET_SETS)}")
     config = DataConfig(**splits)
     config.check()
     return config

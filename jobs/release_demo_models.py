@@ -1,6 +1,7 @@
-"""Train the demo's released models once and write them, with a manifest, into released/demo.
+"""Train the demo's released models once and write them, with a manifest, into released/.
 
     python jobs/release_demo_models.py        # about 1.5 hours on a 2-core CPU
+    python jobs/release_demo_models.py --config demo_body_models --release-dir released/demo_body
 
 Preset ``demo_models``: a CSPNeXt-t backbone trained on UDP heatmaps of generated COCO
 images (the stand-in for MMPose's ``cspnext-t_udp-aic-coco``), then an RTMPose-t COCO
@@ -9,6 +10,10 @@ dataset. Writes into ``--release-dir``: fp16 MMPose checkpoints, the teachers' M
 configs, and ``manifest.json``: the sha256 of each file, this command, the seeds, the
 generator's and preset's sha256, and each teacher's metrics on the demo's validation sets
 as ``jobs/evaluate.py`` measures them. Started again, it reuses finished trainings.
+
+A config with ``student.backbone_checkpoint`` (``demo_body_models``: the Halpe-26 teacher)
+trains its teachers from that backbone instead of pretraining one, and the manifest names
+the backbone by path and sha256 instead of releasing it again.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 
 from unipose_ray.cli import add_run_flags, entry, job_parser
 from unipose_ray.config import PRESETS, DistillConfig, load_config, preset_path
+from unipose_ray.evaluation.cross_dataset import table_columns
 from unipose_ray.models.checkpoints import half_checkpoint
 from unipose_ray.models.release import MANIFEST_NAME, sha256_of, write_manifest
 from unipose_ray.runtime.distributed import init_ray
@@ -49,9 +55,11 @@ def main(argv: list[str] | None = None) -> dict:
     command = shlex.join(["python", "jobs/release_demo_models.py", *(argv if argv is not None else sys.argv[1:])])
 
     config = load_config(args.config, args.overrides)
-    if config.pretrain is None or config.student.backbone_checkpoint is not None:
-        parser.error("the release trains its own backbone: the config needs a pretrain section "
-                     "and no student.backbone_checkpoint")
+    if (config.pretrain is None) == (config.student.backbone_checkpoint is None):
+        parser.error("the release trains its teachers from a backbone: the config needs a "
+                     "pretrain section (a backbone trained and released here) or a "
+                     "student.backbone_checkpoint (an earlier release's), not both")
+    given_backbone = config.student.backbone_checkpoint
     init_ray(args.address)
     output_dir = Path(args.output_dir).resolve()
     config, data = prepare_data(config, output_dir)
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     release = Path(args.release_dir)
     release.mkdir(parents=True, exist_ok=True)
     (release / MANIFEST_NAME).unlink(missing_ok=True)  # the old one would refuse the new files
-    files = write_files(config, release)
+    files = write_files(config, release, given_backbone)
     metrics = {name: evaluate(release, paths, data) for name, paths in files["teachers"].items()}
     info = {
         "command": command,
@@ -76,29 +84,33 @@ def main(argv: list[str] | None = None) -> dict:
                                               .glob("*.py"))),
         "generate": config.generate,
         "backbone": files["backbone"],
+        "datasets": list(config.datasets),
+        "skeleton": list(config.skeleton.names),
         "teachers": {name: {**paths, "metrics": metrics[name]["metrics"],
                             "evaluate_command": metrics[name]["command"]}
                      for name, paths in files["teachers"].items()},
     }
     manifest = write_manifest(release, info)
     total = sum(p.stat().st_size for p in release.iterdir() if p.is_file())
-    for name, m in metrics.items():
+    headline = table_columns(config.datasets, transfer=False)
+    for name, m in metrics.items():  # --output writes the table's units (AP in %)
         print(f"teacher {name}: " + ", ".join(
-            f"{k} {100 * v if k.endswith('AP') else v:.2f}" for k, v in m["metrics"].items()
-            if v is not None and k in HEADLINE))
+            f"{k} {v:.2f}" for k, v in m["metrics"].items() if v is not None and k in headline))
     print(f"released {len(info['teachers'])} teachers and a backbone into {release} "
           f"({total / 2**20:.1f} MiB); manifest: {manifest}")
     return info
 
 
-HEADLINE = ("coco_AP", "mpii_PCKh", "mpii_PCKh@0.1", "unified_AP", "score")
-
-
-def write_files(config: DistillConfig, release: Path) -> dict:
-    """fp16 copies of the backbone and the teachers (checkpoint + MMPose config)."""
-    w, h = config.student.codec.input_size
-    backbone = f"cspnext-{config.student.size}_udp-demo-{config.pretrain.dataset}_{w}x{h}.pth"
-    half_checkpoint(config.student.backbone_checkpoint, release / backbone, keep="backbone.")
+def write_files(config: DistillConfig, release: Path, given_backbone: str | None = None) -> dict:
+    """fp16 copies of the backbone trained here (a given one is named, not copied) and of
+    the teachers (checkpoint + MMPose config)."""
+    if given_backbone is not None:
+        backbone = {"path": os.path.relpath(given_backbone, REPO),
+                    "sha256": sha256_of(given_backbone)}
+    else:
+        w, h = config.student.codec.input_size
+        backbone = f"cspnext-{config.student.size}_udp-demo-{config.pretrain.dataset}_{w}x{h}.pth"
+        half_checkpoint(config.student.backbone_checkpoint, release / backbone, keep="backbone.")
     teachers = {}
     for teacher in config.teachers:
         codec = teacher.train_codec or config.student.codec
