@@ -18,7 +18,7 @@ class SweepConfig:
         num_samples: trials drawn (``random``), or repeats of the grid (``grid``).
         metric, mode: what ASHA and the summary rank trials by (a validation metric).
         search: ``random``: w1 and each teacher's weight log-uniform in their ranges, the
-            size from ``sizes``; ``grid``: every ``(w1, w_coco, w_mpii)`` of ``grid`` x
+            size from ``sizes``; ``grid``: every ``(w1, w_<teacher>...)`` of ``grid`` x
             ``sizes``.
         w_gt, w_teacher: log-uniform ranges of w1 and of each teacher weight.
         sizes: student sizes to try.
@@ -27,7 +27,7 @@ class SweepConfig:
             ``sizes`` needs one when the student has a backbone.
         lr: ``random``: a log-uniform range of the learning rate; ``grid``: the learning
             rates to try; ``None``: the config's ``optim.lr``.
-        grid: the ``(w_gt, w_coco, w_mpii)`` triples of ``grid`` mode (the paper's
+        grid: the ``(w_gt, one weight per teacher)`` tuples of ``grid`` mode (the paper's
             0.45/0.25/0.45 first), the teachers in the config's order.
         include_base: ``random`` search: the first trial takes the config's own weights,
             first size and lr (the paper's 0.45/0.25/0.45 in the presets), so the table
@@ -72,6 +72,6 @@ class SweepConfig:
                 raise ConfigError(f"sweep.{name} must be a range 0 < low <= high, got "
                                   f"[{low}, {high}]")
         if self.search == "grid" and not self.grid:
-            raise ConfigError("sweep.grid is empty: give (w_gt, w_coco, w_mpii) triples")
+            raise ConfigError("sweep.grid is empty: give (w_gt, one weight per teacher) tuples")
         if self.search == "grid" and self.lr and min(self.lr) <= 0:
             raise ConfigError(f"sweep.lr must hold positive learning rates, got {list(self.lr)}")
