@@ -85,7 +85,7 @@ def test_the_table_has_a_column_per_dataset_and_a_domain_per_image_set(body_run)
                                   "transfer_PCK", "score"]
 
 
-def test_the_distilled_run_logs_one_kd_term_per_teacher(body_run):
+def test_mlflow_has_one_kd_term_per_teacher_and_the_skeleton(body_run):
     from mlflow.tracking import MlflowClient
 
     out, *_ = body_run
@@ -95,6 +95,10 @@ def test_the_distilled_run_logs_one_kd_term_per_teacher(body_run):
     distilled = runs["student_distilled"].data.metrics
     assert {"train/loss_kd_coco", "train/loss_kd_mpii", "train/loss_kd_halpe26"} <= set(distilled)
     assert not any(k.startswith("train/loss_kd") for k in runs["student_joint_no_kd"].data.metrics)
+    for name in ("body", "student_distilled", "student_joint_no_kd"):  # parent and children
+        params = runs[name].data.params
+        assert params["skeleton"].split(",") == list(BODY.names), name
+        assert params["datasets"] == "coco,mpii,halpe26", name
 
 
 def test_the_student_checkpoint_carries_its_27_joints_to_predict_and_evaluate(body_run, load_job,

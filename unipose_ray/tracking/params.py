@@ -39,6 +39,14 @@ def flatten_config(obj: Any, prefix: str = "") -> dict[str, ParamValue]:
     return out
 
 
+def run_params(config: Any) -> dict[str, ParamValue]:
+    """A run's params: its config flattened, plus its datasets and the joint names of its
+    unified skeleton (``datasets``, ``skeleton``: comma-separated), so runs of other
+    skeletons are told apart in MLflow without reading their data."""
+    return flatten_config(config) | {"datasets": param_value(",".join(config.datasets)),
+                                     "skeleton": param_value(",".join(config.skeleton.names))}
+
+
 def _flatten_into(plain: Any, key: str, out: dict[str, ParamValue]) -> None:
     if isinstance(plain, dict):
         items = list(plain.items())

@@ -14,7 +14,7 @@ from unipose_ray.evaluation.cross_dataset import evaluate_model, table_columns
 from unipose_ray.evaluation.pictures import validation_picture
 from unipose_ray.models import PoseModel
 from unipose_ray.runtime import distributed as dist
-from unipose_ray.tracking.params import flatten_config
+from unipose_ray.tracking.params import run_params
 from unipose_ray.tracking.runs import PARENT_TAG, NullTracker, RunTracker, child_key
 from unipose_ray.train.checkpointing import (
     CHECKPOINT_SCORE,
@@ -38,7 +38,7 @@ def start_tracker(job: TrainJob) -> RunTracker | NullTracker:
     if job.parent_run_id:
         tags[PARENT_TAG] = job.parent_run_id
     name = job.tracking_name or job.config.run.name
-    params = flatten_config(job.config) | job.tracking_params
+    params = run_params(job.config) | job.tracking_params
     tracker.start(job.config.tracking.experiment, name, params=params, tags=tags,
                   key=child_key(job.parent_run_id, name))
     tracker.log_dict(job.config, "config.yaml")

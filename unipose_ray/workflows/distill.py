@@ -36,7 +36,7 @@ from unipose_ray.models import build_from_config
 from unipose_ray.runtime.distributed import print0
 from unipose_ray.skeleton import DATASET_SETS
 from unipose_ray.teacher_cache.build import ensure_cache
-from unipose_ray.tracking.params import flatten_config
+from unipose_ray.tracking.params import run_params
 from unipose_ray.tracking.runs import PARENT_TAG, RunTracker, child_key
 from unipose_ray.tracking.uris import resolve_tracking_uri
 from unipose_ray.train.driver import uses_cache
@@ -68,7 +68,7 @@ def run_distill(config: DistillConfig, output_dir: str | Path) -> dict[str, dict
     config, data = prepare_data(config, output_dir)
     uri = resolve_tracking_uri(config.tracking.tracking_uri, output_dir)
     parent = RunTracker(uri).start(  # fails early on an unreachable server, too
-        config.tracking.experiment, config.run.name, params=flatten_config(config),
+        config.tracking.experiment, config.run.name, params=run_params(config),
         tags={"unipose_ray.kind": "comparison", "unipose_ray.output_dir": str(output_dir)},
         key=f"{config.run.name}@{output_dir}")
     status = "FAILED"

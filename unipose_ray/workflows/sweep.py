@@ -25,7 +25,7 @@ from unipose_ray.evaluation.cross_dataset import format_table, table_columns
 from unipose_ray.runtime.distributed import print0
 from unipose_ray.runtime.signals import handlers_restored
 from unipose_ray.teacher_cache.build import ensure_cache
-from unipose_ray.tracking.params import flatten_config
+from unipose_ray.tracking.params import run_params
 from unipose_ray.tracking.runs import RunTracker, child_key
 from unipose_ray.tracking.server import served
 from unipose_ray.tracking.uris import resolve_tracking_uri
@@ -81,7 +81,7 @@ def run_sweep(config: DistillConfig, output_dir: str | Path, callbacks: tuple = 
 
     store = resolve_tracking_uri(config.tracking.tracking_uri, out)
     parent = RunTracker(store).start(  # the experiment is made on the store: file artifacts
-        config.tracking.experiment, f"{config.run.name}_sweep", params=flatten_config(config),
+        config.tracking.experiment, f"{config.run.name}_sweep", params=run_params(config),
         tags={"unipose_ray.kind": "sweep"}, key=f"sweep:{config.run.name}@{out}")
     try:
         with served(store) as uri:
