@@ -63,7 +63,7 @@ def test_missing_data_paths_are_named_all_at_once(tmp_path):
 
 def test_a_typo_in_a_preset_name_lists_the_presets():
     with pytest.raises(ConfigError, match=r"--config demoo: neither a preset \(demo, "
-                                          r"demo_self_trained, .*paper\) nor a YAML file; did "
+                                          r"demo_self_trained, .*paper_body\) nor a YAML file; did "
                                           r"you mean demo\?"):
         load_config("demoo")
 
