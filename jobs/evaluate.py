@@ -50,7 +50,7 @@ from unipose_ray.evaluation.cross_dataset import (
 )
 from unipose_ray.models import build_from_config
 from unipose_ray.models.checkpoints import model_config_for
-from unipose_ray.skeleton import DATASET_SETS, UNIFIED_NAME, KeypointSet, unified_skeleton, widen
+from unipose_ray.skeleton import DATASET_SETS, KeypointSet, covering_skeleton
 from unipose_ray.workflows.evaluation import EvalWorkers, submit_evaluation
 
 
@@ -166,9 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                               trust_checkpoint=args.trust_checkpoint,
                               trust_hint="--trust-checkpoint")
     keypoint_set = model_keypoints(model, str(args.checkpoint))
-    # the model's slots first, then any joint of the evaluated datasets it lacks
-    skeleton = widen(keypoint_set if keypoint_set.name == UNIFIED_NAME
-                     else unified_skeleton([keypoint_set.name]), data.datasets())
+    # the union of the model's datasets and the evaluated ones: the slots of generated files
+    skeleton = covering_skeleton(keypoint_set, data.datasets())
     flip_test = model.spec.flip_test if args.flip_test is None else args.flip_test
 
     with tempfile.TemporaryDirectory(prefix="unipose_eval_") as tmp:

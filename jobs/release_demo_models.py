@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, m in metrics.items():  # --output writes the table's units (AP in %)
         print(f"teacher {name}: " + ", ".join(
             f"{k} {v:.2f}" for k, v in m["metrics"].items() if v is not None and k in headline))
-    print(f"released {len(info['teachers'])} teachers and a backbone into {release} "
+    what = "" if given_backbone else " and a backbone"
+    print(f"released {len(info['teachers'])} teacher(s){what} into {release} "
           f"({total / 2**20:.1f} MiB); manifest: {manifest}")
     return info
 

@@ -53,3 +53,30 @@ def test_generated_datasets_are_the_generators(generate):
 def test_a_config_naming_no_dataset_has_the_papers_skeleton():
     config = load_config("paper", ["data={}", "teachers=[]"])
     assert config.datasets == ("coco", "mpii") and config.skeleton is UNIFIED
+
+
+def test_a_model_is_evaluated_in_the_slots_of_generated_files():
+    """The union of the model's datasets and the evaluated ones, in the order runs and the
+    generator use: a Halpe-26 model on COCO + MPII + Halpe files fills the 27 slots in
+    the files' order, not its own."""
+    from unipose_ray.skeleton import COCO, HALPE26, covering_skeleton
+
+    body = unified_skeleton(["coco", "mpii", "halpe26"])
+    assert covering_skeleton(HALPE26, ["coco", "mpii", "halpe26"]) is body
+    assert covering_skeleton(COCO, ["coco", "mpii"]) is UNIFIED
+    assert covering_skeleton(body, ["coco"]) is body
+    assert covering_skeleton(UNIFIED, ["halpe26"]) is body
+
+
+def test_a_whole_skeleton_file_of_other_joints_is_refused(tmp_path):
+    import json
+
+    from unipose_ray.evaluation.cross_dataset import check_unified_joints
+
+    path = tmp_path / "unified27_val.json"
+    body = unified_skeleton(["coco", "mpii", "halpe26"])
+    path.write_text(json.dumps({"categories": [{"keypoints": list(body.names)}]}))
+    check_unified_joints(str(path), body)
+    shuffled = unified_skeleton(["halpe26"])  # Halpe's own order: head before pelvis
+    with pytest.raises(ValueError, match="unified27_val.json annotates the joints"):
+        check_unified_joints(str(path), shuffled)

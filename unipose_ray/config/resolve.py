@@ -10,8 +10,8 @@ from pathlib import Path
 from unipose_ray.config.loading import ConfigError, apply_overrides, build, load_yaml
 from unipose_ray.config.schema import DistillConfig
 
-PRESETS = ("demo", "demo_self_trained", "demo_models", "demo_body_models", "demo_sweep", "paper",
-           "paper_body")
+PRESETS = ("demo", "demo_self_trained", "demo_models", "demo_body", "demo_body_models",
+           "demo_sweep", "paper", "paper_body")
 
 
 def load_config(source: str, overrides: list[str] = ()) -> DistillConfig:

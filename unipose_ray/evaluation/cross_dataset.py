@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -229,6 +231,7 @@ def score_predictions(inputs: Sequence[SetInputs], preds: Sequence[Predictions],
             metrics.update(dataset_keypoint_metrics(
                 eval_set.name, gt_file, _instances(boxes, own, s.box_scores)))
         if eval_set.unified_ann_file:
+            check_unified_joints(eval_set.unified_ann_file, skeleton)
             ids = _unified_ids(boxes, eval_set.name)
             gt_file = eval_set.ground_truth(eval_set.unified_ann_file, records)
             u = stable_metric_names(
@@ -246,6 +249,29 @@ def score_predictions(inputs: Sequence[SetInputs], preds: Sequence[Predictions],
         metrics["transfer_PCK"] = float(np.mean(transfer))
     metrics["score"] = cross_dataset_score(metrics)
     return metrics
+
+
+@lru_cache(maxsize=32)
+def _file_joints(path: str, mtime_ns: int) -> tuple[str, ...] | None:
+    with open(path) as f:
+        categories = json.load(f).get("categories") or [{}]
+    names = categories[0].get("keypoints")
+    return None if names is None else tuple(names)
+
+
+def check_unified_joints(unified_ann_file: str, skeleton: KeypointSet) -> None:
+    """Refuse a whole-skeleton file whose category names other joints, or these in another
+    order, than ``skeleton`` (scored against it, every joint would be compared with another).
+
+    Raises:
+        ValueError: naming the file and both joint lists.
+    """
+    names = _file_joints(str(unified_ann_file), os.stat(unified_ann_file).st_mtime_ns)
+    if names is not None and names != skeleton.names:
+        raise ValueError(
+            f"{unified_ann_file} annotates the joints {list(names)}, but the predictions are "
+            f"in the skeleton {list(skeleton.names)}; give the whole-skeleton file of this "
+            "run's datasets (generated data writes unified<K>_val.json per skeleton)")
 
 
 def _gather(pred: Predictions, joints: np.ndarray) -> Predictions:

@@ -22,6 +22,7 @@ from unipose_ray.skeleton.union import (
     UNIFIED_NAME,
     DatasetMapping,
     build_mapping,
+    covering_skeleton,
     keypoint_set_for,
     keypoint_set_named,
     keypoint_set_of,
@@ -30,12 +31,11 @@ from unipose_ray.skeleton.union import (
     skeleton_from_names,
     unified_skeleton,
     union_names,
-    widen,
 )
 
 __all__ = [
     "AIC", "COCO", "CROWDPOSE", "DATASET_SETS", "HALPE26", "KEYPOINT_SETS", "MPII", "NAME_MAPS",
-    "UNANNOTATED", "UNIFIED", "UNIFIED_NAME", "DatasetMapping", "KeypointSet", "build_mapping",
-    "keypoint_set_for", "keypoint_set_named", "keypoint_set_of", "mapping_for", "set_mapping", "widen",
+    "UNANNOTATED", "UNIFIED", "UNIFIED_NAME", "DatasetMapping", "KeypointSet", "build_mapping", "covering_skeleton",
+    "keypoint_set_for", "keypoint_set_named", "keypoint_set_of", "mapping_for", "set_mapping",
     "skeleton_from_names", "union_names", "unified_skeleton",
 ]

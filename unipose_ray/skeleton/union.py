@@ -232,11 +232,26 @@ def set_mapping(keypoints: KeypointSet, skeleton: KeypointSet = UNIFIED) -> Data
     return build_mapping(keypoints, {n: n for n in keypoints.names}, skeleton)
 
 
-def widen(skeleton: KeypointSet, datasets: Iterable[str]) -> KeypointSet:
-    """``skeleton`` with the joints of ``datasets`` it lacks appended (a model evaluated on
-    datasets beyond its own union keeps its slots first)."""
-    extra = [n for n in union_names(datasets) if n not in skeleton.names]
-    return skeleton_from_names(skeleton.names + tuple(extra)) if extra else skeleton
+def covering_skeleton(keypoints: KeypointSet, datasets: Iterable[str]) -> KeypointSet:
+    """The skeleton to evaluate a model predicting ``keypoints`` on ``datasets``: the union
+    of those datasets and of the datasets whose joints the model has, in the order every
+    run and generated file uses (:func:`unified_skeleton`). A model with joints no such
+    union has keeps its own order, the datasets' other joints after it."""
+    own = _canonical_names(keypoints)
+    covered = [d for d, ks in DATASET_SETS.items()
+               if {NAME_MAPS[d][n] for n in ks.names} <= set(own)]
+    canonical = unified_skeleton([*covered, *datasets])
+    if set(own) <= set(canonical.names):
+        return canonical
+    extra = [n for n in union_names(datasets) if n not in own]
+    return skeleton_from_names(tuple(own) + tuple(extra))
+
+
+def _canonical_names(keypoints: KeypointSet) -> list[str]:
+    """A keypoint set's joints under their unified names."""
+    if keypoints.name in DATASET_SETS and keypoints == DATASET_SETS[keypoints.name]:
+        return [NAME_MAPS[keypoints.name][n] for n in keypoints.names]
+    return list(keypoints.names)
 
 
 KEYPOINT_SETS: dict[str, KeypointSet] = {**DATASET_SETS, UNIFIED_NAME: UNIFIED}
