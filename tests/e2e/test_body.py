@@ -4,8 +4,8 @@ COCO-, MPII- and Halpe-26-format generated data, random-weight RTMPose teachers 
 dataset (MMPose config + checkpoint files), the joint and the distilled student on the
 union skeleton (the paper's 21 joints and Halpe's six foot joints): the table has a column
 per dataset and a unified AP per image domain, the distilled run logs one KD term per
-teacher, and the student's checkpoint carries its 27 joints to ``predict`` and
-``evaluate``, which need no flag to know them.
+teacher, and the student's checkpoint carries its 27 joints to ``predict``, ``export`` (the
+ONNX file names them for ``predict``) and ``evaluate``, which need no flag to know them.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def test_mlflow_has_one_kd_term_per_teacher_and_the_skeleton(body_run):
         assert params["datasets"] == "coco,mpii,halpe26", name
 
 
-def test_the_student_checkpoint_carries_its_27_joints_to_predict_and_evaluate(body_run, load_job,
+def test_the_student_carries_its_27_joints_to_predict_export_and_evaluate(body_run, load_job,
                                                                                tmp_path):
     import torch
 
@@ -118,6 +118,15 @@ def test_the_student_checkpoint_carries_its_27_joints_to_predict_and_evaluate(bo
     written = json.loads((tmp_path / "preds" / "keypoints.json").read_text())
     assert written["keypoint_names"] == list(BODY.names)
     assert predict is not None
+
+    onnx = tmp_path / "body.onnx"
+    load_job("export").main(["--checkpoint", str(best), "--out", str(onnx), "--max-crops", "4"])
+    exported = load_job("predict").main(["--checkpoint", str(onnx),
+                                         str(data.images_dir("coco", "val")),
+                                         "--out", str(tmp_path / "onnx_preds")])
+    assert exported is not None  # the export names its joints: predict reads 27 from it
+    names = json.loads((tmp_path / "onnx_preds" / "keypoints.json").read_text())["keypoint_names"]
+    assert names == list(BODY.names)
 
     metrics = load_job("evaluate").main([
         "--checkpoint", str(best), "--halpe26-ann", str(data.annotation_file("halpe26", "val")),
