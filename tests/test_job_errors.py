@@ -14,7 +14,7 @@ import sys
 import pytest
 from helpers import REPO
 
-from unipose_ray.config import load_config
+from unipose_ray.config import PRESETS, load_config
 from unipose_ray.config.resume import check_resume
 
 HEAVY = ("torch", "ray", "mlflow", "mmpose", "mmengine", "cv2", "pyarrow")
@@ -39,9 +39,8 @@ def run_job(job: str, *args: str, cwd=REPO) -> tuple[int, list[str], list[str]]:
 def test_a_typo_in_the_preset_is_one_line_naming_the_presets():
     code, lines, heavy = run_job("distill", "--config", "demoo")
     assert code == 2 and heavy == []
-    assert lines == ["distill.py: error: --config demoo: neither a preset (demo, "
-                     "demo_self_trained, demo_models, demo_sweep, paper) nor a YAML file; did "
-                     "you mean demo?"]
+    assert lines == [f"distill.py: error: --config demoo: neither a preset ({', '.join(PRESETS)}) "
+                     "nor a YAML file; did you mean demo?"]
 
 
 @pytest.mark.parametrize(("job", "args", "message"), [
